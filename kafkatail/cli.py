@@ -1,0 +1,125 @@
+"""The ``kafkatail`` command: ``demo`` (everything on this machine) and ``serve`` (production)."""
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import threading
+from typing import Sequence
+
+from . import __version__
+from .config import FIELDS, Config, ConfigError, load
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="PATH", help="TOML config file (see conf/kafkatail.toml)")
+    p.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]")
+    p.add_argument("--bind", metavar="HOST:PORT")
+    p.add_argument("--workers", metavar="N")
+    p.add_argument("--threads", metavar="N")
+    p.add_argument("--log-level", metavar="LEVEL")
+
+
+def _config(args: argparse.Namespace, **extra: object) -> Config:
+    overrides = {f.name: getattr(args, f.name, None) for f in FIELDS}
+    overrides.update(extra)
+    return load(args.config, overrides=overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kafkatail", description="Live-tail Kafka topics in the browser over WebSocket.")
+    parser.add_argument("--version", action="version", version=f"kafkatail {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = sub.add_parser("demo", help="embedded broker + sample traffic + server; prints the URL")
+    _add_config_flags(demo)
+    demo.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 = any free)")
+    serve = sub.add_parser("serve", help="serve tails from a configured Kafka cluster (gunicorn)")
+    _add_config_flags(serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            from .server import serve
+            serve(_config(args))
+            return 0
+        return demo(args)
+    except ConfigError as exc:
+        print(f"kafkatail: config error: {exc}", file=sys.stderr)
+        return 2
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Broker, topics, traffic and a ``kafkatail serve`` child; Ctrl-C stops all three."""
+    from .broker import BrokerError, EmbeddedBroker, free_port, wait_for_port
+    from .demo_traffic import TrafficGenerator, create_demo_topics
+
+    port = args.port or free_port()
+    if not args.bind and not _port_free(port):
+        print(f"kafkatail: port {port} is busy; try --port 0", file=sys.stderr)
+        return 2
+    bind = args.bind or f"127.0.0.1:{port}"
+    _config(args, bind=bind)  # fail on a bad config before starting anything
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    broker = EmbeddedBroker()
+    traffic = None
+    server = None
+    try:
+        try:
+            broker.start()
+        except BrokerError as exc:
+            print(f"kafkatail: {exc}", file=sys.stderr)
+            return 1
+        create_demo_topics(broker.bootstrap)
+        traffic = TrafficGenerator(broker.bootstrap)
+        traffic.start()
+        cmd = [sys.executable, "-m", "kafkatail", "serve", "--bootstrap-servers", broker.bootstrap,
+               "--bind", bind]
+        if args.config:
+            cmd += ["--config", args.config]
+        server = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        host, _, hport = bind.rpartition(":")
+        if not wait_for_port(host, int(hport), 30) or server.poll() is not None:
+            print("kafkatail: the server did not start", file=sys.stderr)
+            return 1
+        print(f"\nkafkatail demo is running: http://{host}:{hport}/?topic=demo.orders&from=-50\n"
+              f"broker {broker.bootstrap}; topics demo.app-logs demo.orders demo.sensor-bin "
+              f"demo.audit\nPress Ctrl-C to stop.", flush=True)
+        while not stop.wait(0.5):
+            if server.poll() is not None:
+                print("kafkatail: the server exited", file=sys.stderr)
+                return 1
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if server is not None and server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        if traffic is not None:
+            traffic.stop()
+        broker.stop()
+
+
+def _port_free(port: int) -> bool:
+    import socket
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,189 @@
+"""One configuration for the whole process: defaults < file < KAFKATAIL_* env < CLI flags.
+
+Every key is declared once in ``FIELDS`` with its type, default and check, so the file
+loader, the environment loader, the CLI and the documentation in ``conf/kafkatail.toml``
+cannot drift apart. A bad value raises ``ConfigError`` naming the key and the reason.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+ENV_PREFIX = "KAFKATAIL_"
+
+
+class ConfigError(ValueError):
+    """A user mistake in configuration: printed as one line, never as a traceback."""
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: type
+    default: Any
+    help: str
+    check: Callable[[Any], str | None] | None = None
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be greater than 0"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be 0 or more"
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return None if v in choices else "must be one of " + ", ".join(choices)
+    return check
+
+
+def _host_port(v: str) -> str | None:
+    host, sep, port = v.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return "must look like HOST:PORT"
+    return None
+
+
+def _servers(v: str) -> str | None:
+    parts = [p.strip() for p in v.split(",") if p.strip()]
+    if not parts:
+        return "must name at least one HOST:PORT"
+    for p in parts:
+        if _host_port(p):
+            return f"{p!r} must look like HOST:PORT"
+    return None
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("bootstrap_servers", str, "localhost:9092",
+          "Kafka bootstrap servers, comma separated HOST:PORT.", _servers),
+    Field("bind", str, "127.0.0.1:8080", "Address the HTTP/WebSocket server listens on.", _host_port),
+    Field("workers", int, 1, "Server worker processes.", _positive),
+    Field("threads", int, 128,
+          "gthread worker: threads per worker; each open tail holds one.", _positive),
+    Field("poll_timeout_ms", int, 500,
+          "Longest a ConsumerThread waits in poll(); bounds stop latency. Never 0.", _positive),
+    Field("max_poll_records", int, 500, "Most records fetched per poll, i.e. per batch.", _positive),
+    Field("request_timeout_ms", int, 5000,
+          "Kafka request timeout: metadata, offset lookups, bootstrap.", _positive),
+    Field("outbox_max_records", int, 5000,
+          "Records buffered per socket before the full policy applies.", _positive),
+    Field("outbox_full_policy", str, "drop-oldest",
+          "drop-oldest: discard the oldest buffered records and send a 'dropped' frame; "
+          "disconnect: close the slow client with 1008.", _one_of("drop-oldest", "disconnect")),
+    Field("send_timeout_s", float, 10.0,
+          "A client that does not accept a frame within this time is disconnected.", _positive),
+    Field("ping_interval_s", float, 20.0,
+          "WebSocket ping interval; a peer silent for two intervals is dropped. "
+          "Keep well under nginx proxy_read_timeout (60 s).", _positive),
+    Field("max_inbound_bytes", int, 65536,
+          "Largest control frame a client may send (close 1009 beyond it).", _positive),
+    Field("max_value_bytes", int, 262144,
+          "Values larger than this are truncated and marked truncated: true.", _positive),
+    Field("max_tails", int, 1000, "Open tails allowed in one process (1013 beyond).", _positive),
+    Field("max_tails_per_client", int, 100, "Open tails per client address.", _positive),
+    Field("max_tails_per_topic", int, 500, "Open tails per topic.", _positive),
+    Field("shutdown_grace_s", float, 10.0,
+          "On SIGTERM, time allowed for closing sockets and joining threads.", _positive),
+    Field("status_interval_s", float, 5.0,
+          "How often an idle tail re-checks the broker and the end offsets.", _positive),
+    Field("log_level", str, "INFO", "Python logging level.",
+          _one_of("DEBUG", "INFO", "WARNING", "ERROR")),
+)
+
+_BY_NAME = {f.name: f for f in FIELDS}
+
+
+class Config:
+    """Resolved configuration: attribute access, immutable after load."""
+
+    __slots__ = tuple(f.name for f in FIELDS)
+
+    def __init__(self, **values: Any) -> None:
+        for f in FIELDS:
+            object.__setattr__(self, f.name, f.default)
+        for name, raw in values.items():
+            object.__setattr__(self, name, _coerce(name, raw, "argument"))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Config is immutable; use replace()")
+
+    def replace(self, **values: Any) -> "Config":
+        return Config(**{**self.as_dict(), **values})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in FIELDS}
+
+    def __repr__(self) -> str:
+        return f"Config({self.as_dict()!r})"
+
+
+def _coerce(name: str, raw: Any, source: str) -> Any:
+    field = _BY_NAME.get(name)
+    if field is None:
+        raise ConfigError(f"{name}: unknown key (from {source})")
+    try:
+        if field.type is bool and isinstance(raw, str):
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            value = raw.lower() in ("1", "true", "yes", "on")
+        elif field.type in (int, float) and isinstance(raw, bool):
+            raise ValueError(raw)
+        else:
+            value = field.type(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{name}: {raw!r} is not a valid {field.type.__name__} (from {source})") from None
+    if field.check is not None:
+        problem = field.check(value)
+        if problem:
+            raise ConfigError(f"{name}: {value!r} {problem} (from {source})")
+    return value
+
+
+def load(path: str | None = None, env: Mapping[str, str] | None = None,
+         overrides: Mapping[str, Any] | None = None) -> Config:
+    """Build the Config from an optional TOML file, the environment and CLI overrides."""
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        for name, raw in data.items():
+            values[name] = _coerce(name, raw, path)
+    env = os.environ if env is None else env
+    for key, raw in env.items():
+        if key.startswith(ENV_PREFIX):
+            name = key[len(ENV_PREFIX):].lower()
+            if name in _BY_NAME:
+                values[name] = _coerce(name, raw, key)
+    for name, raw in (overrides or {}).items():
+        if raw is not None:
+            values[name] = _coerce(name, raw, "--" + name.replace("_", "-"))
+    return Config(**values)
+
+
+def documented_toml() -> str:
+    """The text of ``conf/kafkatail.toml``: every key, its default and what it does."""
+    lines = ["# kafkatail configuration. Every key is optional; the value shown is the default.",
+             "# Precedence: this file < environment (KAFKATAIL_<KEY>, e.g. KAFKATAIL_BIND) < flags.",
+             "# Use it with: kafkatail serve --config conf/kafkatail.toml", ""]
+    for f in FIELDS:
+        lines += [f"# {f.help}", f"{f.name} = {_toml_value(f.default)}", ""]
+    return "\n".join(lines)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)

@@ -1,0 +1,1 @@
+"""Operations: thread naming and inspection shared by the server, tests and tools."""

@@ -1,0 +1,72 @@
+"""Run the app under gunicorn (gthread worker), with a SIGTERM that closes every tail with 1001.
+
+gunicorn's graceful stop waits for open connections to end by themselves, which a WebSocket
+never does; so each worker reacts to SIGTERM itself: it closes its tails (clients get 1001),
+joins their threads, and then lets gunicorn finish the stop.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from .app import create_app, shutdown
+from .config import Config
+
+log = logging.getLogger(__name__)
+
+
+def _post_worker_init(worker: Any) -> None:
+    app = worker.wsgi
+    gunicorn_exit = worker.handle_exit
+
+    def stop_tails() -> None:
+        shutdown(app)
+
+    def on_term(sig: int, frame: Any) -> None:
+        threading.Thread(target=stop_tails, name="kt-shutdown", daemon=True).start()
+        gunicorn_exit(sig, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+
+
+class Server(BaseApplication):
+    """A programmatic gunicorn application serving ``create_app(config)``."""
+
+    def __init__(self, config: Config) -> None:
+        self.kt_config = config
+        super().__init__()
+
+    def load_config(self) -> None:
+        c = self.kt_config
+        settings = {
+            "bind": c.bind,
+            "workers": str(c.workers),
+            "worker_class": "gthread",
+            "threads": str(c.threads),
+            "graceful_timeout": str(int(c.shutdown_grace_s) + 1),
+            "timeout": str(max(30, int(c.shutdown_grace_s) * 3)),
+            "post_worker_init": _post_worker_init,
+            "accesslog": None,
+            "loglevel": c.log_level.lower(),
+            "proc_name": "kafkatail",
+            "control_socket_disable": True,
+        }
+        for key, value in settings.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return create_app(self.kt_config)
+
+
+def serve(config: Config) -> None:
+    """Run until SIGTERM/SIGINT; gunicorn's arbiter owns the process from here."""
+    logging.basicConfig(level=config.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kafka-python logs every connect and close at INFO: one line per tail opened or closed.
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(config.log_level)))
+    Server(config).run()

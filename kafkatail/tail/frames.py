@@ -1,0 +1,50 @@
+"""The server-to-client frames of the tail protocol and its close codes.
+
+Every frame is one JSON text message with a ``type``; a batch of records is one frame.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+NORMAL = 1000
+GOING_AWAY = 1001
+POLICY = 1008
+TOO_BIG = 1009
+INTERNAL = 1011
+TRY_AGAIN = 1013
+BAD_REQUEST = 4400
+FORBIDDEN = 4403
+NOT_FOUND = 4404
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+class Close(Exception):
+    """End a tail with a WebSocket close code and a human reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason[:120]
+
+
+def hello(topic: str, partitions: list[dict[str, int]], options: Mapping[str, Any]) -> str:
+    return _dumps({"type": "hello", "topic": topic, "partitions": partitions, "options": options})
+
+
+def messages(batch: list[dict[str, Any]]) -> str:
+    return _dumps({"type": "messages", "messages": batch})
+
+
+def status(state: str, **detail: Any) -> str:
+    return _dumps({"type": "status", "status": state, **detail})
+
+
+def dropped(count: int, partitions: Mapping[int, list[int]]) -> str:
+    return _dumps({"type": "dropped", "count": count,
+                   "partitions": {str(p): r for p, r in partitions.items()}})
+
+
+def error(code: int, message: str) -> str:
+    return _dumps({"type": "error", "code": code, "message": message})

@@ -1,0 +1,122 @@
+"""The bounded hand-off between one ConsumerThread and one socket.
+
+The consumer side never blocks: when the outbox holds ``max_records`` records, the full policy
+decides. ``drop-oldest`` discards the oldest buffered records and remembers which offsets went,
+so the client gets an explicit ``dropped`` frame; ``disconnect`` closes the slow client. The
+socket side takes everything queued in one call and sends it as few frames as possible.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+from . import frames
+
+DROP_OLDEST = "drop-oldest"
+DISCONNECT = "disconnect"
+
+
+class Outbox:
+    def __init__(self, max_records: int, policy: str = DROP_OLDEST,
+                 notify: Callable[[], None] = lambda: None) -> None:
+        self.max_records = max_records
+        self.policy = policy
+        self.notify = notify
+        self.abort: Callable[[], None] = lambda: None
+        self._lock = threading.Lock()
+        self._items: deque[str | list[dict[str, Any]]] = deque()
+        self._records = 0
+        self._dropped = 0
+        self._dropped_ranges: dict[int, list[int]] = {}
+        self._close: frames.Close | None = None
+        self._sending_since = 0.0
+        self.dropped_total = 0
+
+    def put_frame(self, frame: str) -> None:
+        """A control frame (hello, status): never dropped, order kept with records."""
+        with self._lock:
+            self._items.append(frame)
+        self.notify()
+
+    def put_records(self, batch: list[dict[str, Any]]) -> None:
+        if not batch:
+            return
+        overflow = False
+        with self._lock:
+            if self._close is not None:
+                return
+            self._items.append(batch)
+            self._records += len(batch)
+            if self._records > self.max_records:
+                if self.policy == DISCONNECT:
+                    self._close = frames.Close(frames.POLICY, "client too slow: outbox full")
+                    overflow = True
+                else:
+                    self._drop_oldest(self._records - self.max_records)
+        self.notify()
+        if overflow:
+            self.abort()
+
+    def _drop_oldest(self, excess: int) -> None:
+        items, ranges = self._items, self._dropped_ranges
+        while excess > 0:
+            i = next(i for i, item in enumerate(items) if isinstance(item, list))
+            batch = items[i]
+            cut = batch[:excess]
+            if len(cut) == len(batch):
+                del items[i]
+            else:
+                items[i] = batch[excess:]
+            for rec in cut:
+                r = ranges.get(rec["partition"])
+                if r is None:
+                    ranges[rec["partition"]] = [rec["offset"], rec["offset"]]
+                else:
+                    r[1] = rec["offset"]
+            excess -= len(cut)
+            self._records -= len(cut)
+            self._dropped += len(cut)
+            self.dropped_total += len(cut)
+
+    def close(self, code: int, reason: str) -> None:
+        """Ask the socket side to send what is queued, then close with this code."""
+        with self._lock:
+            if self._close is None:
+                self._close = frames.Close(code, reason)
+        self.notify()
+
+    def take(self) -> tuple[list[str], frames.Close | None]:
+        """Everything queued, as encoded frames, and the close to send after them (if any)."""
+        with self._lock:
+            items, self._items = self._items, deque()
+            self._records = 0
+            dropped, ranges = self._dropped, self._dropped_ranges
+            self._dropped, self._dropped_ranges = 0, {}
+            close = self._close
+        out = [frames.dropped(dropped, ranges)] if dropped else []
+        pending: list[dict[str, Any]] = []
+        for item in items:
+            if isinstance(item, list):
+                pending.extend(item)
+            else:
+                if pending:
+                    out.append(frames.messages(pending))
+                    pending = []
+                out.append(item)
+        if pending:
+            out.append(frames.messages(pending))
+        return out, close
+
+    def sending(self, active: bool) -> None:
+        self._sending_since = time.monotonic() if active else 0.0
+
+    def check_stall(self, timeout: float) -> bool:
+        """Called from the consumer side: abort the socket if one send has hung too long."""
+        since = self._sending_since
+        if since and time.monotonic() - since > timeout:
+            self.close(frames.POLICY, f"client did not read for {timeout:g}s")
+            self.abort()
+            return True
+        return False

@@ -1,0 +1,96 @@
+"""Turn a batch of Kafka ConsumerRecords into JSON-ready dicts, filtering as it goes.
+
+Batch-shaped on purpose: the format, matcher and size limit are looked up once per batch,
+and a record that does not match is dropped before anything is allocated for it.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Iterable
+
+from .request import Matcher
+
+_b64 = base64.b64encode
+_loads = json.loads
+_JSON_START = frozenset(b'{["-0123456789tfn')
+
+
+def _text(raw: bytes) -> str | None:
+    """UTF-8 text, tolerating a multi-byte character cut by truncation; None if binary."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(raw) - 3 and exc.reason == "unexpected end of data":
+            return raw[:exc.start].decode("utf-8")
+        return None
+
+
+def _key(raw: bytes | None) -> tuple[str | None, str | None]:
+    if raw is None:
+        return None, None
+    text = _text(raw)
+    if text is None:
+        return _b64(raw).decode("ascii"), "base64"
+    return text, "text"
+
+
+def _headers(headers: list[tuple[str, bytes | None]]) -> list[list[Any]]:
+    out = []
+    for name, raw in headers:
+        if raw is None:
+            out.append([name, None])
+            continue
+        text = _text(raw)
+        out.append([name, text] if text is not None else [name, _b64(raw).decode("ascii"), "base64"])
+    return out
+
+
+def _value(raw: bytes, fmt: str, truncated: bool) -> tuple[Any, str, str | None]:
+    """(value, encoding, text used for filtering)."""
+    if fmt == "base64":
+        return _b64(raw).decode("ascii"), "base64", None
+    text = _text(raw)
+    if text is None:
+        return _b64(raw).decode("ascii"), "base64", None
+    if fmt == "text" or truncated or not raw or raw[0] not in _JSON_START and fmt == "auto":
+        return text, "text", text
+    try:
+        return _loads(text), "json", text
+    except ValueError:
+        return text, "text", text
+
+
+def encode_batch(records: Iterable[Any], fmt: str, matcher: Matcher,
+                 max_value_bytes: int) -> list[dict[str, Any]]:
+    """Matching records of one poll() batch as protocol dicts, in the order given."""
+    out: list[dict[str, Any]] = []
+    active = matcher.active
+    for rec in records:
+        key, key_encoding = _key(rec.key)
+        raw = rec.value
+        truncated = False
+        if raw is None:
+            value, encoding, text = None, "null", None
+        else:
+            if len(raw) > max_value_bytes:
+                raw, truncated = raw[:max_value_bytes], True
+            value, encoding, text = _value(raw, fmt, truncated)
+        if active and not matcher.matches(key, text):
+            continue
+        item = {
+            "partition": rec.partition,
+            "offset": rec.offset,
+            "timestamp": rec.timestamp,
+            "key": key,
+            "key_encoding": key_encoding,
+            "value": value,
+            "encoding": encoding,
+            "headers": _headers(rec.headers) if rec.headers else [],
+            "size": max(rec.serialized_key_size, 0) + max(rec.serialized_value_size, 0)
+            + max(rec.serialized_header_size, 0),
+        }
+        if truncated:
+            item["truncated"] = True
+        out.append(item)
+    return out

@@ -1,0 +1,194 @@
+"""Parse a tail's query string into a TailRequest, or a BadRequest that becomes close 4400.
+
+Pure logic: no Kafka, no Flask. Everything a client may put in the URL is validated here once,
+so the consumer thread only ever sees well-formed requests.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Mapping
+
+FORMATS = ("auto", "text", "json", "base64")
+MAX_TOPIC_LEN = 249
+MAX_PATTERN_LEN = 512
+MAX_FILTER_LEN = 1024
+MAX_LAST_N = 100_000
+MAX_MAX = 10_000_000
+
+_TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+class BadRequest(ValueError):
+    """A client mistake in the tail request; its message is the close reason."""
+
+
+@dataclass(frozen=True)
+class StartAt:
+    """Where each partition starts: kind is latest, earliest, last, time or offsets."""
+
+    kind: str
+    last: int = 0
+    timestamp_ms: int = 0
+    offsets: Mapping[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """Case-insensitive substring and/or regex over a record's key and value text."""
+
+    substring: str = ""
+    pattern: re.Pattern[str] | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.substring) or self.pattern is not None
+
+    def matches(self, key: str | None, value: str | None) -> bool:
+        if self.substring:
+            needle = self.substring
+            if not ((key and needle in key.lower()) or (value and needle in value.lower())):
+                return False
+        if self.pattern is not None:
+            search = self.pattern.search
+            if not ((key and search(key)) or (value and search(value))):
+                return False
+        return True
+
+    def describe(self) -> dict[str, str]:
+        return {"filter": self.substring, "regex": self.pattern.pattern if self.pattern else ""}
+
+
+@dataclass(frozen=True)
+class TailRequest:
+    topic: str
+    start: StartAt
+    partitions: tuple[int, ...] | None = None
+    matcher: Matcher = Matcher()
+    max_records: int | None = None
+    format: str = "auto"
+
+    def describe(self) -> dict[str, object]:
+        """The effective options, echoed to the client in the hello frame."""
+        start = self.start
+        if start.kind == "last":
+            frm = f"-{start.last}"
+        elif start.kind == "time":
+            frm = f"ts:{start.timestamp_ms}"
+        elif start.kind == "offsets":
+            frm = "offsets:" + ",".join(f"{p}:{o}" for p, o in sorted(start.offsets.items()))
+        else:
+            frm = start.kind
+        return {"from": frm, "partitions": list(self.partitions) if self.partitions else None,
+                "max": self.max_records, "format": self.format, **self.matcher.describe()}
+
+
+def parse_topic(topic: str) -> str:
+    if not _TOPIC_RE.fullmatch(topic or ""):
+        raise BadRequest("topic: must be 1-249 characters of letters, digits, '.', '_' or '-'")
+    return topic
+
+
+def parse_start(raw: str | None) -> StartAt:
+    raw = (raw or "latest").strip()
+    if raw in ("latest", "end", "now"):
+        return StartAt("latest")
+    if raw in ("earliest", "beginning"):
+        return StartAt("earliest")
+    if raw.startswith("-"):
+        n = _int(raw[1:], "from")
+        if not 1 <= n <= MAX_LAST_N:
+            raise BadRequest(f"from: -N needs 1 <= N <= {MAX_LAST_N}")
+        return StartAt("last", last=n)
+    if raw.startswith("ts:"):
+        return StartAt("time", timestamp_ms=parse_timestamp(raw[3:]))
+    if raw.startswith("offsets:"):
+        offsets: dict[int, int] = {}
+        for item in raw[len("offsets:"):].split(","):
+            p, sep, o = item.partition(":")
+            if not sep:
+                raise BadRequest("from: offsets must be offsets:<partition>:<offset>[,...]")
+            partition, offset = _int(p, "from"), _int(o, "from")
+            if partition < 0 or offset < 0:
+                raise BadRequest("from: partitions and offsets must be 0 or more")
+            if partition in offsets:
+                raise BadRequest(f"from: partition {partition} given twice")
+            offsets[partition] = offset
+        return StartAt("offsets", offsets=offsets)
+    raise BadRequest("from: use latest, earliest, -N, ts:<epoch-ms|ISO-8601> or offsets:<p>:<o>,...")
+
+
+def parse_timestamp(raw: str) -> int:
+    """Epoch milliseconds or an ISO-8601 date-time (UTC when no zone is given)."""
+    raw = raw.strip()
+    if raw.isdigit():
+        value = int(raw)
+    else:
+        try:
+            dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadRequest("from: ts: needs epoch milliseconds or an ISO-8601 date-time") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        value = int(dt.timestamp() * 1000)
+    if not 0 <= value < 2**53:
+        raise BadRequest("from: ts: out of range")
+    return value
+
+
+def parse_partitions(raw: str | None) -> tuple[int, ...] | None:
+    if raw is None or not raw.strip():
+        return None
+    parts = sorted({_int(p, "partitions") for p in raw.split(",")})
+    if parts[0] < 0 or len(parts) > 10_000:
+        raise BadRequest("partitions: a comma list of partition numbers (0 or more)")
+    return tuple(parts)
+
+
+def compile_matcher(substring: str | None, regex: str | None) -> Matcher:
+    substring = substring or ""
+    regex = regex or ""
+    if len(substring) > MAX_FILTER_LEN:
+        raise BadRequest(f"filter: longer than {MAX_FILTER_LEN} characters")
+    if len(regex) > MAX_PATTERN_LEN:
+        raise BadRequest(f"regex: longer than {MAX_PATTERN_LEN} characters")
+    pattern = None
+    if regex:
+        try:
+            pattern = re.compile(regex)
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise BadRequest(f"regex: {exc}") from None
+    return Matcher(substring.lower(), pattern)
+
+
+def parse(topic: str, args: Mapping[str, str]) -> TailRequest:
+    """Build a TailRequest from the path topic and the query arguments."""
+    max_raw = args.get("max")
+    max_records = None
+    if max_raw not in (None, ""):
+        max_records = _int(max_raw, "max")
+        if not 1 <= max_records <= MAX_MAX:
+            raise BadRequest(f"max: needs 1 <= max <= {MAX_MAX}")
+    fmt = args.get("format") or "auto"
+    if fmt not in FORMATS:
+        raise BadRequest("format: one of " + ", ".join(FORMATS))
+    start = parse_start(args.get("from"))
+    partitions = parse_partitions(args.get("partitions"))
+    if start.kind == "offsets" and partitions is None:
+        partitions = tuple(sorted(start.offsets))
+    return TailRequest(
+        topic=parse_topic(topic),
+        start=start,
+        partitions=partitions,
+        matcher=compile_matcher(args.get("filter"), args.get("regex")),
+        max_records=max_records,
+        format=fmt,
+    )
+
+
+def _int(raw: str, key: str) -> int:
+    raw = raw.strip()
+    if not raw or len(raw) > 19 or not raw.lstrip("-").isdigit():
+        raise BadRequest(f"{key}: {raw[:40]!r} is not a whole number")
+    return int(raw)

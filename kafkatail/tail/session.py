@@ -1,0 +1,174 @@
+"""TailSession: one WebSocket, from admission to the last frame, run on the socket's handler thread.
+
+It asks the pool for a ConsumerThread, then sleeps on one Event that both the socket reader
+(inbound frame, peer gone) and the Outbox (records queued, close requested) set. Each wake it
+reads control frames, sends everything queued, and leaves when the socket or the tail ends.
+Whatever ends it, ``finally`` hands the thread back to the pool, which joins it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from typing import Any
+
+from simple_websocket import ConnectionClosed
+
+from ..config import Config
+from ..ops.threads import rename
+from . import frames
+from .consumer import ConsumerThread
+from .outbox import Outbox
+from .pool import ConsumerPool
+from .request import BadRequest, TailRequest, compile_matcher
+
+log = logging.getLogger(__name__)
+
+# The Event wait is only a safety net: every state change sets it.
+_WAKE_S = 5.0
+# How long to wait for the peer's close reply before cutting the connection.
+_CLOSE_WAIT_S = 1.0
+
+
+class SerializedSocket:
+    """Socket proxy for simple-websocket: whole writes, one writer at a time.
+
+    simple-websocket writes with ``sock.send`` and ignores short writes, from the handler and
+    from its ping thread with no lock between them; a large frame can be cut or interleaved
+    with a ping. ``sendall`` under a lock keeps every frame whole on the wire.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+
+    def send(self, data: bytes) -> int:
+        with self._lock:
+            self._sock.sendall(data)
+        return len(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class TailSession:
+    def __init__(self, ws: Any, pool: ConsumerPool, request: TailRequest, config: Config,
+                 client: str) -> None:
+        self.ws = ws
+        self.pool = pool
+        self.request = request
+        self.config = config
+        self.client = client
+        ws.sock = SerializedSocket(ws.sock)
+        self.outbox = Outbox(config.outbox_max_records, config.outbox_full_policy,
+                             notify=ws.event.set)
+        self.outbox.abort = self.abort
+
+    def run(self) -> None:
+        try:
+            try:
+                thread = self.pool.open(self.request, self.outbox, self.client)
+            except frames.Close as refused:
+                send_close(self.ws, refused)
+                return
+            rename(self.ws.thread, f"kt-ws-{thread.tail_id}")
+            try:
+                self._pump(thread)
+            finally:
+                self.pool.release(thread)
+        finally:
+            finish(self.ws)
+
+    def _pump(self, thread: ConsumerThread) -> None:
+        ws, outbox, event = self.ws, self.outbox, self.ws.event
+        while True:
+            event.wait(_WAKE_S)
+            event.clear()
+            if not ws.connected:
+                return
+            try:
+                self._read_controls(thread)
+            except ConnectionClosed:
+                return
+            out, ending = outbox.take()
+            try:
+                outbox.sending(True)
+                for frame in out:
+                    ws.send(frame)
+            except (ConnectionClosed, OSError):
+                return
+            finally:
+                outbox.sending(False)
+            if ending is not None:
+                send_close(self.ws, ending)
+                return
+            if not thread.is_alive() and not thread.stopping:
+                send_close(self.ws, frames.Close(frames.INTERNAL, "tail ended unexpectedly"))
+                return
+
+    def _read_controls(self, thread: ConsumerThread) -> None:
+        while (raw := self.ws.receive(timeout=0)) is not None:
+            try:
+                self._apply(thread, raw)
+            except BadRequest as exc:
+                self.ws.send(frames.error(frames.BAD_REQUEST, str(exc)))
+
+    def _apply(self, thread: ConsumerThread, raw: str | bytes) -> None:
+        try:
+            msg = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("control frame: not JSON") from None
+        op = msg.get("op") if isinstance(msg, dict) else None
+        if op == "pause":
+            thread.set_paused(True)
+        elif op == "resume":
+            thread.set_paused(False)
+        elif op == "filter":
+            substring, regex = msg.get("filter"), msg.get("regex")
+            if not all(v is None or isinstance(v, str) for v in (substring, regex)):
+                raise BadRequest("filter: filter and regex must be strings")
+            thread.set_matcher(compile_matcher(substring, regex))
+            self.ws.send(frames.status("filter", **thread.matcher.describe()))
+        else:
+            raise BadRequest("control frame: op must be pause, resume or filter")
+
+    def abort(self) -> None:
+        abort(self.ws)
+
+
+def send_close(ws: Any, close: frames.Close) -> None:
+    """Send the close frame, preceded by an error frame unless it is a normal end or shutdown."""
+    try:
+        if close.code not in (frames.NORMAL, frames.GOING_AWAY):
+            ws.send(frames.error(close.code, close.reason))
+        ws.close(reason=close.code, message=close.reason)
+    except (ConnectionClosed, OSError):
+        pass
+
+
+def abort(ws: Any) -> None:
+    """Cut the connection from any thread: a send blocked on a stuck peer returns."""
+    try:
+        ws.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    ws.event.set()
+
+
+def finish(ws: Any) -> None:
+    """Make sure simple-websocket's reader thread has ended before the handler returns."""
+    reader = ws.thread
+    reader.join(_CLOSE_WAIT_S)
+    if reader.is_alive():
+        abort(ws)
+        reader.join(_CLOSE_WAIT_S)
+    if reader.is_alive():
+        log.warning("websocket reader %s did not end", reader.name)
+
+
+def refuse(ws: Any, reason: frames.Close) -> None:
+    """End a socket that never got a tail (bad request, no capacity)."""
+    send_close(ws, reason)
+    finish(ws)
+

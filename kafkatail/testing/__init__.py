@@ -1,0 +1,1 @@
+"""Test support shipped with kafkatail: real-broker fixtures (and, later, the thread guard)."""

@@ -1,0 +1,47 @@
+"""JSON API: topics and their offsets, liveness and readiness."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+
+from ..tail.consumer import BrokerUnavailable
+from ..tail.request import BadRequest, parse_topic
+
+bp = Blueprint("kafkatail_api", __name__)
+
+
+def _ext() -> dict:
+    return current_app.extensions["kafkatail"]
+
+
+@bp.errorhandler(BrokerUnavailable)
+def _unavailable(exc: BrokerUnavailable):
+    return jsonify(error="broker unavailable", detail=str(exc)), 503
+
+
+@bp.get("/api/topics")
+def topics():
+    return jsonify(topics=_ext()["metadata"].topics())
+
+
+@bp.get("/api/topics/<path:name>")
+def topic(name: str):
+    try:
+        parse_topic(name)
+    except BadRequest as exc:
+        return jsonify(error=str(exc)), 400
+    found = _ext()["metadata"].topic(name)
+    if found is None:
+        return jsonify(error=f"unknown topic {name}"), 404
+    return jsonify(found)
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(status="ok", tails=len(_ext()["pool"]))
+
+
+@bp.get("/readyz")
+def readyz():
+    if _ext()["metadata"].ping():
+        return jsonify(status="ready")
+    return jsonify(status="broker unavailable"), 503

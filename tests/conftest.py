@@ -1,0 +1,67 @@
+"""Fixtures shared by the suite: a real broker for the session and an in-process server."""
+from __future__ import annotations
+
+import threading
+from typing import Iterator
+
+import pytest
+from werkzeug.serving import make_server
+
+from kafkatail.app import create_app, shutdown
+from kafkatail.config import Config
+from kafkatail.testing.kafka import Cluster, start_cluster
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    yield from start_cluster()
+
+
+class LiveServer:
+    """The app on a real socket in this process, so tests can count this process's threads."""
+
+    def __init__(self, config: Config) -> None:
+        self.app = create_app(config)
+        self.config = config
+        self.http = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.port = self.http.server_port
+        self.thread = threading.Thread(target=self.http.serve_forever, name="kt-test-http",
+                                       kwargs={"poll_interval": 0.1}, daemon=True)
+
+    @property
+    def pool(self):
+        return self.app.extensions["kafkatail"]["pool"]
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def ws_url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        shutdown(self.app, timeout=5)
+        self.http.shutdown()
+        self.http.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def make_server_(cluster):
+    servers = []
+
+    def make(**overrides) -> LiveServer:
+        cfg = Config(bootstrap_servers=cluster.bootstrap, poll_timeout_ms=200,
+                     ping_interval_s=5, status_interval_s=1, request_timeout_ms=3000)
+        server = LiveServer(cfg.replace(**overrides))
+        server.thread.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def server(make_server_) -> LiveServer:
+    return make_server_()

@@ -1,0 +1,70 @@
+import base64
+import json
+from types import SimpleNamespace
+
+from kafkatail.tail.records import encode_batch
+from kafkatail.tail.request import Matcher, compile_matcher
+
+
+def rec(value, key=b"k", headers=(), offset=0, partition=0):
+    return SimpleNamespace(
+        partition=partition, offset=offset, timestamp=1000, key=key, value=value,
+        headers=list(headers), serialized_key_size=len(key) if key is not None else -1,
+        serialized_value_size=len(value) if value is not None else -1,
+        serialized_header_size=sum(len(n) + len(v or b"") for n, v in headers))
+
+
+def one(value, fmt="auto", max_bytes=1000, **kw):
+    out = encode_batch([rec(value, **kw)], fmt, Matcher(), max_bytes)
+    assert len(out) == 1
+    return out[0]
+
+
+def test_auto_parses_json_and_keeps_text():
+    assert one(b'{"a": [1, 2]}')["value"] == {"a": [1, 2]}
+    assert one(b'{"a": [1, 2]}')["encoding"] == "json"
+    r = one(b"2026-11-24 INFO hello")
+    assert (r["value"], r["encoding"]) == ("2026-11-24 INFO hello", "text")
+
+
+def test_binary_becomes_base64_in_every_text_format():
+    raw = b"\xff\x00\xfe"
+    for fmt in ("auto", "text", "json", "base64"):
+        r = one(raw, fmt)
+        assert r["encoding"] == "base64" and base64.b64decode(r["value"]) == raw
+
+
+def test_explicit_formats():
+    assert one(b'{"a":1}', "text")["value"] == '{"a":1}'
+    assert one(b"plain", "json")["encoding"] == "text"
+    assert one(b"plain", "base64")["value"] == base64.b64encode(b"plain").decode()
+
+
+def test_null_value_key_and_headers():
+    r = one(None, key=None, headers=[("h", b"v"), ("bin", b"\xff"), ("none", None)])
+    assert r["value"] is None and r["encoding"] == "null" and r["key"] is None
+    assert r["headers"] == [["h", "v"], ["bin", "/w==", "base64"], ["none", None]]
+
+
+def test_binary_key_is_base64():
+    r = one(b"v", key=b"\xff\xfe")
+    assert r["key_encoding"] == "base64" and base64.b64decode(r["key"]) == b"\xff\xfe"
+
+
+def test_oversized_value_truncated_even_mid_character():
+    raw = ("é" * 100).encode()
+    r = one(raw, max_bytes=51)
+    assert r["truncated"] is True and r["value"] == "é" * 25 and r["encoding"] == "text"
+    assert r["size"] == len(raw) + 1
+
+
+def test_oversized_json_is_text_not_broken_json():
+    raw = json.dumps({"a": "x" * 100}).encode()
+    r = one(raw, max_bytes=20)
+    assert r["encoding"] == "text" and r["truncated"]
+
+
+def test_filter_drops_before_building():
+    recs = [rec(b"error one", offset=0), rec(b"fine", offset=1), rec(b"ERROR two", offset=2)]
+    out = encode_batch(recs, "auto", compile_matcher("error", None), 1000)
+    assert [r["offset"] for r in out] == [0, 2]

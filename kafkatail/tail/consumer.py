@@ -85,6 +85,7 @@ class ConsumerThread(threading.Thread):
         self.started_at = time.monotonic()
         self.matcher: Matcher = request.matcher
         self.sent = 0
+        self.state = "starting"
         self._stop_event = threading.Event()
         self._paused = False
         self._pause_wanted = False
@@ -120,8 +121,10 @@ class ConsumerThread(threading.Thread):
             log.exception("tail %s on %s failed", self.tail_id, self.request.topic)
             self.outbox.close(frames.INTERNAL, "internal error")
         finally:
+            self.state = "closing"
             if consumer is not None:
                 consumer.close(autocommit=False, timeout_ms=self.config.poll_timeout_ms)
+            self.state = "stopped"
 
     def _assign(self, consumer: KafkaConsumer) -> list[TopicPartition]:
         req = self.request
@@ -185,12 +188,14 @@ class ConsumerThread(threading.Thread):
         caught_up = False
         broker_down = False
         next_check = time.monotonic() + status_every
+        self.state = "live"
         outbox.put_frame(frames.status("live"))
         while not stop.is_set():
             if self._pause_wanted != self._paused:
                 self._paused = self._pause_wanted
                 (consumer.pause if self._paused else consumer.resume)(*tps)
-                outbox.put_frame(frames.status("paused" if self._paused else "live"))
+                self.state = "paused" if self._paused else "live"
+                outbox.put_frame(frames.status(self.state))
             polled = consumer.poll(timeout_ms=poll_ms)
             if stop.is_set():
                 break
@@ -221,6 +226,8 @@ class ConsumerThread(threading.Thread):
                 reachable = self._probe(consumer, tps)
                 if reachable == broker_down:
                     broker_down = not reachable
+                    self.state = "broker-unavailable" if broker_down else (
+                        "paused" if self._paused else "live")
                     outbox.put_frame(frames.status(
                         "broker-unavailable" if broker_down else "reconnected"))
 
@@ -253,6 +260,6 @@ class ConsumerThread(threading.Thread):
     def describe(self) -> dict[str, Any]:
         return {"id": self.tail_id, "name": self.name, "topic": self.request.topic,
                 "client": self.client, "native_id": self.native_id, "alive": self.is_alive(),
-                "stopping": self.stopping, "paused": self._paused, "sent": self.sent,
+                "state": self.state, "stopping": self.stopping, "sent": self.sent,
                 "dropped": self.outbox.dropped_total,
                 "age_s": round(time.monotonic() - self.started_at, 3)}

@@ -41,6 +41,17 @@ def thread_names() -> list[str]:
     return sorted(t.name for t in threading.enumerate())
 
 
+def leftovers() -> dict:
+    """What a failed baseline comparison prints: the counts, thread names and fd targets."""
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass
+    return {"counts": counts(), "threads": thread_names(), "fds": dict(sorted(fds.items()))}
+
+
 def open_tails(server, topic, n, query="") -> list[TailClient]:
     clients = [TailClient(server.ws_url(f"/ws/tail/{topic}?{query}")) for _ in range(n)]
     for c in clients:
@@ -147,7 +158,7 @@ def test_100_tails_closed_every_way_return_to_baseline(cluster, make_server_):
         killed.stdin.close()
         killed.stdout.close()
         wait_for(lambda: len(server.pool) == 0, 10, lambda: len(server.pool))
-        wait_for(lambda: counts() <= base, 10, lambda: (counts(), base, thread_names()))
+        wait_for(lambda: counts() <= base, 10, lambda: (base, leftovers()))
         took = time.monotonic() - start
     finally:
         killed.kill()
@@ -164,6 +175,11 @@ def test_100_tails_with_the_broker_down_leave_nothing(make_server_):
     broker.stop()
     server = make_server_(bootstrap_servers=broker.bootstrap, request_timeout_ms=1000,
                           max_tails_per_client=1000)
+    warm = TailClient(server.ws_url(f"/ws/tail/{topic}"))
+    assert warm.closed(timeout=30)[0] == 1013
+    warm.close()
+    wait_for(lambda: len(server.pool) == 0, 10, lambda: len(server.pool))
+    gc.collect()
     base = counts()
     clients = [TailClient(server.ws_url(f"/ws/tail/{topic}")) for _ in range(100)]
     cpu0 = sum(PROC.cpu_times()[:2])
@@ -180,5 +196,5 @@ def test_100_tails_with_the_broker_down_leave_nothing(make_server_):
     # server-closed WebSocket to the cyclic GC: its post-request drain raises on the closed
     # socket before selector.close(). The out-of-process gunicorn suite measures without GC.
     gc.collect()
-    wait_for(lambda: counts() == base, 10, lambda: (counts(), base, thread_names()))
+    wait_for(lambda: counts() <= base, 10, lambda: (base, leftovers()))
     print(f"100 tails, broker down: CPU {cpu * 100:.0f}% of a core while they failed")

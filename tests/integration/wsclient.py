@@ -70,6 +70,28 @@ class TailClient:
             self.recv(left)
         return self.records
 
+    def account(self, n: int, timeout: float = 60.0) -> int:
+        """Read until records + reported drops cover n records; returns the dropped count."""
+        deadline = time.monotonic() + timeout
+        while len(self.records) + self.dropped < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{len(self.records)} records + {self.dropped} dropped "
+                                     f"of {n} in {timeout}s")
+            self.recv(left)
+        return self.dropped
+
+    @property
+    def dropped(self) -> int:
+        return sum(f["count"] for f in self.frames if f["type"] == "dropped")
+
+    @classmethod
+    def adopt(cls, ws: websocket.WebSocket) -> "TailClient":
+        """Wrap a socket opened elsewhere (e.g. with special socket options)."""
+        c = cls.__new__(cls)
+        c.ws, c.frames, c.records, c.close_code, c.close_reason = ws, [], [], None, ""
+        return c
+
     def closed(self, timeout: float = 15.0) -> tuple[int | None, str]:
         """Read until the server closes; returns (code, reason)."""
         try:

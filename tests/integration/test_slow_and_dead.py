@@ -1,0 +1,131 @@
+"""Slow, silent and vanished peers, and a broker that goes away: bounded, detected, released."""
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+import psutil
+import websocket
+
+from kafkatail.broker import EmbeddedBroker
+from kafkatail.testing.kafka import Cluster
+
+from .test_lifecycle import wait_for
+from .wsclient import TailClient
+
+PROC = psutil.Process()
+
+
+def stalled_client(url: str) -> websocket.WebSocket:
+    """A client with a tiny receive buffer that never reads (nor answers pings)."""
+    ws = websocket.WebSocket()
+    ws.connect(url, sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)], timeout=10)
+    return ws
+
+
+def test_slow_client_gets_dropped_frame_and_fast_client_is_not_held_back(cluster, make_server_):
+    server = make_server_(outbox_max_records=1000, send_timeout_s=60, ping_interval_s=60)
+    t = cluster.create_topic()
+    slow = TailClient.adopt(stalled_client(server.ws_url(f"/ws/tail/{t}")))
+    fast = TailClient(server.ws_url(f"/ws/tail/{t}"))
+    fast.status("live")
+    wait_for(lambda: [x.state for x in server.pool.tails()] == ["live", "live"], 10,
+             lambda: [x.describe() for x in server.pool.tails()])
+    n = 5000
+    t0 = time.monotonic()
+    cluster.produce(t, [(None, "x" * 2000) for _ in range(n)])
+    fast_dropped = fast.account(n, timeout=60)
+    fast_took = time.monotonic() - t0
+    assert fast.records[-1]["offset"] == n - 1
+    slow_tail = next(x for x in server.pool.tails() if x.outbox.dropped_total > fast_dropped)
+    assert slow_tail.is_alive(), "the slow client is still served, by the drop-oldest policy"
+    # The slow client now reads: an explicit dropped frame, and nothing missing silently.
+    slow_dropped = slow.account(n, timeout=60)
+    offsets = [r["offset"] for r in slow.records]
+    assert slow_dropped > 0 and offsets == sorted(offsets) and offsets[-1] == n - 1
+    slow.close()
+    print(f"{n} records: fast client done in {fast_took:.1f}s ({fast_dropped} dropped), "
+          f"stalled client dropped {slow_dropped}")
+
+
+def test_disconnect_policy_closes_slow_client_1008(cluster, make_server_):
+    server = make_server_(outbox_max_records=100, outbox_full_policy="disconnect",
+                          ping_interval_s=30)
+    t = cluster.create_topic()
+    slow = stalled_client(server.ws_url(f"/ws/tail/{t}"))
+    wait_for(lambda: [x.state for x in server.pool.tails()] == ["live"], 10, server.pool.tails)
+    cluster.produce(t, [(None, "y" * 2000) for _ in range(3000)])
+    wait_for(lambda: len(server.pool) == 0, 20, lambda: server.pool.tails())
+    slow.close()
+
+
+def test_client_that_stops_reading_is_cut_after_send_timeout(cluster, make_server_):
+    server = make_server_(outbox_max_records=100_000, send_timeout_s=1.0, ping_interval_s=30)
+    t = cluster.create_topic()
+    slow = stalled_client(server.ws_url(f"/ws/tail/{t}"))
+    wait_for(lambda: [x.state for x in server.pool.tails()] == ["live"], 10, server.pool.tails)
+    thread = server.pool.tails()[0]
+    t0 = time.monotonic()
+    cluster.produce(t, [(None, "z" * 5000) for _ in range(2000)])
+    wait_for(lambda: not thread.is_alive(), 15, lambda: thread.describe())
+    took = time.monotonic() - t0
+    wait_for(lambda: len(server.pool) == 0, 5, lambda: server.pool.tails())
+    slow.close()
+    print(f"stalled client released {took:.1f}s after the flood began (send_timeout 1s)")
+
+
+def test_silent_peer_is_dropped_by_ping_timeout(cluster, make_server_):
+    """A peer that never answers pings (like a half-open connection) is closed within ~2 intervals."""
+    server = make_server_(ping_interval_s=0.5)
+    t = cluster.create_topic()
+    silent = stalled_client(server.ws_url(f"/ws/tail/{t}"))
+    wait_for(lambda: len(server.pool) == 1, 5, lambda: len(server.pool))
+    took = wait_for(lambda: len(server.pool) == 0, 5, lambda: server.pool.tails())
+    assert took <= 2 * 0.5 + 0.2 + 0.5, f"silent peer reaped after {took:.2f}s"
+    silent.close()
+
+
+def test_messages_are_not_logged(cluster, server, caplog):
+    t = cluster.create_topic()
+    cluster.produce(t, [(None, f"v{i}") for i in range(2000)])
+    with caplog.at_level(logging.DEBUG, logger="kafkatail"):
+        c = TailClient(server.ws_url(f"/ws/tail/{t}?from=earliest"))
+        c.collect(2000)
+        c.close()
+        wait_for(lambda: len(server.pool) == 0, 5, lambda: server.pool.tails())
+    assert len([r for r in caplog.records if r.name.startswith("kafkatail")]) < 5
+
+
+def test_broker_outage_reports_unavailable_then_reconnected(make_server_):
+    broker = EmbeddedBroker().start()
+    try:
+        cl = Cluster(broker.bootstrap, broker)
+        topic = cl.create_topic()
+        server = make_server_(bootstrap_servers=broker.bootstrap, status_interval_s=0.5,
+                              request_timeout_ms=1000)
+        clients = [TailClient(server.ws_url(f"/ws/tail/{topic}")) for _ in range(5)]
+        for c in clients:
+            c.status("live")
+        threads_before = PROC.num_threads()
+        broker.stop()
+        for c in clients:
+            c.status("broker-unavailable", timeout=15)
+        cpu0, t0 = sum(PROC.cpu_times()[:2]), time.monotonic()
+        deadline = t0 + 3
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+        cpu = (sum(PROC.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0)
+        assert cpu < 0.25, f"{cpu * 100:.0f}% of a core with 5 tails during the outage"
+        assert PROC.num_threads() <= threads_before
+        broker.start()
+        cl.create_topic(topic)
+        for c in clients:
+            c.status("reconnected", timeout=20)
+        cl.produce(topic, [(None, "after")])
+        for c in clients:
+            assert c.collect(1)[-1]["value"] == "after"
+            c.close()
+        print(f"outage: {cpu * 100:.1f}% of a core for 5 tails")
+    finally:
+        broker.stop()

@@ -48,11 +48,24 @@ def wait_for_port(host: str, port: int, timeout: float) -> bool:
     return False
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL the broker if the thread that started it dies.
+
+    Covers the owner being killed outright (no ``finally`` runs), e.g. a test run that times out.
+    """
+    import ctypes
+    import ctypes.util
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class EmbeddedBroker:
     """A Tansu broker on ``127.0.0.1:<port>``; ``stop()`` kills and reaps it.
 
     The process is its own session leader, so a Ctrl-C aimed at the terminal reaches it only
-    through us: the owner decides when the broker dies, and nothing is left behind.
+    through us: the owner decides when the broker dies. If the owner is killed outright, the
+    kernel kills the broker too (``PR_SET_PDEATHSIG``): nothing is left behind either way.
+    Start it from a long-lived thread: the death signal follows the starting thread.
     """
 
     def __init__(self, port: int | None = None, host: str = "127.0.0.1",
@@ -74,7 +87,7 @@ class EmbeddedBroker:
                 [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                  "--storage-engine", "memory://tansu/"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=_die_with_parent,
                 env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")})
         if not wait_for_port(self.host, self.port, timeout) or self.proc.poll() is not None:
             self.stop()

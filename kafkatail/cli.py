@@ -65,7 +65,9 @@ def demo(args: argparse.Namespace) -> int:
     bind = args.bind or f"127.0.0.1:{port}"
     _config(args, bind=bind)  # fail on a bad config before starting anything
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     broker = EmbeddedBroker()
     traffic = None
     server = None
@@ -94,8 +96,6 @@ def demo(args: argparse.Namespace) -> int:
             if server.poll() is not None:
                 print("kafkatail: the server exited", file=sys.stderr)
                 return 1
-        return 0
-    except KeyboardInterrupt:
         return 0
     finally:
         if server is not None and server.poll() is None:

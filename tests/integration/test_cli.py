@@ -36,8 +36,10 @@ def test_config_errors_are_one_line_without_traceback(tmp_path):
 
 
 def test_demo_prints_url_serves_live_messages_and_ctrl_c_leaves_nothing():
+    # Started as a shell starts a background job: SIGINT ignored. Ctrl-C must still stop it.
     proc = subprocess.Popen(KT + ["demo", "--port", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         start = time.monotonic()
         url = None

@@ -61,3 +61,18 @@ def test_embedded_broker_is_killed_and_reaped(monkeypatch):
     assert psutil.pid_exists(pid)
     gen.close()
     assert not psutil.pid_exists(pid)
+
+
+def test_embedded_broker_dies_with_a_killed_owner(tmp_path):
+    """A test run killed outright (no finally) must not leave its broker running."""
+    import subprocess
+    import sys
+    script = ("import sys; from kafkatail.broker import EmbeddedBroker; b = EmbeddedBroker().start(); "
+              "print(b.proc.pid, flush=True); sys.stdin.read()")
+    owner = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    broker = psutil.Process(int(owner.stdout.readline()))
+    owner.kill()
+    owner.wait()
+    gone, alive = psutil.wait_procs([broker], timeout=10)
+    assert not alive

@@ -7,6 +7,7 @@ from flask import Flask
 from flask_sock import Sock
 
 from .config import Config
+from .security.origin import parse_allowed
 from .tail.metadata import Metadata
 from .tail.pool import ConsumerPool
 from .web import api, page, socket
@@ -18,7 +19,8 @@ def init_app(app: Flask, config: Config) -> ConsumerPool:
     Call ``shutdown(app)`` when the host app stops: it closes every tail with 1001.
     """
     pool = ConsumerPool(config)
-    app.extensions["kafkatail"] = {"config": config, "pool": pool, "metadata": Metadata(config)}
+    app.extensions["kafkatail"] = {"config": config, "pool": pool, "metadata": Metadata(config),
+                                   "origins": parse_allowed(config.allowed_origins)}
     app.config["SOCK_SERVER_OPTIONS"] = {
         "ping_interval": config.ping_interval_s,
         "max_message_size": config.max_inbound_bytes,

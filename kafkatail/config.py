@@ -84,6 +84,9 @@ FIELDS: tuple[Field, ...] = (
           "Largest control frame a client may send (close 1009 beyond it).", _positive),
     Field("max_value_bytes", int, 262144,
           "Values larger than this are truncated and marked truncated: true.", _positive),
+    Field("allowed_origins", str, "",
+          "Comma list of extra browser origins (https://host[:port]) allowed to open tails; "
+          "the server's own origin is always allowed, * allows any (close 4403 otherwise)."),
     Field("max_tails", int, 1000, "Open tails allowed in one process (1013 beyond).", _positive),
     Field("max_tails_per_client", int, 100, "Open tails per client address.", _positive),
     Field("max_tails_per_topic", int, 500, "Open tails per topic.", _positive),

@@ -5,6 +5,7 @@ import base64
 import json
 
 import pytest
+import websocket
 
 from .wsclient import Closed, TailClient
 
@@ -286,3 +287,18 @@ def test_http_api(cluster, server, topic10):
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(server.url(path))
         assert e.value.code == status
+
+
+def test_cross_site_origin_refused_4403(server, make_server_, topic10):
+    ws = websocket.create_connection(server.ws_url(f"/ws/tail/{topic10}"),
+                                     origin="http://evil.example", timeout=10)
+    evil = TailClient.adopt(ws)
+    assert evil.until(lambda f: f["type"] == "error")["code"] == 4403
+    assert evil.closed() == (4403, "origin not allowed")
+    same = websocket.create_connection(server.ws_url(f"/ws/tail/{topic10}"),
+                                       origin=f"http://127.0.0.1:{server.port}", timeout=10)
+    assert TailClient.adopt(same).hello()["topic"] == topic10
+    listed = make_server_(allowed_origins="https://app.example")
+    ok = websocket.create_connection(listed.ws_url(f"/ws/tail/{topic10}"),
+                                     origin="https://app.example", timeout=10)
+    assert TailClient.adopt(ok).hello()["topic"] == topic10

@@ -10,7 +10,8 @@ from .config import Config
 from .security.origin import parse_allowed
 from .tail.metadata import Metadata
 from .tail.pool import ConsumerPool
-from .web import api, page, socket
+from .ops.reaper import Reaper
+from .web import api, debug, page, socket
 
 
 def init_app(app: Flask, config: Config) -> ConsumerPool:
@@ -19,8 +20,10 @@ def init_app(app: Flask, config: Config) -> ConsumerPool:
     Call ``shutdown(app)`` when the host app stops: it closes every tail with 1001.
     """
     pool = ConsumerPool(config)
+    reaper = Reaper(pool, config)
     app.extensions["kafkatail"] = {"config": config, "pool": pool, "metadata": Metadata(config),
-                                   "origins": parse_allowed(config.allowed_origins)}
+                                   "origins": parse_allowed(config.allowed_origins),
+                                   "reaper": reaper}
     app.config["SOCK_SERVER_OPTIONS"] = {
         "ping_interval": config.ping_interval_s,
         "max_message_size": config.max_inbound_bytes,
@@ -29,6 +32,8 @@ def init_app(app: Flask, config: Config) -> ConsumerPool:
     socket.register(sock)
     app.register_blueprint(api.bp)
     app.register_blueprint(page.bp)
+    app.register_blueprint(debug.bp)
+    reaper.start()
     return pool
 
 
@@ -41,7 +46,8 @@ def create_app(config: Config | None = None) -> Flask:
 
 
 def shutdown(app: Flask, timeout: float | None = None) -> None:
-    """Close every tail (1001), join their threads and close the metadata client."""
+    """Close every tail (1001), join their threads, close the metadata client, stop the reaper."""
     ext = app.extensions["kafkatail"]
     ext["pool"].shutdown(wait=True, timeout=timeout)
     ext["metadata"].close()
+    ext["reaper"].stop()

@@ -94,6 +94,12 @@ FIELDS: tuple[Field, ...] = (
           "On SIGTERM, time allowed for closing sockets and joining threads.", _positive),
     Field("status_interval_s", float, 5.0,
           "How often an idle tail re-checks the broker and the end offsets.", _positive),
+    Field("reaper_interval_s", float, 10.0,
+          "How often the reaper samples per-thread CPU, joins orphaned tails and logs a line.",
+          _positive),
+    Field("snapshot_path", str, "",
+          "If set, the reaper writes its thread table (names, roles, CPU, stacks) here as JSON "
+          "each interval, for tools that cannot attach to the process."),
     Field("log_level", str, "INFO", "Python logging level.",
           _one_of("DEBUG", "INFO", "WARNING", "ERROR")),
 )

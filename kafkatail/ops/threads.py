@@ -1,8 +1,8 @@
-"""Give threads OS-visible names so ``top -H``, ``ps -L`` and leakcheck can tell them apart.
+"""Know every thread: OS-visible names, and the registry of what each thread is for.
 
 Linux keeps 15 bytes of a thread's name (``/proc/PID/task/TID/comm``); Python 3.11 never sets
-it, so every Python thread would show the interpreter's name. ``set_native_name`` sets it for
-the calling thread with ``prctl(PR_SET_NAME)``.
+it, so every Python thread would show the interpreter's name in ``top -H``. ``set_native_name``
+and ``rename`` set it. ``REGISTRY`` records each thread's role, owner and tail.
 """
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ import ctypes
 import ctypes.util
 import sys
 import threading
+import time
+import traceback
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
 
 _PR_SET_NAME = 15
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform == "linux" else None
@@ -39,3 +44,60 @@ def rename(thread: threading.Thread, name: str) -> None:
             fh.write(native_name(name))
     except OSError:
         pass
+
+
+ROLES = ("consumer", "kafka-io", "websocket", "reaper", "server", "unknown")
+
+# Threads kafkatail does not start itself but expects, by the names their libraries give them.
+_LIBRARY_ROLES = (
+    ("ThreadPoolExecutor-", "server"),   # gunicorn gthread's request pool
+    ("MainThread", "server"),
+    ("kt-test-http", "server"),
+    ("Thread-", "server"),               # werkzeug's per-request threads (tests, dev server)
+    ("kt-shutdown", "server"),
+)
+
+
+@dataclass
+class ThreadInfo:
+    """What kafkatail knows of a thread: its role, who owns it, and what it serves."""
+
+    role: str
+    owner: str = ""
+    topic: str | None = None
+    client: str | None = None
+    tail_id: int | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class ThreadRegistry:
+    """The one place that says what each thread is: the reaper, /debug/threads, /metrics and
+    the test guard all ask it. Entries die with their threads (weak keys)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._info: "weakref.WeakKeyDictionary[threading.Thread, ThreadInfo]" = (
+            weakref.WeakKeyDictionary())
+
+    def register(self, thread: threading.Thread, role: str, **info: Any) -> None:
+        with self._lock:
+            self._info[thread] = ThreadInfo(role, **info)
+
+    def info(self, thread: threading.Thread) -> ThreadInfo:
+        with self._lock:
+            known = self._info.get(thread)
+        if known is not None:
+            return known
+        for prefix, role in _LIBRARY_ROLES:
+            if thread.name.startswith(prefix):
+                return ThreadInfo(role, owner="library")
+        return ThreadInfo("unknown")
+
+
+REGISTRY = ThreadRegistry()
+
+
+def stack_of(frame: Any, limit: int = 40) -> list[str]:
+    """A thread's Python stack, innermost last, as ``file:line in function`` lines."""
+    return [f"{fs.filename}:{fs.lineno} in {fs.name}" for fs in
+            traceback.extract_stack(frame, limit=limit)]

@@ -17,7 +17,7 @@ from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from kafka.net.compat import KafkaNetClient
 
 from ..config import Config
-from ..ops.threads import rename, set_native_name
+from ..ops.threads import REGISTRY, rename, set_native_name
 from . import frames, kafkafix
 from .outbox import Outbox
 from .records import encode_batch
@@ -31,12 +31,13 @@ class BrokerUnavailable(Exception):
     """The cluster could not be reached within the request timeout."""
 
 
-def open_consumer(config: Config, client_id: str) -> KafkaConsumer:
+def open_consumer(config: Config, client_id: str, **owner: Any) -> KafkaConsumer:
     """A group-less KafkaConsumer that leaves no IO thread behind when construction fails.
 
     kafka-python 3 starts the client's ``kafka-io-*`` thread before it bootstraps, so a broker
     that is down makes the constructor raise with that thread still running. The client factory
-    keeps a handle on the client so it can be closed here.
+    keeps a handle on the client so it can be closed here. ``owner`` describes the IO thread in
+    the thread registry (tail_id, topic, client).
     """
     made: list[KafkaNetClient] = []
 
@@ -67,6 +68,7 @@ def open_consumer(config: Config, client_id: str) -> KafkaConsumer:
     for t in threading.enumerate():
         if t.name == io_name:
             rename(t, io_name)
+            REGISTRY.register(t, "kafka-io", owner=client_id, **owner)
     return consumer
 
 
@@ -74,7 +76,7 @@ class ConsumerThread(threading.Thread):
     """Tails one TailRequest into one Outbox; owned, started and joined by the ConsumerPool."""
 
     def __init__(self, request: TailRequest, outbox: Outbox, config: Config, tail_id: int,
-                 client: str = "") -> None:
+                 client: str, owner: Any) -> None:
         super().__init__(name=f"kt-tail-{request.topic}-{tail_id}", daemon=True)
         self.request = request
         self.outbox = outbox
@@ -82,9 +84,12 @@ class ConsumerThread(threading.Thread):
         self.tail_id = tail_id
         self.client = client
         self.client_id = f"kt-{tail_id}"
+        # The thread that opened this tail and must release it; if it dies first, the reaper does.
+        self.owner = owner
         self.started_at = time.monotonic()
         self.matcher: Matcher = request.matcher
         self.sent = 0
+        self.sent_bytes = 0
         self.state = "starting"
         self._stop_event = threading.Event()
         self._paused = False
@@ -109,7 +114,8 @@ class ConsumerThread(threading.Thread):
         set_native_name(self.name)
         consumer = None
         try:
-            consumer = open_consumer(self.config, self.client_id)
+            consumer = open_consumer(self.config, self.client_id, topic=self.request.topic,
+                                     client=self.client, tail_id=self.tail_id)
             tps = self._assign(consumer)
             self._loop(consumer, tps)
         except frames.Close as close:
@@ -205,14 +211,17 @@ class ConsumerThread(threading.Thread):
                     recs = self._skip_early(tp.partition, recs)
                 batch = encode_batch(recs, fmt, self.matcher, max_value)
                 if remaining is not None and len(batch) >= remaining:
-                    outbox.put_records(batch[:remaining])
+                    batch = batch[:remaining]
+                    outbox.put_records(batch)
                     self.sent += remaining
+                    self.sent_bytes += sum(r["size"] for r in batch)
                     outbox.put_frame(frames.status("end", reason="max reached"))
                     outbox.close(frames.NORMAL, f"max {self.request.max_records} records reached")
                     return
                 if remaining is not None:
                     remaining -= len(batch)
                 self.sent += len(batch)
+                self.sent_bytes += sum(r["size"] for r in batch)
                 outbox.put_records(batch)
             if outbox.check_stall(cfg.send_timeout_s):
                 return

@@ -13,8 +13,10 @@ import threading
 import time
 import weakref
 from collections import Counter
+from typing import Any
 
 from ..config import Config
+from ..ops.threads import REGISTRY
 from . import frames
 from .consumer import ConsumerThread
 from .outbox import Outbox
@@ -48,10 +50,18 @@ class ConsumerPool:
         self.stuck: list[ConsumerThread] = []
         self.started_total = 0
         self.joined_total = 0
+        self.reaped_total = 0
+        # Totals of tails already released; live tails are added when read (see totals()).
+        self._closed_totals = Counter()
         _pools.add(self)
 
-    def open(self, request: TailRequest, outbox: Outbox, client: str = "") -> ConsumerThread:
-        """Admit a tail within the limits and start its thread; raises Close when refused."""
+    def open(self, request: TailRequest, outbox: Outbox, client: str = "",
+             owner: Any = None) -> ConsumerThread:
+        """Admit a tail within the limits and start its thread; raises Close when refused.
+
+        ``owner`` (anything with ``name`` and ``is_alive()``; default the calling thread) must
+        call ``release``; if it stops being alive first, the reaper releases the tail.
+        """
         cfg = self.config
         with self._lock:
             if self._shutdown or _shutting_down:
@@ -64,7 +74,10 @@ class ConsumerPool:
             if self._per_topic[request.topic] >= cfg.max_tails_per_topic:
                 raise frames.Close(frames.TRY_AGAIN,
                                    f"too many tails on {request.topic} ({cfg.max_tails_per_topic})")
-            thread = ConsumerThread(request, outbox, cfg, next(self._ids), client)
+            thread = ConsumerThread(request, outbox, cfg, next(self._ids), client,
+                                    owner or threading.current_thread())
+            REGISTRY.register(thread, "consumer", owner=thread.owner.name, topic=request.topic,
+                              client=client, tail_id=thread.tail_id)
             self._threads[thread.tail_id] = thread
             self._per_client[client] += 1
             self._per_topic[request.topic] += 1
@@ -79,13 +92,15 @@ class ConsumerPool:
             timeout = self.config.poll_timeout_ms / 1000 + self.config.request_timeout_ms / 1000
         thread.join(timeout)
         with self._lock:
-            if self._threads.pop(thread.tail_id, None) is not None:
-                self._per_client[thread.client] -= 1
-                self._per_topic[thread.request.topic] -= 1
-                if not self._per_client[thread.client]:
-                    del self._per_client[thread.client]
-                if not self._per_topic[thread.request.topic]:
-                    del self._per_topic[thread.request.topic]
+            if self._threads.pop(thread.tail_id, None) is None:
+                return not thread.is_alive()
+            self._closed_totals.update(_totals(thread))
+            self._per_client[thread.client] -= 1
+            self._per_topic[thread.request.topic] -= 1
+            if not self._per_client[thread.client]:
+                del self._per_client[thread.client]
+            if not self._per_topic[thread.request.topic]:
+                del self._per_topic[thread.request.topic]
             if thread.is_alive():
                 self.stuck.append(thread)
                 log.warning("tail thread %s did not stop within %.1fs", thread.name, timeout)
@@ -107,6 +122,14 @@ class ConsumerPool:
             for t in threads:
                 t.join(max(0.0, deadline - time.monotonic()))
 
+    def totals(self) -> Counter:
+        """Records, record bytes and drops delivered by every tail so far, closed or open."""
+        with self._lock:
+            out = Counter(self._closed_totals)
+            for t in self._threads.values():
+                out.update(_totals(t))
+        return out
+
     def tails(self) -> list[ConsumerThread]:
         with self._lock:
             return list(self._threads.values())
@@ -118,3 +141,7 @@ class ConsumerPool:
     def per_topic(self) -> dict[str, int]:
         with self._lock:
             return dict(self._per_topic)
+
+
+def _totals(t: ConsumerThread) -> dict[str, int]:
+    return {"records": t.sent, "bytes": t.sent_bytes, "dropped": t.outbox.dropped_total}

@@ -16,7 +16,7 @@ from typing import Any
 from simple_websocket import ConnectionClosed
 
 from ..config import Config
-from ..ops.threads import rename
+from ..ops.threads import REGISTRY, rename
 from . import frames
 from .consumer import ConsumerThread
 from .outbox import Outbox
@@ -64,20 +64,35 @@ class TailSession:
         self.outbox = Outbox(config.outbox_max_records, config.outbox_full_policy,
                              notify=ws.event.set)
         self.outbox.abort = self.abort
+        self._handler = threading.current_thread()
+        self._running = False
+
+    @property
+    def name(self) -> str:
+        return self._handler.name
+
+    def is_alive(self) -> bool:
+        """The pool's owner check: this session still runs on a live handler thread."""
+        return self._running and self._handler.is_alive()
 
     def run(self) -> None:
+        self._running = True
         try:
             try:
-                thread = self.pool.open(self.request, self.outbox, self.client)
+                thread = self.pool.open(self.request, self.outbox, self.client, owner=self)
             except frames.Close as refused:
                 send_close(self.ws, refused)
                 return
             rename(self.ws.thread, f"kt-ws-{thread.tail_id}")
+            REGISTRY.register(self.ws.thread, "websocket", owner=self.name,
+                              topic=self.request.topic, client=self.client,
+                              tail_id=thread.tail_id)
             try:
                 self._pump(thread)
             finally:
                 self.pool.release(thread)
         finally:
+            self._running = False
             finish(self.ws)
 
     def _pump(self, thread: ConsumerThread) -> None:

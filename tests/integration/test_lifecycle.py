@@ -17,6 +17,7 @@ import pytest
 
 from kafkatail.broker import EmbeddedBroker, free_port
 from kafkatail.config import Config
+from kafkatail.ops.threads import REGISTRY
 from kafkatail.tail.consumer import BrokerUnavailable, open_consumer
 
 from .wsclient import Closed, TailClient
@@ -36,6 +37,11 @@ def wait_for(pred, timeout: float, what: str, interval: float = 0.02):
             raise AssertionError(f"not within {timeout}s: {what()}")
         time.sleep(interval)
     return time.monotonic() - start
+
+
+def tail_threads() -> list[threading.Thread]:
+    """Threads that serve a tail, by the registry's word (not guessed from names)."""
+    return [t for t in threading.enumerate() if REGISTRY.info(t).tail_id is not None]
 
 
 def thread_names() -> list[str]:
@@ -71,8 +77,7 @@ def warm_baseline(server, topic):
     c = open_tails(server, topic, 1)[0]
     c.close()
     wait_for(lambda: len(server.pool) == 0, 5, lambda: server.pool.tails())
-    wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith(("kt-", "kafka-io-kt-"))
-                          and t.name != "kt-test-http"], 5, thread_names)
+    wait_for(lambda: not tail_threads(), 5, thread_names)
     return counts()
 
 

@@ -1,0 +1,92 @@
+"""``/debug/threads`` (every thread: name, role, tail, CPU, stack) and ``/metrics`` (Prometheus)."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from ..ops.reaper import thread_table
+from ..ops.sampling import ThreadSampler
+from ..ops.threads import REGISTRY
+
+bp = Blueprint("kafkatail_debug", __name__)
+
+
+def _ext() -> dict:
+    return current_app.extensions["kafkatail"]
+
+
+@bp.get("/debug/threads")
+def threads():
+    """Like ``top -H`` + ``jstack``: ``?top=N`` keeps the N hottest threads, ``?window=S`` samples
+    S seconds now instead of using the reaper's last interval."""
+    try:
+        top = int(request.args.get("top", 0))
+        window = float(request.args.get("window", 0))
+    except ValueError:
+        return jsonify(error="top and window must be numbers"), 400
+    if not 0 <= window <= 10 or top < 0:
+        return jsonify(error="window must be 0-10 s and top 0 or more"), 400
+    sample = _ext()["reaper"].latest
+    if window or sample is None:
+        sampler = ThreadSampler()
+        sampler.sample()
+        time.sleep(window or 0.5)  # the measurement window itself
+        sample = sampler.sample()
+    rows = thread_table(sample)
+    rows.sort(key=lambda r: (r["cpu_pct"] or 0, r["cpu_total_s"] or 0), reverse=True)
+    if top:
+        rows = rows[:top]
+    return jsonify(pid=sample.pid, interval_s=round(sample.interval, 3), threads=rows,
+                   process={"threads": len(sample.threads), "fds": sample.fds,
+                            "rss": sample.rss, "cpu_pct": round(sample.cpu_pct, 1)})
+
+
+class _Collector:
+    """Reads the pool and the thread registry at scrape time: nothing on the per-record path."""
+
+    def __init__(self, ext: dict) -> None:
+        self.ext = ext
+
+    def collect(self):
+        pool = self.ext["pool"]
+        yield GaugeMetricFamily("kafkatail_tails_active", "Open tails.", value=len(pool))
+        roles = Counter(REGISTRY.info(t).role for t in threading.enumerate())
+        g = GaugeMetricFamily("kafkatail_threads", "Python threads by role.", labels=["role"])
+        for role, n in sorted(roles.items()):
+            g.add_metric([role], n)
+        yield g
+        totals = pool.totals()
+        for name, key, doc in (
+                ("kafkatail_records_sent", "records", "Records delivered to clients."),
+                ("kafkatail_record_bytes_sent", "bytes",
+                 "Kafka record bytes (key+value+headers) delivered to clients."),
+                ("kafkatail_records_dropped", "dropped",
+                 "Records dropped by full outboxes (drop-oldest policy).")):
+            yield CounterMetricFamily(name, doc, value=totals[key])
+        yield CounterMetricFamily("kafkatail_tails_started", "Tails started.",
+                                  value=pool.started_total)
+        yield CounterMetricFamily("kafkatail_tails_reaped", "Orphaned tails joined by the reaper.",
+                                  value=pool.reaped_total)
+        yield GaugeMetricFamily("kafkatail_threads_stuck", "Tail threads that did not stop.",
+                                value=len(pool.stuck))
+        t = GaugeMetricFamily("kafkatail_topic_tails", "Open tails per topic.", labels=["topic"])
+        for topic, n in sorted(pool.per_topic().items()):
+            t.add_metric([topic], n)
+        yield t
+
+
+@bp.get("/metrics")
+def metrics():
+    ext = _ext()
+    registry = ext.get("metrics")
+    if registry is None:
+        registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        registry.register(_Collector(ext))
+        registry = ext.setdefault("metrics", registry)
+    return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")

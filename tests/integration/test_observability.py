@@ -1,0 +1,123 @@
+"""The reaper, /debug/threads and /metrics, on a live in-process server with real tails."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from kafkatail.tail.outbox import Outbox
+from kafkatail.tail.request import parse
+
+from .test_lifecycle import wait_for
+from .wsclient import TailClient
+
+
+def get_json(server, path):
+    return json.load(urllib.request.urlopen(server.url(path)))
+
+
+def metrics(server) -> dict:
+    text = urllib.request.urlopen(server.url("/metrics")).read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            key = s.name + ("{" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) + "}"
+                            if s.labels else "")
+            out[key] = s.value
+    return out
+
+
+def test_debug_threads_names_roles_and_tails(cluster, server):
+    t = cluster.create_topic()
+    c = TailClient(server.ws_url(f"/ws/tail/{t}"))
+    c.status("live")
+    data = get_json(server, "/debug/threads?window=0.2")
+    rows = data["threads"]
+    by_role = {}
+    for r in rows:
+        by_role.setdefault(r["role"], []).append(r)
+    assert {"consumer", "kafka-io", "websocket", "reaper", "server"} <= set(by_role)
+    consumer = by_role["consumer"][0]
+    assert consumer["topic"] == t and consumer["client"] == "127.0.0.1"
+    assert consumer["nid"] == hex(consumer["native_id"]) and consumer["os_name"].startswith("kt-tail")
+    assert any("consumer.py" in line for line in consumer["stack"])
+    assert by_role["kafka-io"][0]["tail_id"] == consumer["tail_id"]
+    assert data["process"]["threads"] >= len(rows) - 1
+    c.close()
+
+
+def test_hot_thread_named_first_with_stack(server):
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            sum(range(1000))
+
+    hot = threading.Thread(target=spin, name="kt-test-hot")
+    hot.start()
+    try:
+        top = get_json(server, "/debug/threads?top=1&window=0.5")["threads"]
+        assert top[0]["name"] == "kt-test-hot" and top[0]["cpu_pct"] > 30
+        assert any("in spin" in line for line in top[0]["stack"])
+        assert top[0]["role"] == "unknown"
+    finally:
+        stop.set()
+        hot.join()
+
+
+def test_metrics_parse_and_move_with_traffic(cluster, server):
+    t = cluster.create_topic()
+    before = metrics(server)
+    c = TailClient(server.ws_url(f"/ws/tail/{t}?from=earliest"))
+    c.status("live")
+    cluster.produce(t, [(b"k", b"v" * 10) for _ in range(25)])
+    c.collect(25)
+    during = metrics(server)
+    assert during["kafkatail_tails_active"] == 1
+    assert during[f"kafkatail_topic_tails{{topic={t}}}"] == 1
+    assert during["kafkatail_threads{role=consumer}"] >= 1
+    assert during["kafkatail_records_sent_total"] - before["kafkatail_records_sent_total"] == 25
+    assert during["kafkatail_record_bytes_sent_total"] - before["kafkatail_record_bytes_sent_total"] == 25 * 11
+    assert during["process_open_fds"] > 0 and during["process_resident_memory_bytes"] > 0
+    c.close()
+    wait_for(lambda: metrics(server)["kafkatail_tails_active"] == 0, 5, lambda: metrics(server))
+    assert metrics(server)["kafkatail_records_sent_total"] == during["kafkatail_records_sent_total"]
+
+
+def test_reaper_joins_a_tail_whose_owner_vanished(cluster, make_server_, caplog):
+    """Simulate a socket that vanished with no close at all: its owner dies without release()."""
+    server = make_server_(reaper_interval_s=60)
+    t = cluster.create_topic()
+    opened = []
+
+    def owner():
+        opened.append(server.pool.open(parse(t, {}), Outbox(100), "10.0.0.9"))
+
+    th = threading.Thread(target=owner, name="kt-test-vanishing-owner")
+    th.start()
+    th.join()
+    tail = opened[0]
+    wait_for(lambda: tail.state == "live", 10, tail.describe)
+    assert len(server.pool) == 1
+    with caplog.at_level(logging.WARNING, logger="kafkatail"):
+        server.app.extensions["kafkatail"]["reaper"].tick()
+    assert not tail.is_alive() and len(server.pool) == 0
+    assert server.pool.reaped_total == 1
+    msg = [r.getMessage() for r in caplog.records if "reaped orphaned tail" in r.getMessage()]
+    assert msg and tail.name in msg[0] and "CPU" in msg[0]
+    assert metrics(server)["kafkatail_tails_reaped_total"] == 1
+
+
+def test_reaper_logs_one_cheap_line_and_writes_snapshot(cluster, make_server_, tmp_path, caplog):
+    snap = tmp_path / "threads.json"
+    server = make_server_(snapshot_path=str(snap), reaper_interval_s=60)
+    reaper = server.app.extensions["kafkatail"]["reaper"]
+    with caplog.at_level(logging.INFO, logger="kafkatail"):
+        reaper.tick()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("threads=")]
+    assert len(lines) == 1 and "fds=" in lines[0] and "top:" in lines[0]
+    data = json.loads(snap.read_text())
+    assert any(r["name"] == "kt-reaper" and r["role"] == "reaper" for r in data["threads"])

@@ -18,6 +18,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bind", metavar="HOST:PORT")
     p.add_argument("--workers", metavar="N")
     p.add_argument("--threads", metavar="N")
+    p.add_argument("--worker-class", metavar="gthread|gevent")
     p.add_argument("--log-level", metavar="LEVEL")
 
 

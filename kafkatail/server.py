@@ -1,8 +1,12 @@
-"""Run the app under gunicorn (gthread worker), with a SIGTERM that closes every tail with 1001.
+"""Run the app under gunicorn (gthread or gevent worker), with a SIGTERM that closes every tail.
 
 gunicorn's graceful stop waits for open connections to end by themselves, which a WebSocket
 never does; so each worker reacts to SIGTERM itself: it closes its tails (clients get 1001),
 joins their threads, and then lets gunicorn finish the stop.
+
+Nothing here imports kafka (or the app) at module level: the gevent worker monkey-patches
+after the fork, and kafka-python captures ``selectors.DefaultSelector`` at import time, so the
+app is imported in the worker, after patching, and never in the master.
 """
 from __future__ import annotations
 
@@ -13,13 +17,15 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from .app import create_app, shutdown
 from .config import Config
+from .ops.threads import green
 
 log = logging.getLogger(__name__)
 
 
 def _post_worker_init(worker: Any) -> None:
+    from .app import shutdown
+
     app = worker.wsgi
     gunicorn_exit = worker.handle_exit
 
@@ -27,7 +33,12 @@ def _post_worker_init(worker: Any) -> None:
         shutdown(app)
 
     def on_term(sig: int, frame: Any) -> None:
-        threading.Thread(target=stop_tails, name="kt-shutdown", daemon=True).start()
+        if green():
+            # gevent runs this in a loop callback, where nothing may block (Thread.start does).
+            import gevent
+            gevent.spawn(stop_tails)
+        else:
+            threading.Thread(target=stop_tails, name="kt-shutdown", daemon=True).start()
         gunicorn_exit(sig, frame)
 
     signal.signal(signal.SIGTERM, on_term)
@@ -46,8 +57,9 @@ class Server(BaseApplication):
         settings = {
             "bind": c.bind,
             "workers": str(c.workers),
-            "worker_class": "gthread",
+            "worker_class": c.worker_class,
             "threads": str(c.threads),
+            "worker_connections": str(c.worker_connections),
             "graceful_timeout": str(int(c.shutdown_grace_s) + 1),
             "timeout": str(max(30, int(c.shutdown_grace_s) * 3)),
             "post_worker_init": _post_worker_init,
@@ -60,6 +72,8 @@ class Server(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
+        from .app import create_app
+
         return create_app(self.kt_config)
 
 

@@ -28,16 +28,23 @@ def native_name(name: str) -> bytes:
     return raw[:9] + b"~" + raw[-5:]
 
 
+def green() -> bool:
+    """True under gevent's monkey-patching: "threads" are greenlets sharing one OS thread."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")
+
+
 def set_native_name(name: str) -> None:
-    """Set the calling thread's OS name (no-op off Linux)."""
-    if _libc is not None:
+    """Set the calling thread's OS name (no-op off Linux, and under gevent: it would rename
+    the one OS thread every greenlet shares)."""
+    if _libc is not None and not green():
         _libc.prctl(_PR_SET_NAME, ctypes.c_char_p(native_name(name)), 0, 0, 0)
 
 
 def rename(thread: threading.Thread, name: str) -> None:
     """Name another, already running thread: its Python name and, through /proc, its OS name."""
     thread.name = name
-    if thread.native_id is None:
+    if thread.native_id is None or green():
         return
     try:
         with open(f"/proc/self/task/{thread.native_id}/comm", "wb") as fh:

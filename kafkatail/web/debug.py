@@ -1,6 +1,7 @@
 """``/debug/threads`` (every thread: name, role, tail, CPU, stack) and ``/metrics`` (Prometheus)."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -11,7 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..ops.reaper import thread_table
 from ..ops.sampling import ThreadSampler
-from ..ops.threads import REGISTRY
+from ..ops.threads import REGISTRY, green
 
 bp = Blueprint("kafkatail_debug", __name__)
 
@@ -44,6 +45,22 @@ def threads():
     return jsonify(pid=sample.pid, interval_s=round(sample.interval, 3), threads=rows,
                    process={"threads": len(sample.threads), "fds": sample.fds,
                             "rss": sample.rss, "cpu_pct": round(sample.cpu_pct, 1)})
+
+
+@bp.get("/debug/runtime")
+def runtime():
+    """How this worker runs: concurrency model and whether kafka-python got gevent's selector."""
+    import selectors
+    import sys
+
+    from kafka import KafkaConsumer
+
+    kafka_selector = KafkaConsumer.DEFAULT_CONFIG["selector"]
+    return jsonify(
+        python=sys.version.split()[0], pid=os.getpid(), green=green(),
+        worker_class=_ext()["config"].worker_class,
+        kafka_selector=f"{kafka_selector.__module__}.{kafka_selector.__name__}",
+        kafka_selector_is_default=kafka_selector is selectors.DefaultSelector)
 
 
 class _Collector:

@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 import psutil
+import pytest
 
 from kafkatail.broker import free_port, wait_for_port
 
@@ -72,17 +73,27 @@ def test_demo_prints_url_serves_live_messages_and_ctrl_c_leaves_nothing():
             proc.wait()
 
 
-def test_serve_runs_gunicorn_and_sigterm_closes_tails_1001(cluster):
+@pytest.mark.parametrize("worker", ["gthread", "gevent"])
+def test_serve_runs_gunicorn_and_sigterm_closes_tails_1001(cluster, worker):
     topic = cluster.create_topic()
     port = free_port()
     proc = subprocess.Popen(KT + ["serve", "--bootstrap-servers", cluster.bootstrap,
-                                  "--bind", f"127.0.0.1:{port}"],
+                                  "--bind", f"127.0.0.1:{port}", "--worker-class", worker],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert wait_for_port("127.0.0.1", port, 30)
+        runtime = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/debug/runtime"))
+        assert runtime["worker_class"] == worker and runtime["green"] is (worker == "gevent")
+        # Patched before kafka was imported: kafka-python's captured selector is gevent's.
+        assert runtime["kafka_selector_is_default"] is True
+        if worker == "gevent":
+            assert runtime["kafka_selector"].startswith("gevent.")
         clients = [TailClient(f"ws://127.0.0.1:{port}/ws/tail/{topic}") for _ in range(5)]
         for c in clients:
             c.status("live")
+        cluster.produce(topic, [(None, f"v{i}") for i in range(20)])
+        for c in clients:
+            assert [r["value"] for r in c.collect(20)] == [f"v{i}" for i in range(20)]
         children = psutil.Process(proc.pid).children(recursive=True)
         assert children, "gunicorn started no worker"
         t0 = time.monotonic()
@@ -92,8 +103,9 @@ def test_serve_runs_gunicorn_and_sigterm_closes_tails_1001(cluster):
         assert proc.wait(15) == 0
         took = time.monotonic() - t0
         assert not psutil.wait_procs(children, timeout=5)[1]
-        assert "gunicorn" in proc.stdout.read()
-        print(f"SIGTERM with 5 tails: exit 0 after {took * 1000:.0f} ms")
+        log = proc.stdout.read()
+        assert "gunicorn" in log and "Traceback" not in log, log[-3000:]
+        print(f"{worker}: SIGTERM with 5 tails: exit 0 after {took * 1000:.0f} ms")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -38,6 +40,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 = any free)")
     serve = sub.add_parser("serve", help="serve tails from a configured Kafka cluster (gunicorn)")
     _add_config_flags(serve)
+    tail = sub.add_parser(
+        "tail", help="tail a topic in the terminal, through a kafkatail server",
+        description="Print a topic's records through a kafkatail server, kcat style; reconnects "
+                    "and resumes without gaps or duplicates.")
+    tail.add_argument("topic")
+    tail.add_argument("--url", default=os.environ.get("KAFKATAIL_URL", "ws://127.0.0.1:8080"),
+                      help="server base URL (default $KAFKATAIL_URL or ws://127.0.0.1:8080)")
+    tail.add_argument("-o", "--from", dest="start", default="latest",
+                      help="latest, earliest, -N, ts:<ms|ISO-8601>, offsets:<p>:<o>,...")
+    tail.add_argument("-p", "--partitions", help="comma list of partitions (default all)")
+    tail.add_argument("--filter", help="case-insensitive substring on key or value")
+    tail.add_argument("--regex", help="Python regex on key or value")
+    tail.add_argument("-c", "--max", type=int, help="exit after this many records")
+    tail.add_argument("--value-format", default="auto", choices=["auto", "text", "json", "base64"])
+    out = tail.add_mutually_exclusive_group()
+    out.add_argument("-f", "--format", dest="fmt", default="%s\\n",
+                     help="kcat-style: %%t topic %%p partition %%o offset %%T timestamp %%k key "
+                          "%%s value %%h headers %%S size, \\n \\t (default '%%s\\n')")
+    out.add_argument("--json", action="store_true", help="one JSON record per line")
+    tail.add_argument("-q", "--quiet", action="store_true", help="no status lines on stderr")
     return parser
 
 
@@ -48,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .server import serve
             serve(_config(args))
             return 0
+        if args.command == "tail":
+            return tail(args)
         return demo(args)
     except ConfigError as exc:
         print(f"kafkatail: config error: {exc}", file=sys.stderr)
@@ -109,6 +133,44 @@ def demo(args: argparse.Namespace) -> int:
         if traffic is not None:
             traffic.stop()
         broker.stop()
+
+
+def tail(args: argparse.Namespace) -> int:
+    """``kafkatail tail``: records to stdout, markers to stderr, Ctrl-C ends it cleanly."""
+    from .client import Formatter, TailClient, TailEnded
+
+    client = TailClient(args.url, args.topic, start=args.start, partitions=args.partitions,
+                        filter=args.filter, regex=args.regex, max_records=args.max,
+                        format=args.value_format)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: client.stop())
+    render = Formatter(args.topic, None if args.json else
+                       args.fmt.replace("\\n", "\n").replace("\\t", "\t"))
+    out = sys.stdout
+    try:
+        for event in client.events():
+            if event.kind == "record":
+                out.write(render(event.record))
+                if client.remaining == 0:
+                    out.flush()
+                    return 0
+            elif not args.quiet and event.kind in (
+                    "reconnected", "disconnected", "retry", "dropped", "status"):
+                detail = {k: v for k, v in event.detail.items() if k != "type"}
+                print(f"% {event.kind} {json.dumps(detail)}", file=sys.stderr, flush=True)
+            if event.kind == "batch-end":
+                out.flush()
+    except TailEnded as end:
+        out.flush()
+        if end.code == 1000:
+            return 0
+        print(f"kafkatail: tail ended: {end}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+    finally:
+        out.flush()
+    return 0
 
 
 def _port_free(port: int) -> bool:

@@ -20,10 +20,10 @@ def cluster() -> Iterator[Cluster]:
 class LiveServer:
     """The app on a real socket in this process, so tests can count this process's threads."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, port: int = 0) -> None:
         self.app = create_app(config)
         self.config = config
-        self.http = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.http = make_server("127.0.0.1", port, self.app, threaded=True)
         self.port = self.http.server_port
         self.thread = threading.Thread(target=self.http.serve_forever, name="kt-test-http",
                                        kwargs={"poll_interval": 0.1}, daemon=True)
@@ -49,10 +49,10 @@ class LiveServer:
 def make_server_(cluster):
     servers = []
 
-    def make(**overrides) -> LiveServer:
+    def make(port: int = 0, **overrides) -> LiveServer:
         cfg = Config(bootstrap_servers=cluster.bootstrap, poll_timeout_ms=200,
                      ping_interval_s=5, status_interval_s=1, request_timeout_ms=3000)
-        server = LiveServer(cfg.replace(**overrides))
+        server = LiveServer(cfg.replace(**overrides), port)
         server.thread.start()
         servers.append(server)
         return server

@@ -33,6 +33,10 @@ def thread_table(sample: ProcessSample | None, stacks: bool = True) -> list[dict
     """Every thread of this process: OS view (tid, name, state, CPU) joined with Python's."""
     frames = sys._current_frames() if stacks else {}
     by_tid = {t.native_id: t for t in threading.enumerate() if t.native_id}
+    # Python 3.11 keeps the parent's native id on the main thread after fork (gunicorn
+    # workers); the thread that survives a fork is the process's first, so its tid is the pid.
+    by_tid.pop(threading.main_thread().native_id, None)
+    by_tid[os.getpid()] = threading.main_thread()
     rows: list[dict[str, Any]] = []
     now = time.monotonic()
     seen: set[int] = set()

@@ -57,7 +57,8 @@ ROLES = ("consumer", "kafka-io", "websocket", "reaper", "server", "unknown")
 
 # Threads kafkatail does not start itself but expects, by the names their libraries give them.
 _LIBRARY_ROLES = (
-    ("ThreadPoolExecutor-", "server"),   # gunicorn gthread's request pool
+    ("kt-http-", "server"),              # gunicorn gthread's request pool, renamed on first tail
+    ("ThreadPoolExecutor-", "server"),
     ("MainThread", "server"),
     ("kt-test-http", "server"),
     ("Thread-", "server"),               # werkzeug's per-request threads (tests, dev server)

@@ -77,6 +77,10 @@ class TailSession:
 
     def run(self) -> None:
         self._running = True
+        handler = self._handler
+        if handler.name.startswith("ThreadPoolExecutor-"):
+            # gunicorn's pool threads keep the interpreter's OS name; give it one once.
+            rename(handler, "kt-http-" + handler.name.rpartition("_")[2])
         try:
             try:
                 thread = self.pool.open(self.request, self.outbox, self.client, owner=self)

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 def _post_worker_init(worker: Any) -> None:
     from .app import shutdown
 
+    if green():
+        from .ops import greencpu
+        greencpu.install()
     app = worker.wsgi
     gunicorn_exit = worker.handle_exit
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..config import Config
 from ..tail.pool import ConsumerPool
+from . import greencpu
 from .sampling import ProcessSample, ThreadSampler
 from .threads import REGISTRY, set_native_name, stack_of
 
@@ -29,8 +30,15 @@ HOT_INTERVALS = 3
 GROWTH_INTERVALS = 5
 
 
-def thread_table(sample: ProcessSample | None, stacks: bool = True) -> list[dict[str, Any]]:
-    """Every thread of this process: OS view (tid, name, state, CPU) joined with Python's."""
+def thread_table(sample: ProcessSample | None, green_cpu: dict[int, tuple[float, float]] | None = None,
+                 stacks: bool = True) -> list[dict[str, Any]]:
+    """Every thread of this process: OS view (tid, name, state, CPU) joined with Python's.
+
+    Under gevent (``green_cpu`` given: ident -> (total s, %)), every "thread" is a greenlet on
+    one OS thread; CPU comes from the switch tracer and stacks from the greenlets' frames.
+    """
+    if green_cpu is not None:
+        return _green_table(green_cpu)
     frames = sys._current_frames() if stacks else {}
     by_tid = {t.native_id: t for t in threading.enumerate() if t.native_id}
     # Python 3.11 keeps the parent's native id on the main thread after fork (gunicorn
@@ -47,6 +55,19 @@ def thread_table(sample: ProcessSample | None, stacks: bool = True) -> list[dict
     for tid, t in by_tid.items():
         if tid not in seen:
             rows.append(_row(tid, t, frames, now, None, None, None, None))
+    return rows
+
+
+def _green_table(green_cpu: dict[int, tuple[float, float]]) -> list[dict[str, Any]]:
+    acct = greencpu.installed()
+    now = time.monotonic()
+    pid = os.getpid()
+    rows = []
+    for t in threading.enumerate():
+        frame = acct.frame(t.ident) if acct else None
+        total, pct = green_cpu.get(t.ident, (None, None))
+        rows.append(_row(pid, t, {t.ident: frame} if frame is not None else {}, now, "greenlet",
+                         None, pct, total))
     return rows
 
 
@@ -73,6 +94,8 @@ class Reaper(threading.Thread):
         self.config = config
         self.sampler = ThreadSampler()
         self.latest: ProcessSample | None = None
+        self.green_latest: dict[int, tuple[float, float]] | None = None
+        self._green_prev: dict[int, float] = {}
         self.stuck: dict[int, list[str]] = {}
         self.unknown_counts: deque[int] = deque(maxlen=60)
         self._hot: dict[tuple[int, int], int] = {}
@@ -98,6 +121,11 @@ class Reaper(threading.Thread):
         """One interval's work; public so tests can drive it without waiting for the timer."""
         sample = self.sampler.sample()
         self.latest = sample
+        acct = greencpu.installed()
+        if acct is not None:
+            totals = acct.totals()
+            self.green_latest = greencpu.percentages(self._green_prev, totals, sample.interval)
+            self._green_prev = totals
         self._reap_orphans()
         unknown = [t.name for t in threading.enumerate() if REGISTRY.info(t).role == "unknown"]
         self.unknown_counts.append(len(unknown))
@@ -159,7 +187,8 @@ class Reaper(threading.Thread):
 
     def write_snapshot(self, path: str) -> None:
         """Atomically write the thread table (with stacks) as JSON for tools outside."""
-        data = {"pid": os.getpid(), "at": time.time(), "threads": thread_table(self.latest)}
+        data = {"pid": os.getpid(), "at": time.time(),
+                "threads": thread_table(self.latest, self.green_latest)}
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w") as fh:
             json.dump(data, fh)

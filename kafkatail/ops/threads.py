@@ -62,6 +62,7 @@ _LIBRARY_ROLES = (
     ("MainThread", "server"),
     ("kt-test-http", "server"),
     ("Thread-", "server"),               # werkzeug's per-request threads (tests, dev server)
+    ("Dummy-", "server"),                # gevent worker: request greenlets seen by threading
     ("kt-shutdown", "server"),
 )
 

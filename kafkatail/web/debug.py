@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from ..ops import greencpu
 from ..ops.reaper import thread_table
 from ..ops.sampling import ThreadSampler
 from ..ops.threads import REGISTRY, green
@@ -32,13 +33,18 @@ def threads():
         return jsonify(error="top and window must be numbers"), 400
     if not 0 <= window <= 10 or top < 0:
         return jsonify(error="window must be 0-10 s and top 0 or more"), 400
-    sample = _ext()["reaper"].latest
+    reaper = _ext()["reaper"]
+    sample, green_cpu = reaper.latest, reaper.green_latest
+    acct = greencpu.installed()
     if window or sample is None:
         sampler = ThreadSampler()
         sampler.sample()
+        before = acct.totals() if acct else {}
         time.sleep(window or 0.5)  # the measurement window itself
         sample = sampler.sample()
-    rows = thread_table(sample)
+        if acct:
+            green_cpu = greencpu.percentages(before, acct.totals(), sample.interval)
+    rows = thread_table(sample, green_cpu if acct else None)
     rows.sort(key=lambda r: (r["cpu_pct"] or 0, r["cpu_total_s"] or 0), reverse=True)
     if top:
         rows = rows[:top]

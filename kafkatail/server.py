@@ -46,6 +46,8 @@ def _post_worker_init(worker: Any) -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    # Ask for a fresh thread snapshot (snapshot_path) without waiting for the interval.
+    signal.signal(signal.SIGUSR2, lambda *_: app.extensions["kafkatail"]["reaper"].refresh())
 
 
 class Server(BaseApplication):

@@ -101,17 +101,27 @@ class Reaper(threading.Thread):
         self._hot: dict[tuple[int, int], int] = {}
         self._counts: deque[int] = deque(maxlen=GROWTH_INTERVALS + 1)
         self._stop_event = threading.Event()
+        self._wake = threading.Event()
         REGISTRY.register(self, "reaper", owner="app")
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop_event.set()
+        self._wake.set()
         if self.is_alive():
             self.join(timeout)
+
+    def refresh(self) -> None:
+        """Tick now instead of at the end of the interval (SIGUSR2 in a server worker)."""
+        self._wake.set()
 
     def run(self) -> None:
         set_native_name(self.name)
         self.sampler.sample()
-        while not self._stop_event.wait(self.config.reaper_interval_s):
+        while True:
+            self._wake.wait(self.config.reaper_interval_s)
+            self._wake.clear()
+            if self._stop_event.is_set():
+                return
             try:
                 self.tick()
             except Exception:

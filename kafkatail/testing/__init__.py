@@ -1,1 +1,1 @@
-"""Test support shipped with kafkatail: real-broker fixtures (and, later, the thread guard)."""
+"""Test support shipped with kafkatail: the thread guard plugin, ProcessProbe, real-broker fixtures."""

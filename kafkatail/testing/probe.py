@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from .threadguard import (comm, cpu_note, fd_target, name_prefix, open_fds, task_ids,
+from .threadguard import (comm, cpu_note, describe_fds, name_prefix, open_fds, task_ids,
                           thread_cpu, wait_until)
 
 
@@ -166,8 +166,8 @@ class ProcessProbe:
             new_threads += [NewThread(pid, tid, comm(pid, tid), thread_cpu(pid, tid))
                             for tid in sorted(n.tids - b.tids)]
             if n.fds is not None:
-                new_fds += [(pid, fd, fd_target(pid, fd))
-                            for fd in sorted(n.fds - (b.fds or frozenset()))]
+                new_fds += [(pid, fd, target) for fd, target
+                            in describe_fds(pid, sorted(n.fds - (b.fds or frozenset())))]
         return ProbeResult(ok, elapsed, time.monotonic() - self.base_at, threads, base_threads,
                            fds if self.fds else None, base_fds if self.fds else None,
                            processes, new_threads, new_fds)

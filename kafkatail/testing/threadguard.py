@@ -8,6 +8,7 @@ stack and the line that started it. Native threads and fds are read from ``/proc
 """
 from __future__ import annotations
 
+import _thread
 import concurrent.futures
 import functools
 import os
@@ -20,7 +21,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-import _thread
+import psutil
 
 Ignore = tuple[re.Pattern, str]
 """A thread-name pattern (searched in the Python name and the OS name) and why it may stay."""
@@ -60,6 +61,32 @@ def fd_target(pid: int | str, fd: int) -> str:
         return os.readlink(f"/proc/{pid}/fd/{fd}")
     except OSError as exc:
         return f"<{exc.strerror}>"
+
+
+def describe_fds(pid: int | str, fds: Iterable[int]) -> list[tuple[int, str]]:
+    """Each fd with its target; sockets also with their addresses and state, when known."""
+    proc = psutil.Process(os.getpid() if pid == "self" else int(pid))
+    connections = getattr(proc, "net_connections", None) or proc.connections  # psutil < 6
+    try:
+        by_fd = {c.fd: c for c in connections(kind="all")}
+    except psutil.Error:
+        by_fd = {}
+    out = []
+    for fd in fds:
+        parts, conn = [fd_target(pid, fd)], by_fd.get(fd)
+        if conn is not None:
+            parts.append(_addr(conn.laddr))
+            if conn.raddr:
+                parts.append(f"-> {_addr(conn.raddr)}")
+            if conn.status != psutil.CONN_NONE:
+                parts.append(conn.status)
+        out.append((fd, " ".join(p for p in parts if p)))
+    return out
+
+
+def _addr(addr: object) -> str:
+    """``ip:port`` for an internet socket address, the path for a unix one."""
+    return f"{addr.ip}:{addr.port}" if hasattr(addr, "ip") else str(addr or "")
 
 
 def comm(pid: int | str, tid: int) -> str:
@@ -103,7 +130,7 @@ def wait_until(clean: Callable[[], bool], grace: float) -> tuple[bool, float]:
 
 def name_prefix(name: str) -> str:
     """Group key for thread names: ``kafka-io-kt-17`` and ``kafka-io-kt-18`` share a prefix."""
-    return re.sub(r"\d+$", "", name).rstrip("-_.:~ ") or name
+    return re.sub(r"([-_.:~ ]*\d+)+$", "", name) or name
 
 
 def cpu_note(cpu: float, wall: float) -> str:
@@ -118,6 +145,7 @@ def cpu_note(cpu: float, wall: float) -> str:
 _thread_sites: weakref.WeakKeyDictionary[threading.Thread, Site] = weakref.WeakKeyDictionary()
 _raw_sites: dict[int, Site] = {}
 _originals: dict[str, Callable] = {}
+_depth = 0  # start_recording() calls not yet undone
 _SKIP_FILES = (threading.__file__, os.path.dirname(concurrent.futures.__file__))
 _RUNNER_DIRS = (f"{os.sep}_pytest{os.sep}", f"{os.sep}pluggy{os.sep}", f"{os.sep}unittest{os.sep}")
 
@@ -137,6 +165,7 @@ def _site(frame) -> Site:
 
 
 def format_site(site: Site | None) -> str:
+    """``file:line in function``, then the callers that led there."""
     if not site:
         return "unknown (started while the guard was off)"
     head, *callers = (f"{f}:{line} in {fn}" for f, line, fn in site)
@@ -146,9 +175,12 @@ def format_site(site: Site | None) -> str:
 def start_recording() -> None:
     """Wrap ``Thread.start`` and ``_thread.start_new_thread`` to note their caller's file:line.
 
-    Costs one frame walk per started thread, and only while a guard is on.
+    Costs one frame walk per started thread, and only while a guard is on. Nests: each call
+    needs its own ``stop_recording``.
     """
-    if _originals:
+    global _depth
+    _depth += 1
+    if _depth > 1:
         return
     start = _originals["start"] = threading.Thread.start
     start_new = _originals["start_new_thread"] = _thread.start_new_thread
@@ -169,17 +201,16 @@ def start_recording() -> None:
 
 
 def stop_recording() -> None:
-    """Put the original ``Thread.start`` and ``_thread.start_new_thread`` back."""
-    if not _originals:
+    """Undo one ``start_recording``; the last one puts the originals back."""
+    global _depth
+    if _depth == 0:
+        return
+    _depth -= 1
+    if _depth:
         return
     threading.Thread.start = _originals.pop("start")
     _thread.start_new_thread = _originals.pop("start_new_thread")
     _raw_sites.clear()
-
-
-def recording() -> bool:
-    """Whether the start-site wrappers are installed."""
-    return bool(_originals)
 
 
 # --- snapshots and comparison ---------------------------------------------------------------
@@ -234,7 +265,6 @@ class Result:
 
     ok: bool
     elapsed: float
-    grace: float
     comparison: Comparison | None = None
     details: list[str] = field(default_factory=list)
 
@@ -247,7 +277,7 @@ class Result:
         if c.threads:
             t = c.threads[0]
             site = _thread_sites.get(t)
-            where = f" started at {site[0][0].rsplit('/', 1)[-1]}:{site[0][1]}" if site else ""
+            where = f" started at {os.path.basename(site[0][0])}:{site[0][1]}" if site else ""
             more = f" and {len(c.threads) - 1} more" if len(c.threads) > 1 else ""
             parts.append(f"thread {t.name!r}{where}{more}")
         if c.native_only:
@@ -274,7 +304,7 @@ class Result:
         example = name_prefix(c.threads[0].name) if c.threads else "name-prefix"
         lines += ["", "Stop and join these threads (close these fds) in the code under test or in"
                   " its fixture's teardown. If one is meant to outlive the test, allow it:",
-                  f"  @pytest.mark.threadguard(allow=[r\"^{re.escape(example)}\"], reason=\"why\")"
+                  f"  @pytest.mark.threadguard(allow=[r\"^{_escape(example)}\"], reason=\"why\")"
                   " or the ini key threadguard_exclude."]
         return "\n".join(lines)
 
@@ -297,7 +327,12 @@ class Guard:
         self.base = Snapshot.take(self.fds)
         return self.base
 
+    def stop(self) -> None:
+        """Stop noting where threads are started (the baseline stays usable)."""
+        stop_recording()
+
     def allow(self, ignore: Iterable[Ignore]) -> None:
+        """Let threads whose names match these patterns stay."""
         self.ignore.extend(ignore)
 
     def adopt(self, before: Snapshot) -> None:
@@ -367,8 +402,8 @@ class Guard:
 
         ok, elapsed = wait_until(clean, grace)
         if ok:
-            return Result(True, elapsed, grace)
-        return Result(False, elapsed, grace, last[0], self._details(last[0]))
+            return Result(True, elapsed)
+        return Result(False, elapsed, last[0], self._details(last[0]))
 
     def _details(self, c: Comparison) -> list[str]:
         wall = time.monotonic() - self.base.at
@@ -393,14 +428,24 @@ class Guard:
                 out += ["", f"Python code in a thread with no threading.Thread, ident={ident:#x}",
                         f"  started at {format_site(_raw_sites.get(ident))}"]
                 out += _stack(frames[ident])
-        for fd in c.new_fds:
-            out.append(f"\nFile descriptor {fd} -> {fd_target('self', fd)}")
+        if c.new_fds:
+            out += ["", "New file descriptors:"]
+            out += [f"  fd {fd} -> {target}" for fd, target in describe_fds("self", c.new_fds)]
         return out
 
 
+def _escape(name: str) -> str:
+    """``re.escape`` without escaping ``-``, which only matters inside brackets."""
+    return re.escape(name).replace("\\-", "-")
+
+
 def _stack(frame) -> list[str]:
+    """A thread's current Python stack below the threading machinery, innermost call last."""
     if frame is None:
         return ["  (no Python stack: the thread is exiting or runs no Python code)"]
-    entries = traceback.format_stack(frame)[-_MAX_STACK:]
+    stack = traceback.extract_stack(frame)
+    while len(stack) > 1 and stack[0].filename == threading.__file__:
+        del stack[0]  # Thread._bootstrap and friends: the same for every thread
+    entries = traceback.format_list(stack[-_MAX_STACK:])
     return ["  stack (most recent call last):"] + [
         "  " + line for entry in entries for line in entry.rstrip("\n").split("\n")]

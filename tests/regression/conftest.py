@@ -1,0 +1,87 @@
+"""The server as production runs it (``kafkatail serve``, a subprocess), measured from outside."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Iterator
+
+import psutil
+import pytest
+
+from kafkatail.broker import free_port, wait_for_port
+
+WORKERS = ["gthread", "gevent"]
+
+
+class ServerProcess:
+    """``python -m kafkatail serve`` on a free port; ``worker`` is its one gunicorn worker."""
+
+    def __init__(self, bootstrap: str, worker_class: str, **config: object) -> None:
+        self.port = free_port()
+        env = {**os.environ, **{f"KAFKATAIL_{k.upper()}": str(v) for k, v in config.items()}}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kafkatail", "serve", "--bootstrap-servers", bootstrap,
+             "--bind", f"127.0.0.1:{self.port}", "--worker-class", worker_class],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if not wait_for_port("127.0.0.1", self.port, 30):
+            self.stop()
+            raise RuntimeError("server did not start")
+        self.health()  # answered by the worker: its handlers are installed
+        self.worker = psutil.Process(self.proc.pid).children()[0]
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def ws_url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def health(self) -> dict:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return json.load(urllib.request.urlopen(self.url("/healthz"), timeout=5))
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def tails(self) -> int:
+        return self.health()["tails"]
+
+    def cpu_seconds(self) -> float:
+        t = self.worker.cpu_times()
+        return t.user + t.system
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.output = self.proc.stdout.read()
+        self.proc.stdout.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(params=WORKERS)
+def server_process(request, cluster) -> Iterator:
+    made: list[ServerProcess] = []
+
+    def make(**config: object) -> ServerProcess:
+        config.setdefault("ping_interval_s", 2)
+        config.setdefault("poll_timeout_ms", 250)
+        s = ServerProcess(cluster.bootstrap, request.param, **config)
+        made.append(s)
+        return s
+
+    make.worker_class = request.param
+    yield make
+    for s in made:
+        s.stop()

@@ -236,6 +236,18 @@ class ActiveGuard:
 
 # --- real-broker fixtures -------------------------------------------------------------------
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[object]:
+    """A failing test that used the embedded broker gets the tail of the broker's log."""
+    report = yield
+    if report.failed and "kafka_cluster" in getattr(item, "fixturenames", ()):
+        cluster = getattr(item, "funcargs", {}).get("kafka_cluster")
+        broker = getattr(cluster, "broker", None)
+        if broker is not None:
+            report.sections.append((f"kafka broker log ({broker.log_path})", broker.log_tail(40)))
+    return report
+
+
 @pytest.fixture(scope="session")
 def kafka_cluster() -> Iterator[Cluster]:
     """A Kafka cluster for the session: ``KAFKATAIL_TEST_BOOTSTRAP``'s, else an embedded Tansu

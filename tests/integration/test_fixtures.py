@@ -6,6 +6,8 @@ from kafka import KafkaConsumer, TopicPartition
 
 from kafkatail.testing.kafka import BOOTSTRAP_ENV, start_cluster
 
+pytest_plugins = ["pytester"]
+
 
 def consume_all(bootstrap: str, topic: str, n: int) -> list[bytes]:
     c = KafkaConsumer(bootstrap_servers=bootstrap, client_id="kt-test-consumer")
@@ -78,3 +80,14 @@ def test_embedded_broker_dies_with_a_killed_owner(tmp_path):
     owner.stdout.close()
     gone, alive = psutil.wait_procs([broker], timeout=10)
     assert not alive
+
+
+def test_failing_broker_test_shows_the_broker_log(pytester):
+    pytester.makeconftest("")
+    pytester.makepyfile(test_inner="""
+        def test_fails(kafka_cluster):
+            assert kafka_cluster.bootstrap and False
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*kafka broker log*"])

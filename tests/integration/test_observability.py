@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import urllib.request
 
@@ -190,3 +191,59 @@ def test_sigusr2_refreshes_the_snapshot_file(cluster, tmp_path):
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_hot_thread_in_live_kafkatail_named_first_by_leakcheck_with_stack(cluster, server):
+    """The same hot thread, seen from outside: leakcheck on this (kafkatail-serving) process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    t = cluster.create_topic()
+    TailClient(server.ws_url(f"/ws/tail/{t}")).status("live")
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            sum(range(1000))
+
+    hot = threading.Thread(target=spin, name="kt-test-hot")
+    hot.start()
+    try:
+        script = Path(__file__).resolve().parents[2] / "scripts" / "leakcheck.py"
+        r = subprocess.run([sys.executable, str(script), "--pid", str(os.getpid()), "--interval",
+                            "0.5", "--samples", "3", "-n", "3", "--url", server.url(""), "--json"],
+                           capture_output=True, text=True, timeout=60)
+        out = json.loads(r.stdout)
+        proc = out["processes"][0] if "processes" in out else out
+        first = proc["top"][0]
+        assert first["name"] == "kt-test-hot" and first["tid"] == hot.native_id, first
+        assert any("in spin" in line for line in first["stack"]), first
+        assert r.returncode == 2, r.stdout[-2000:]  # a thread hot above 80% of a core
+    finally:
+        stop.set()
+        hot.join()
+
+
+def test_stuck_tail_is_reported_with_its_stack_not_dropped(cluster, make_server_, caplog):
+    server = make_server_(reaper_interval_s=60, poll_timeout_ms=100)
+    t = cluster.create_topic()
+    opened = []
+    th = threading.Thread(target=lambda: opened.append(
+        server.pool.open(parse(t, {}), Outbox(100), "10.0.0.9")), name="kt-test-owner")
+    th.start()
+    th.join()
+    tail = opened[0]
+    wait_for(lambda: tail.state == "live", 10, tail.describe)
+    real_stop, tail.stop = tail.stop, lambda: None     # a thread that ignores being told to stop
+    try:
+        with caplog.at_level(logging.ERROR, logger="kafkatail"):
+            server.app.extensions["kafkatail"]["reaper"].tick()
+        assert tail.is_alive() and tail in server.pool.stuck
+        reaper = server.app.extensions["kafkatail"]["reaper"]
+        assert any("consumer.py" in line for line in reaper.stuck[tail.tail_id])
+        assert any("is stuck" in r.getMessage() for r in caplog.records)
+        assert metrics(server)["kafkatail_threads_stuck"] == 1
+    finally:
+        real_stop()
+        tail.join(5)

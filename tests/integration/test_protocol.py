@@ -302,3 +302,12 @@ def test_cross_site_origin_refused_4403(server, make_server_, topic10):
     ok = websocket.create_connection(listed.ws_url(f"/ws/tail/{topic10}"),
                                      origin="https://app.example", timeout=10)
     assert TailClient.adopt(ok).hello()["topic"] == topic10
+
+
+def test_two_viewers_of_one_topic_each_get_every_record(cluster, server):
+    """No consumer group: a group per socket would split the partitions between the viewers."""
+    t = cluster.create_topic(partitions=3)
+    a, b = tail(server, t, "from=earliest"), tail(server, t, "from=earliest")
+    cluster.produce(t, [(None, f"v{i}", i % 3) for i in range(30)])
+    for c in (a, b):
+        assert sorted(r["value"] for r in c.collect(30)) == sorted(f"v{i}" for i in range(30))

@@ -5,6 +5,7 @@ import logging
 
 from flask import Flask
 from flask_sock import Sock
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Config
 from .security.origin import parse_allowed
@@ -40,6 +41,8 @@ def init_app(app: Flask, config: Config) -> ConsumerPool:
 def create_app(config: Config | None = None) -> Flask:
     config = config or Config()
     app = Flask(__name__, static_folder=None)
+    if config.proxy_hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops)  # type: ignore[method-assign]
     logging.getLogger("kafkatail").setLevel(config.log_level)
     init_app(app, config)
     return app

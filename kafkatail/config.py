@@ -93,6 +93,9 @@ FIELDS: tuple[Field, ...] = (
     Field("allowed_origins", str, "",
           "Comma list of extra browser origins (https://host[:port]) allowed to open tails; "
           "the server's own origin is always allowed, * allows any (close 4403 otherwise)."),
+    Field("proxy_hops", int, 0,
+          "Reverse proxies in front (nginx: 1). The client address for per-client limits and logs "
+          "is then taken from X-Forwarded-For that many hops back.", _non_negative),
     Field("max_tails", int, 1000, "Open tails allowed in one process (1013 beyond).", _positive),
     Field("max_tails_per_client", int, 100, "Open tails per client address.", _positive),
     Field("max_tails_per_topic", int, 500, "Open tails per topic.", _positive),

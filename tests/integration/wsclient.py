@@ -64,7 +64,10 @@ class TailClient:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"no matching frame within {timeout}s; got {self.frames[-5:]}")
-            frame = self.recv(left)
+            try:
+                frame = self.recv(left)
+            except websocket.WebSocketTimeoutException:
+                continue  # the deadline check above reports it
             if pred(frame):
                 return frame
 

@@ -51,6 +51,8 @@ def open_consumer(config: Config, client_id: str, **owner: Any) -> KafkaConsumer
             client_id=client_id,
             group_id=None,
             enable_auto_commit=False,
+            # A viewer must never create a topic: not a typo's, not one just deleted.
+            allow_auto_create_topics=False,
             max_poll_records=config.max_poll_records,
             request_timeout_ms=config.request_timeout_ms,
             bootstrap_timeout_ms=config.request_timeout_ms,

@@ -203,10 +203,14 @@ def test_bad_requests_close_4400_with_reason(server, topic10, query, needle):
     assert code == 4400 and needle in reason
 
 
-def test_unknown_topic_4404(server):
-    c = tail(server, "no.such.topic")
+def test_unknown_topic_4404_and_not_created(cluster, server):
+    name = cluster.unique_topic("typo")
+    c = tail(server, name)
     assert c.until(lambda f: f["type"] == "error")["code"] == 4404
-    assert c.closed() == (4404, "unknown topic no.such.topic")
+    assert c.closed() == (4404, f"unknown topic {name}")
+    import urllib.request
+    topics = json.load(urllib.request.urlopen(server.url("/api/topics")))["topics"]
+    assert name not in {t["name"] for t in topics}, "a viewer created the topic it asked for"
 
 
 def test_bad_control_frames_get_error_frames_not_a_crash(server, topic10):

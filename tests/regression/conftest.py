@@ -74,10 +74,10 @@ class ServerProcess:
 def server_process(request, cluster) -> Iterator:
     made: list[ServerProcess] = []
 
-    def make(**config: object) -> ServerProcess:
+    def make(bootstrap_servers_override: str | None = None, **config: object) -> ServerProcess:
         config.setdefault("ping_interval_s", 2)
         config.setdefault("poll_timeout_ms", 250)
-        s = ServerProcess(cluster.bootstrap, request.param, **config)
+        s = ServerProcess(bootstrap_servers_override or cluster.bootstrap, request.param, **config)
         made.append(s)
         return s
 

@@ -86,3 +86,19 @@ def make_server_(cluster):
 @pytest.fixture
 def server(make_server_) -> LiveServer:
     return make_server_()
+
+
+@pytest.fixture
+def hot_thread() -> Iterator[threading.Thread]:
+    """A thread named kt-test-hot burning a core in ``spin`` until the test ends."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    hot = threading.Thread(target=spin, name="kt-test-hot")
+    hot.start()
+    yield hot
+    stop.set()
+    hot.join()

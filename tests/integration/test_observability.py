@@ -50,23 +50,11 @@ def test_debug_threads_names_roles_and_tails(cluster, server):
     c.close()
 
 
-def test_hot_thread_named_first_with_stack(server):
-    stop = threading.Event()
-
-    def spin():
-        while not stop.is_set():
-            sum(range(1000))
-
-    hot = threading.Thread(target=spin, name="kt-test-hot")
-    hot.start()
-    try:
-        top = get_json(server, "/debug/threads?top=1&window=0.5")["threads"]
-        assert top[0]["name"] == "kt-test-hot" and top[0]["cpu_pct"] > 30
-        assert any("in spin" in line for line in top[0]["stack"])
-        assert top[0]["role"] == "unknown"
-    finally:
-        stop.set()
-        hot.join()
+def test_hot_thread_named_first_with_stack(server, hot_thread):
+    top = get_json(server, "/debug/threads?top=1&window=0.5")["threads"]
+    assert top[0]["name"] == "kt-test-hot" and top[0]["cpu_pct"] > 30
+    assert any("in spin" in line for line in top[0]["stack"])
+    assert top[0]["role"] == "unknown"
 
 
 def test_metrics_parse_and_move_with_traffic(cluster, server):
@@ -193,7 +181,8 @@ def test_sigusr2_refreshes_the_snapshot_file(cluster, tmp_path):
         proc.wait(15)
 
 
-def test_hot_thread_in_live_kafkatail_named_first_by_leakcheck_with_stack(cluster, server):
+def test_hot_thread_in_live_kafkatail_named_first_by_leakcheck_with_stack(cluster, server,
+                                                                          hot_thread):
     """The same hot thread, seen from outside: leakcheck on this (kafkatail-serving) process."""
     import subprocess
     import sys
@@ -201,28 +190,15 @@ def test_hot_thread_in_live_kafkatail_named_first_by_leakcheck_with_stack(cluste
 
     t = cluster.create_topic()
     TailClient(server.ws_url(f"/ws/tail/{t}")).status("live")
-    stop = threading.Event()
-
-    def spin():
-        while not stop.is_set():
-            sum(range(1000))
-
-    hot = threading.Thread(target=spin, name="kt-test-hot")
-    hot.start()
-    try:
-        script = Path(__file__).resolve().parents[2] / "scripts" / "leakcheck.py"
-        r = subprocess.run([sys.executable, str(script), "--pid", str(os.getpid()), "--interval",
-                            "0.5", "--samples", "3", "-n", "3", "--url", server.url(""), "--json"],
-                           capture_output=True, text=True, timeout=60)
-        out = json.loads(r.stdout)
-        proc = out["processes"][0] if "processes" in out else out
-        first = proc["top"][0]
-        assert first["name"] == "kt-test-hot" and first["tid"] == hot.native_id, first
-        assert any("in spin" in line for line in first["stack"]), first
-        assert r.returncode == 2, r.stdout[-2000:]  # a thread hot above 80% of a core
-    finally:
-        stop.set()
-        hot.join()
+    script = Path(__file__).resolve().parents[2] / "scripts" / "leakcheck.py"
+    r = subprocess.run([sys.executable, str(script), "--pid", str(os.getpid()), "--interval",
+                        "0.5", "--samples", "3", "-n", "3", "--url", server.url(""), "--json"],
+                       capture_output=True, text=True, timeout=60)
+    out = json.loads(r.stdout)
+    first = (out["processes"][0] if "processes" in out else out)["top"][0]
+    assert first["name"] == "kt-test-hot" and first["tid"] == hot_thread.native_id, first
+    assert any("in spin" in line for line in first["stack"]), first
+    assert r.returncode == 2, r.stdout[-2000:]  # a thread hot above 80% of a core
 
 
 def test_stuck_tail_is_reported_with_its_stack_not_dropped(cluster, make_server_, caplog):

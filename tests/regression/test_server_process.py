@@ -17,17 +17,9 @@ import websocket
 
 from kafkatail.testing.probe import ProcessProbe
 
-from integration.test_lifecycle import wait_for
+from integration.test_lifecycle import KILLED_CLIENT, wait_for
 from integration.wsclient import TailClient
 
-KILLED_CLIENT = """
-import sys, websocket
-socks = [websocket.create_connection(sys.argv[1], timeout=10) for _ in range(int(sys.argv[2]))]
-for s in socks:
-    s.recv()
-print("open", flush=True)
-sys.stdin.read()
-"""
 
 
 def churn_wave(server, topic: str, n: int) -> None:

@@ -115,7 +115,7 @@ def test_healthy_kafkatail_with_open_tails_is_ok(cluster, spawn):
         for c in clients:
             c.status("live")
         r = leakcheck("--pid", str(kt.pid), "--children", "--interval", "0.5", "--samples", "4",
-                      "--url", f"http://127.0.0.1:{port}")
+                      "-n", "100", "--url", f"http://127.0.0.1:{port}")
     finally:
         for c in clients:
             c.close()

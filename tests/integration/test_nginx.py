@@ -70,10 +70,7 @@ def stack(cluster, tmp_path):
     yield nginx, servers
     nginx.stop()
     for s in servers:
-        if s.proc.poll() is None:
-            s.stop()
-        else:
-            s.proc.stdout.close()
+        s.stop()
 
 
 def test_tail_and_page_through_nginx(cluster, stack):

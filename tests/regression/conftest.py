@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from typing import Iterator
@@ -28,6 +29,12 @@ class ServerProcess:
             [sys.executable, "-m", "kafkatail", "serve", "--bootstrap-servers", bootstrap,
              "--bind", f"127.0.0.1:{self.port}", "--worker-class", worker_class],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # Drain the server's output as a journal or terminal would: an unread pipe would block
+        # every thread that logs (the blocked-sink case has its own test).
+        self._lines: list[str] = []
+        self._drain = threading.Thread(target=self._lines.extend, args=(self.proc.stdout,),
+                                       name="kt-test-drain", daemon=True)
+        self._drain.start()
         if not wait_for_port("127.0.0.1", self.port, 30):
             self.stop()
             raise RuntimeError("server did not start")
@@ -65,8 +72,9 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.output = self.proc.stdout.read()
+        self._drain.join(10)
         self.proc.stdout.close()
+        self.output = "".join(self._lines)
         return self.proc.returncode
 
 

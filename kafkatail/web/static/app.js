@@ -322,7 +322,7 @@
     writeUrl();
     session = {
       ...params, label: params.topic, cursor: new Map(), ws: null, timer: 0,
-      attempt: 0, lost: null, lastError: '', resumeFrom: null, startedAt: performance.now(),
+      attempt: 0, lost: null, lastError: null, resumeFrom: null, startedAt: performance.now(),
       filter: '', regex: '',
     };
     connect(session);
@@ -365,12 +365,14 @@
       console.warn('kafkatail: ignoring non-JSON frame');
       return;
     }
+    // An error frame only explains the close right after it; any later frame means the tail went on.
+    if (msg.type !== 'error') s.lastError = null;
     switch (msg.type) {
       case 'hello': onHello(s, msg); break;
       case 'messages': onMessages(s, msg.messages || []); break;
-      case 'status': onStatus(s, msg.status); break;
+      case 'status': onStatus(s, msg); break;
       case 'dropped': enqueueMarker('dropped', droppedText(msg)); break;
-      case 'error': s.lastError = msg.message || ''; break;
+      case 'error': s.lastError = { code: msg.code, message: msg.message || '' }; break;
       default: console.warn('kafkatail: unknown frame type', msg.type);
     }
   }
@@ -402,10 +404,31 @@
     scheduleFlush();
   }
 
-  function onStatus(s, status) {
-    if (status === 'broker-unavailable') enqueueMarker('warn', 'broker unavailable — waiting for it to come back');
-    if (status === 'reconnected') enqueueMarker('reconnect', 'broker connection restored');
-    setConn(paused && status === 'live' ? 'paused' : status);
+  function onStatus(s, msg) {
+    switch (msg.status) {
+      case 'filter': {
+        // The server's echo of a live filter change: from here on only matching records arrive.
+        const desc = [msg.filter && `substring "${msg.filter}"`, msg.regex && `regex /${msg.regex}/`]
+          .filter(Boolean).join(' and ');
+        enqueueMarker('info', desc ? `filter applied: ${desc}` : 'filter cleared');
+        return;
+      }
+      case 'caught-up':
+        if (!paused) setConn('live', `${s.label} · caught up`);
+        return;
+      case 'end':
+        enqueueMarker('info', `tail ended${msg.reason ? `: ${msg.reason}` : ''}`);
+        return;
+      case 'broker-unavailable':
+        enqueueMarker('warn', 'broker unavailable — waiting for it to come back');
+        break;
+      case 'reconnected':
+        enqueueMarker('reconnect', 'broker connection restored');
+        setConn(paused ? 'paused' : 'live');
+        return;
+      default:
+    }
+    setConn(paused && msg.status === 'live' ? 'paused' : msg.status);
   }
 
   function droppedText(msg) {
@@ -415,15 +438,20 @@
 
   function describeClose(code, reason) {
     const text = CLOSE_TEXT[code] || 'closed';
-    return `${code} ${text}${reason && reason !== text ? `: ${reason}` : ''}`;
+    if (reason && reason.startsWith(text)) return `${code} ${reason}`;
+    return `${code} ${text}${reason ? `: ${reason}` : ''}`;
   }
 
   function onClose(s, ev) {
     s.ws = null;
-    const why = describeClose(ev.code, ev.reason || s.lastError);
-    s.lastError = '';
-    if (ev.code === 1000 || (ev.code >= 4000 && ev.code < 5000)) {
-      const normal = ev.code === 1000;
+    // The server sends an error frame just before an error close. If the close frame itself got
+    // lost (1006: the connection dropped without one), the error frame's code is the real reason.
+    const err = s.lastError;
+    s.lastError = null;
+    const code = ev.code === 1006 && err && err.code ? err.code : ev.code;
+    const why = describeClose(code, ev.reason || (err ? err.message : ''));
+    if (code === 1000 || (code >= 4000 && code < 5000)) {
+      const normal = code === 1000;
       enqueueMarker(normal ? 'info' : 'error', `closed: ${why}`);
       endSession(normal ? 'ended' : 'closed', why);
       return;
@@ -468,8 +496,7 @@
     if (!send({ op: 'filter', filter, regex })) return;
     session.filter = filter;
     session.regex = regex;
-    const desc = [filter && `substring "${filter}"`, regex && `regex /${regex}/`].filter(Boolean).join(' and ');
-    enqueueMarker('info', desc ? `filter: ${desc}` : 'filter cleared');
+    // The marker is added when the server echoes the change (status "filter").
   }
 
   function clearRows() {

@@ -1,0 +1,255 @@
+"""The live-tail page in headless Chromium against the in-process server and the real broker.
+
+Set ``KAFKATAIL_SCREENSHOTS=<dir>`` to save the screenshots the README shows.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+
+import pytest
+
+By = pytest.importorskip("selenium.webdriver.common.by", reason="selenium not installed (dev extra)").By
+
+from .conftest import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+CAP = 10_000  # MAX_ROWS in app.js
+
+# Installed before app.js runs: counts WebSocket constructions and alert()/confirm()/prompt().
+PROBE = """
+window.__kt = {sockets: 0, alerts: 0};
+for (const name of ['alert', 'confirm', 'prompt']) window[name] = () => { window.__kt.alerts++; };
+const NativeWebSocket = window.WebSocket;
+window.WebSocket = class extends NativeWebSocket {
+  constructor(...args) { super(...args); window.__kt.sockets++; }
+};
+"""
+
+ROWS_JS = """
+return Array.from(document.querySelectorAll('#records .record'),
+                  (r) => [Number(r.dataset.partition), Number(r.dataset.offset)]);
+"""
+
+
+def open_page(browser, server, query: str) -> None:
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": PROBE})
+    browser.get(server.url(f"/?{query}"))
+
+
+def rows(browser) -> list[tuple[int, int]]:
+    return [tuple(r) for r in browser.execute_script(ROWS_JS)]
+
+
+def wait_rows(browser, n: int, timeout: float = 30) -> list[tuple[int, int]]:
+    wait_for(lambda: browser.execute_script(
+        "return document.querySelectorAll('#records .record').length") >= n,
+        timeout, f"{n} records on the page")
+    return rows(browser)
+
+
+def conn_state(browser) -> str:
+    return browser.find_element(By.ID, "conn").get_attribute("data-state")
+
+
+def wait_state(browser, state: str, timeout: float = 20) -> None:
+    wait_for(lambda: conn_state(browser) == state, timeout, f"connection state {state!r}")
+
+
+def markers(browser) -> list[str]:
+    return browser.execute_script(
+        "return Array.from(document.querySelectorAll('#records .marker'), (m) => m.textContent);")
+
+
+def probe(browser) -> dict:
+    return browser.execute_script("return window.__kt;")
+
+
+def shot(browser, name: str) -> None:
+    target = os.environ.get("KAFKATAIL_SCREENSHOTS")
+    if target:
+        os.makedirs(target, exist_ok=True)
+        browser.save_screenshot(os.path.join(target, f"{name}.png"))
+
+
+def by_partition(found) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for p, o in found:
+        out.setdefault(p, []).append(o)
+    return out
+
+
+def test_records_appear_in_order(cluster, server, browser):
+    t = cluster.create_topic(partitions=3)
+    cluster.produce(t, [(f"order-{i}", json.dumps({"id": i, "item": "book", "qty": i % 4 + 1,
+                                                    "customer": {"name": f"c{i % 7}"}}), i % 3,
+                         [("source", b"web"), ("trace-id", f"{i:08x}".encode())])
+                        for i in range(60)])
+    open_page(browser, server, f"topic={t}&from=earliest")
+    found = wait_rows(browser, 60)
+    assert by_partition(found) == {p: list(range(20)) for p in range(3)}
+    wait_state(browser, "live")
+    # Live records keep coming in order behind the backlog.
+    cluster.produce(t, [(f"order-{i}", json.dumps({"id": i, "item": "pen"}), i % 3,
+                         [("source", b"app"), ("trace-id", f"{i:08x}".encode())])
+                        for i in range(60, 90)])
+    found = wait_rows(browser, 90)
+    assert by_partition(found) == {p: list(range(30)) for p in range(3)}
+    assert probe(browser)["sockets"] == 1
+    shot(browser, "page-live")
+
+
+def test_filter_change_applies_live(cluster, server, browser):
+    t = cluster.create_topic()
+    cluster.produce(t, [(f"k{i}", f"{'apple' if i % 2 else 'banana'} {i}") for i in range(10)])
+    open_page(browser, server, f"topic={t}&from=earliest")
+    wait_rows(browser, 10)
+    browser.find_element(By.ID, "filter").send_keys("APPLE")
+    wait_for(lambda: any('filter applied: substring "apple"' in m.lower() for m in markers(browser)),
+             what="the server's filter echo")
+    assert "filter=APPLE" in browser.current_url
+    cluster.produce(t, [(f"k{i}", f"{'apple' if i % 2 else 'banana'} {i}") for i in range(10, 30)]
+                    + [("last", "apple last")])
+    wait_for(lambda: browser.execute_script(
+        "const r = document.querySelector('#records .record:last-child');"
+        "return r && r.textContent.includes('apple last');"), what="the last apple")
+    values = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#records .record .c-val'), (v) => v.textContent);")
+    assert values[10:] == [f"apple {i}" for i in range(11, 30, 2)] + ["apple last"]
+    assert probe(browser)["sockets"] == 1  # applied on the open socket, no reconnect
+
+
+def test_pause_then_resume_loses_nothing(cluster, server, browser):
+    t = cluster.create_topic(partitions=2)
+    cluster.produce(t, [(None, f"a{i}", i % 2) for i in range(10)])
+    open_page(browser, server, f"topic={t}&from=earliest")
+    wait_rows(browser, 10)
+    browser.find_element(By.ID, "pause").click()
+    wait_state(browser, "paused")
+    assert browser.find_element(By.ID, "pause").text == "Resume"
+    cluster.produce(t, [(None, f"b{i}", i % 2) for i in range(40)])
+    assert len(rows(browser)) == 10  # nothing rendered while paused
+    browser.find_element(By.ID, "pause").click()
+    wait_state(browser, "live")
+    cluster.produce(t, [(None, f"c{i}", i % 2) for i in range(10)])
+    found = wait_rows(browser, 60)
+    assert sorted(found) == sorted(set(found))
+    assert by_partition(found) == {0: list(range(30)), 1: list(range(30))}
+    assert probe(browser)["sockets"] == 1
+
+
+def test_server_restart_resumes_without_gap_or_duplicate(cluster, make_server_, browser):
+    t = cluster.create_topic(partitions=2)
+    first = make_server_()
+    cluster.produce(t, [(None, f"v{i}", i % 2) for i in range(20)])
+    open_page(browser, first, f"topic={t}&from=earliest")
+    wait_rows(browser, 20)
+    first.stop()
+    wait_for(lambda: conn_state(browser) == "reconnecting", what="the page noticing the stop")
+    cluster.produce(t, [(None, f"v{i}", i % 2) for i in range(20, 50)])
+    make_server_(port=first.port)
+    wait_for(lambda: any("reconnected after" in m for m in markers(browser)),
+             timeout=30, what="a reconnected marker")
+    found = wait_rows(browser, 50)
+    wait_state(browser, "live")
+    cluster.produce(t, [(None, f"v{i}", i % 2) for i in range(50, 60)])
+    found = wait_rows(browser, 60)
+    assert len(found) == len(set(found)) == 60
+    assert by_partition(found) == {0: list(range(30)), 1: list(range(30))}
+    reconnect = [m for m in markers(browser) if "reconnected after" in m]
+    assert len(reconnect) == 1 and "offsets:0:10,1:10" in reconnect[0]
+
+
+def test_buffer_cap_holds_rows_and_memory(cluster, server, browser):
+    """50k records through the page: the DOM keeps the newest 10k rows, heap and nodes stay flat."""
+    t = cluster.create_topic()
+    batch, total = 10_000, 50_000
+    payload = "x" * 100
+
+    def produce(start):
+        cluster.produce(t, [(f"k{i}", json.dumps({"n": i, "pad": payload}))
+                            for i in range(start, start + batch)])
+
+    def last_offset():
+        return browser.execute_script(
+            "const r = document.querySelector('#records .record:last-child');"
+            "return r ? Number(r.dataset.offset) : -1;")
+
+    def measure():
+        browser.execute_script("window.gc && window.gc();")  # --js-flags=--expose-gc
+        heap = browser.execute_script("return performance.memory.usedJSHeapSize;")
+        nodes = browser.execute_cdp_cmd("Memory.getDOMCounters", {})["nodes"]
+        return heap, nodes
+
+    produce(0)
+    open_page(browser, server, f"topic={t}&from=earliest")
+    wait_for(lambda: last_offset() == batch - 1, timeout=60, what="the first 10k records")
+    heap_at_cap, nodes_at_cap = measure()
+    for start in range(batch, total, batch):
+        produce(start)
+    wait_for(lambda: last_offset() == total - 1, timeout=90, what=f"all {total} records")
+    assert browser.execute_script("return document.querySelectorAll('.record').length;") == CAP
+    assert rows(browser)[0] == (0, total - CAP)
+    heap_end, nodes_end = measure()
+    assert heap_end < heap_at_cap * 1.5 + 5_000_000, (heap_at_cap, heap_end)
+    assert nodes_end < nodes_at_cap * 1.2, (nodes_at_cap, nodes_end)
+    wait_for(lambda: browser.find_element(By.ID, "count").text.startswith(f"{total} records"),
+             what="the record counter")
+
+
+@pytest.mark.parametrize("value", ["<img src=x onerror=alert(1)>",
+                                   "</script><script>alert(2)</script>"])
+def test_markup_in_values_renders_as_text(cluster, server, browser, value):
+    t = cluster.create_topic()
+    cluster.produce(t, [("<b>key</b>", value, None, [("h<i>", b"<svg onload=alert(3)>")])])
+    open_page(browser, server, f"topic={t}&from=earliest")
+    wait_rows(browser, 1)
+    row = browser.find_element(By.CSS_SELECTOR, "#records .record")
+    assert row.find_element(By.CSS_SELECTOR, ".c-val").get_attribute("textContent") == value
+    assert row.find_element(By.CSS_SELECTOR, ".c-key").get_attribute("textContent") == "<b>key</b>"
+    assert "<svg onload=alert(3)>" in row.find_element(By.CSS_SELECTOR, ".c-hdrs").get_attribute("textContent")
+    assert browser.execute_script(
+        "return document.querySelectorAll('#records img, #records script, #records svg, #records b').length;") == 0
+    assert probe(browser)["alerts"] == 0
+
+
+def test_binary_value_shows_as_base64(cluster, server, browser):
+    t = cluster.create_topic()
+    blob = bytes([0, 255, 254, 1, 128, 10, 13, 0]) * 4
+    cluster.produce(t, [(b"\xff\x00", blob)])
+    open_page(browser, server, f"topic={t}&from=earliest")
+    wait_rows(browser, 1)
+    val = browser.find_element(By.CSS_SELECTOR, "#records .record .c-val")
+    assert val.find_element(By.CSS_SELECTOR, ".badge").text == "base64"
+    assert val.find_element(By.CSS_SELECTOR, ".b64").get_attribute("textContent") == base64.b64encode(blob).decode()
+    key = browser.find_element(By.CSS_SELECTOR, "#records .record .c-key").get_attribute("textContent")
+    assert key == "b64" + base64.b64encode(b"\xff\x00").decode()
+
+
+def test_unknown_topic_shows_the_close_reason(server, browser):
+    open_page(browser, server, "topic=no.such.topic&from=earliest")
+    wait_state(browser, "closed")
+    assert "4404" in browser.find_element(By.ID, "status-detail").text
+    wait_for(lambda: any("closed: 4404 unknown topic no.such.topic" in m for m in markers(browser)),
+             what="a closed marker")
+    assert probe(browser)["sockets"] == 1  # a 4xxx close is final: no retry loop
+    shot(browser, "page-error")
+
+
+def test_skipped_records_marker_while_paused(cluster, make_server_, browser):
+    """A tiny server outbox drops records in a burst; the page says so, and pause keeps it."""
+    srv = make_server_(outbox_max_records=20)
+    t = cluster.create_topic()
+    cluster.produce(t, [(f"sensor-{i % 5}", json.dumps({"reading": i, "unit": "C"})) for i in range(2000)])
+    open_page(browser, srv, f"topic={t}&from=earliest")
+    wait_for(lambda: any("skipped" in m for m in markers(browser)),
+             timeout=30, what="a skipped-records marker")
+    browser.find_element(By.ID, "pause").click()
+    wait_state(browser, "paused")
+    found = rows(browser)
+    assert len(found) == len(set(found))
+    assert [o for _, o in found] == sorted(o for _, o in found)
+    shot(browser, "page-paused")

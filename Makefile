@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration clean
+.PHONY: demo test unit integration bench clean
 
 $(STAMP): setup.cfg setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+# Cost of a log call (caller lookup on/off) and of the in-process profiler at 100 Hz.
+bench: $(STAMP)
+	$(PY) scripts/bench_logging_profiler.py
+
+# Not part of `make test`: churn, idle and live tails on demo traffic, measured from outside.
+# SOAK_ARGS="--minutes 30 --worker-class gevent" to change it.
+soak: $(STAMP)
+	$(PY) scripts/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

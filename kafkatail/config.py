@@ -111,6 +111,13 @@ FIELDS: tuple[Field, ...] = (
           "each interval, for tools that cannot attach to the process."),
     Field("log_level", str, "INFO", "Python logging level.",
           _one_of("DEBUG", "INFO", "WARNING", "ERROR")),
+    Field("log_queue_size", int, 10000,
+          "Log records buffered for the log writer thread; when full, records below ERROR are "
+          "dropped and counted (kafkatail_log_records_dropped), a tenth is kept for ERROR.",
+          _positive),
+    Field("debug", bool, False,
+          "Debug logging format: caller file:line, function and thread in every line (a stack "
+          "walk per log call, off in production)."),
 )
 
 _BY_NAME = {f.name: f for f in FIELDS}

@@ -19,8 +19,10 @@ import threading
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
 
 from .config import Config
+from .ops import logsetup
 from .ops.threads import green
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,9 @@ def _post_worker_init(worker: Any) -> None:
     if green():
         from .ops import greencpu
         greencpu.install()
+    pipeline = logsetup.current()
+    if pipeline is not None:
+        pipeline.start()  # the master's listener thread did not survive the fork
     app = worker.wsgi
     gunicorn_exit = worker.handle_exit
 
@@ -51,6 +56,17 @@ def _post_worker_init(worker: Any) -> None:
     signal.signal(signal.SIGINT, on_term)
     # Ask for a fresh thread snapshot (snapshot_path) without waiting for the interval.
     signal.signal(signal.SIGUSR2, lambda *_: app.extensions["kafkatail"]["reaper"].refresh())
+
+
+class _QueuedLogger(GunicornLogger):
+    """gunicorn's logger, with its error and access logs sent through kafkatail's log queue."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        pipeline = logsetup.current()
+        if pipeline is not None:
+            pipeline.route(self.error_log)
+            pipeline.route(self.access_log)
 
 
 class Server(BaseApplication):
@@ -75,6 +91,7 @@ class Server(BaseApplication):
             "loglevel": c.log_level.lower(),
             "proc_name": "kafkatail",
             "control_socket_disable": True,
+            "logger_class": _QueuedLogger,
         }
         for key, value in settings.items():
             self.cfg.set(key, value)
@@ -98,8 +115,10 @@ def serve(config: Config) -> None:
     """Run until SIGTERM/SIGINT; gunicorn's arbiter owns the process from here."""
     if sys.platform == "linux":
         _limit_malloc_arenas()
-    logging.basicConfig(level=config.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logsetup.setup(config)
     # kafka-python logs every connect and close at INFO: one line per tail opened or closed.
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLevelName(config.log_level)))
-    Server(config).run()
+    try:
+        Server(config).run()
+    finally:
+        logsetup.teardown()

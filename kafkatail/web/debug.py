@@ -1,4 +1,5 @@
-"""``/debug/threads`` (every thread: name, role, tail, CPU, stack) and ``/metrics`` (Prometheus)."""
+"""``/debug/threads`` (every thread: name, role, tail, CPU, stack), ``/debug/profile`` (a flame
+graph of every thread) and ``/metrics`` (Prometheus)."""
 from __future__ import annotations
 
 import os
@@ -10,7 +11,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from ..ops import greencpu
+from ..ops import greencpu, logsetup
+from ..ops.profiler import MAX_HZ, MAX_SECONDS, MIN_HZ, MIN_SECONDS, Busy, Profiler
 from ..ops.reaper import thread_table
 from ..ops.sampling import ThreadSampler
 from ..ops.threads import REGISTRY, green
@@ -51,6 +53,31 @@ def threads():
     return jsonify(pid=sample.pid, interval_s=round(sample.interval, 3), threads=rows,
                    process={"threads": len(sample.threads), "fds": sample.fds,
                             "rss": sample.rss, "cpu_pct": round(sample.cpu_pct, 1)})
+
+
+@bp.get("/debug/profile")
+def profile():
+    """Sample every thread's stack ``?hz=M`` times a second for ``?seconds=N`` and answer a flame
+    graph: ``format=svg`` (open in a browser), ``folded`` (flamegraph.pl) or ``speedscope``
+    (open in speedscope.app). One profile at a time: 409 while another runs."""
+    fmt = request.args.get("format", "svg")
+    try:
+        seconds = float(request.args.get("seconds", 5))
+        hz = int(request.args.get("hz", 100))
+    except ValueError:
+        return jsonify(error="seconds and hz must be numbers"), 400
+    if fmt not in ("svg", "folded", "speedscope"):
+        return jsonify(error="format must be svg, folded or speedscope"), 400
+    if not (MIN_SECONDS <= seconds <= MAX_SECONDS and MIN_HZ <= hz <= MAX_HZ):
+        return jsonify(error=f"seconds must be {MIN_SECONDS:g}-{MAX_SECONDS:g} and hz "
+                             f"{MIN_HZ}-{MAX_HZ}"), 400
+    profiler = _ext().get("profiler") or _ext().setdefault("profiler", Profiler())
+    try:
+        result = profiler.run(seconds, hz)
+    except Busy:
+        return jsonify(error="a profile is already running; try again when it ends"), 409
+    body, mimetype = result.render(fmt)
+    return Response(body, mimetype=mimetype)
 
 
 @bp.get("/debug/runtime")
@@ -95,6 +122,9 @@ class _Collector:
                                   value=pool.started_total)
         yield CounterMetricFamily("kafkatail_tails_reaped", "Orphaned tails joined by the reaper.",
                                   value=pool.reaped_total)
+        yield CounterMetricFamily("kafkatail_log_records_dropped",
+                                  "Log records dropped because the log queue was full.",
+                                  value=logsetup.dropped_total())
         yield GaugeMetricFamily("kafkatail_threads_stuck", "Tail threads that did not stop.",
                                 value=len(pool.stuck))
         t = GaugeMetricFamily("kafkatail_topic_tails", "Open tails per topic.", labels=["topic"])

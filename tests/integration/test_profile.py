@@ -1,0 +1,109 @@
+"""``/debug/profile`` on a live server: a hot thread's function is on top of its folded stacks."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from kafkatail.broker import free_port, wait_for_port
+from kafkatail.ops.threads import REGISTRY
+
+from .test_lifecycle import wait_for
+from .wsclient import TailClient
+
+
+def folded(base: str, query: str = "seconds=1&hz=200") -> list[tuple[list[str], int]]:
+    body = urllib.request.urlopen(f"{base}/debug/profile?format=folded&{query}", timeout=90)
+    out = []
+    for line in body.read().decode().splitlines():
+        stack, _, n = line.rpartition(" ")
+        out.append((stack.split(";"), int(n)))
+    return out
+
+
+def spin_in_server(stop: threading.Event) -> None:
+    while not stop.is_set():
+        sum(range(1000))
+
+
+def test_threaded_profile_puts_the_hot_function_on_top(server):
+    stop = threading.Event()
+    hot = threading.Thread(target=spin_in_server, args=(stop,), name="kt-test-hot")
+    REGISTRY.register(hot, "consumer", owner="test")
+    hot.start()
+    try:
+        stacks = folded(server.url(""))
+    finally:
+        stop.set()
+        hot.join(5)
+    mine = [(s, n) for s, n in stacks if s[:2] == ["consumer", "kt-test-hot"]]
+    assert mine, stacks[:5]
+    hottest = max(mine, key=lambda item: item[1])[0]
+    assert hottest[-1].startswith("spin_in_server (test_profile.py:"), hottest
+    assert sum(n for _, n in mine) >= 100          # ~200 samples in 1 s; the thread always runs
+    assert {"reaper", "server"} <= {s[0] for s, _ in stacks}
+    assert not any(t.name == "kt-profiler" for t in threading.enumerate())
+
+
+def test_other_formats_and_bad_input(server):
+    base = server.url("/debug/profile")
+    svg = urllib.request.urlopen(base + "?seconds=0.2&format=svg")
+    assert svg.headers["Content-Type"].startswith("image/svg+xml")
+    assert svg.read().startswith(b"<svg")
+    doc = json.load(urllib.request.urlopen(base + "?seconds=0.2&format=speedscope"))
+    assert doc["profiles"] and doc["shared"]["frames"]
+    for query in ("seconds=0.01", "seconds=61", "hz=0", "hz=1001", "hz=x", "format=png"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{base}?{query}")
+        assert err.value.code == 400, query
+        err.value.close()
+
+
+def test_a_second_concurrent_profile_gets_409(server):
+    first: list[int] = []
+    t = threading.Thread(target=lambda: first.append(
+        urllib.request.urlopen(server.url("/debug/profile?seconds=2&format=folded")).status),
+        name="kt-test-first-profile")
+    t.start()
+    ext = server.app.extensions["kafkatail"]
+    wait_for(lambda: "profiler" in ext and ext["profiler"]._lock.locked(), 5, lambda: ext.keys())
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(server.url("/debug/profile?seconds=0.2"))
+    assert err.value.code == 409
+    err.value.close()
+    t.join(10)
+    assert first == [200] and ext["profiler"].profiles_taken == 1
+
+
+def test_gevent_profile_names_the_hot_consumer_greenlet(cluster):
+    """A tail whose regex backtracks (``x+y+z`` over runs of x) on a busy topic keeps its consumer
+    greenlet on the CPU: that is a real, HTTP-reachable CPU-bound path of the server. The sampler
+    is an OS thread, so it runs while that greenlet holds the only other one."""
+    busy = cluster.create_topic()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "kafkatail", "serve", "--worker-class",
+                             "gevent", "--bootstrap-servers", cluster.bootstrap,
+                             "--bind", f"127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for_port("127.0.0.1", port, 30)
+        base = f"http://127.0.0.1:{port}"
+        c = TailClient(f"ws://127.0.0.1:{port}/ws/tail/{busy}?from=earliest&regex=x%2By%2Bz")
+        c.status("live")
+        cluster.produce(busy, [(None, json.dumps({"n": i, "pad": "x" * 500}))
+                               for i in range(20000)])
+        stacks = folded(base, "seconds=1.5&hz=100")
+        consumers = [(s, n) for s, n in stacks if s[0] == "consumer"]
+        assert consumers, stacks[:5]
+        assert consumers[0][0][1].startswith(f"kt-tail-{busy}-"), consumers[0]
+        assert consumers[0][0][-1].startswith("matches (request.py:"), consumers[0]
+        assert sum(n for _, n in consumers) > 50, consumers[:3]
+        c.close()
+    finally:
+        proc.terminate()
+        proc.wait(15)

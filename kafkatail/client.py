@@ -11,7 +11,6 @@ import random
 import re
 import socket
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 from urllib.parse import urlencode, urlsplit, urlunsplit

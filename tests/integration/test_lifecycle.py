@@ -20,7 +20,7 @@ from kafkatail.config import Config
 from kafkatail.ops.threads import REGISTRY
 from kafkatail.tail.consumer import BrokerUnavailable, open_consumer
 
-from .wsclient import Closed, TailClient
+from .wsclient import TailClient
 
 PROC = psutil.Process()
 

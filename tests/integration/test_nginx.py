@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ from kafkatail.web.page import STATIC
 from regression.conftest import ServerProcess
 
 from .test_lifecycle import wait_for
-from .wsclient import Closed, TailClient
+from .wsclient import TailClient
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "nginx.conf"
 READ_TIMEOUT_S = 3

@@ -114,26 +114,17 @@ def test_reaper_logs_one_cheap_line_and_writes_snapshot(cluster, make_server_, t
 
 def test_gevent_worker_attributes_cpu_per_tail(cluster):
     """Under gevent every tail shares one OS thread; the switch tracer still tells them apart."""
-    import subprocess
-    import sys
-
-    from kafkatail.broker import free_port, wait_for_port
+    from regression.conftest import ServerProcess
 
     busy, idle = cluster.create_topic(), cluster.create_topic()
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kafkatail", "serve", "--worker-class",
-                             "gevent", "--bootstrap-servers", cluster.bootstrap,
-                             "--bind", f"127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = ServerProcess(cluster.bootstrap, "gevent")
     try:
-        assert wait_for_port("127.0.0.1", port, 30)
-        base = f"http://127.0.0.1:{port}"
-        clients = [TailClient(f"ws://127.0.0.1:{port}/ws/tail/{t}?from=earliest&regex=x%2By%2Bz")
+        clients = [TailClient(server.ws_url(f"/ws/tail/{t}?from=earliest&regex=x%2By%2Bz"))
                    for t in (busy, idle)]
         for c in clients:
             c.status("live")
         cluster.produce(busy, [(None, json.dumps({"n": i, "pad": "x" * 500})) for i in range(20000)])
-        rows = json.load(urllib.request.urlopen(base + "/debug/threads?window=1"))["threads"]
+        rows = json.load(urllib.request.urlopen(server.url("/debug/threads?window=1")))["threads"]
         consumers = {r["topic"]: r for r in rows if r["role"] == "consumer"}
         assert set(consumers) == {busy, idle}
         assert len({r["native_id"] for r in rows}) == 1, "gevent: one OS thread for all"
@@ -142,8 +133,7 @@ def test_gevent_worker_attributes_cpu_per_tail(cluster):
         for c in clients:
             c.close()
     finally:
-        proc.terminate()
-        proc.wait(15)
+        server.stop()
 
 
 def test_sigusr2_refreshes_the_snapshot_file(cluster, tmp_path):

@@ -2,15 +2,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
 
 import pytest
 
-from kafkatail.broker import free_port, wait_for_port
 from kafkatail.ops.threads import REGISTRY
 
 from .test_lifecycle import wait_for
@@ -84,16 +81,13 @@ def test_gevent_profile_names_the_hot_consumer_greenlet(cluster):
     """A tail whose regex backtracks (``x+y+z`` over runs of x) on a busy topic keeps its consumer
     greenlet on the CPU: that is a real, HTTP-reachable CPU-bound path of the server. The sampler
     is an OS thread, so it runs while that greenlet holds the only other one."""
+    from regression.conftest import ServerProcess
+
     busy = cluster.create_topic()
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kafkatail", "serve", "--worker-class",
-                             "gevent", "--bootstrap-servers", cluster.bootstrap,
-                             "--bind", f"127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = ServerProcess(cluster.bootstrap, "gevent")
     try:
-        assert wait_for_port("127.0.0.1", port, 30)
-        base = f"http://127.0.0.1:{port}"
-        c = TailClient(f"ws://127.0.0.1:{port}/ws/tail/{busy}?from=earliest&regex=x%2By%2Bz")
+        base = server.url("")
+        c = TailClient(server.ws_url(f"/ws/tail/{busy}?from=earliest&regex=x%2By%2Bz"))
         c.status("live")
         cluster.produce(busy, [(None, json.dumps({"n": i, "pad": "x" * 500}))
                                for i in range(20000)])
@@ -105,5 +99,4 @@ def test_gevent_profile_names_the_hot_consumer_greenlet(cluster):
         assert sum(n for _, n in consumers) > 50, consumers[:3]
         c.close()
     finally:
-        proc.terminate()
-        proc.wait(15)
+        server.stop()

@@ -7,7 +7,7 @@ import json
 import pytest
 import websocket
 
-from .wsclient import Closed, TailClient
+from .wsclient import TailClient
 
 
 def tail(server, topic, query="", **kw):

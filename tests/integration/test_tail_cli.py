@@ -7,8 +7,6 @@ import subprocess
 import sys
 import threading
 
-import pytest
-
 from kafkatail.client import Formatter
 
 from .test_lifecycle import wait_for

@@ -18,26 +18,13 @@ from kafkatail.ops import logsetup
 from kafkatail.ops.profiler import Profiler
 
 
-def log_cost(debug: bool, calls: int) -> float:
-    """Microseconds per ``log.info`` call as the calling thread pays for it."""
-    pipeline = logsetup.setup(Config(debug=debug, log_queue_size=calls + 10), stream=io.StringIO())
-    pipeline.stop()  # measure the caller alone: records wait in the queue until the end
-    log = logging.getLogger("kafkatail.bench")
-    start = time.perf_counter()
-    for i in range(calls):
-        log.info("tail %d on %s delivered %d records", i, "orders", 500)
-    took = time.perf_counter() - start
-    pipeline.start()
-    logsetup.teardown()
-    return 1e6 * took / calls
-
-
-def dropped_cost(calls: int) -> float:
-    """Microseconds per call when the queue is full and the record is dropped."""
-    pipeline = logsetup.setup(Config(log_queue_size=10), stream=io.StringIO())
+def _caller_cost(config: Config, calls: int, prefill: int = 0) -> float:
+    """Microseconds per ``log.info`` call as the calling thread pays for it: the listener is
+    stopped, so records wait in the queue (or are dropped once it is full) until the end."""
+    pipeline = logsetup.setup(config, stream=io.StringIO())
     pipeline.stop()
     log = logging.getLogger("kafkatail.bench")
-    for _ in range(20):
+    for _ in range(prefill):
         log.info("fill")
     start = time.perf_counter()
     for i in range(calls):
@@ -46,6 +33,16 @@ def dropped_cost(calls: int) -> float:
     pipeline.start()
     logsetup.teardown()
     return 1e6 * took / calls
+
+
+def log_cost(debug: bool, calls: int) -> float:
+    """Per call, with caller lookup on (debug) or off; the queue never fills."""
+    return _caller_cost(Config(debug=debug, log_queue_size=calls + 10), calls)
+
+
+def dropped_cost(calls: int) -> float:
+    """Per call when the queue is full and the record is dropped."""
+    return _caller_cost(Config(log_queue_size=10), calls, prefill=20)
 
 
 def _deep(depth: int, stop: threading.Event) -> None:

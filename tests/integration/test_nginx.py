@@ -122,27 +122,30 @@ def _check(proc, lines, reader, n):
     return err
 
 
-def test_instance_killed_mid_stream_client_resumes_on_the_other(cluster, stack):
-    nginx, servers = stack
+def _tail_across(cluster, nginx, disrupt) -> str:
+    """``kafkatail tail`` through nginx, 200 records, ``disrupt()``, 200 more: nothing lost or
+    repeated. Returns the client's stderr (its reconnect markers)."""
     t = cluster.create_topic(partitions=2)
     proc, lines, reader = _cli(nginx, t, 400)
     cluster.produce(t, [(None, f"a{i}", i % 2) for i in range(200)])
     wait_for(lambda: len(lines) >= 200, 20, lambda: len(lines))
-    serving = next(s for s in servers if s.tails() == 1)
-    serving.worker.kill()                     # no close frame, no goodbye
-    serving.proc.kill()
-    serving.proc.wait()
+    disrupt()
     cluster.produce(t, [(None, f"b{i}", i % 2) for i in range(200)])
-    err = _check(proc, lines, reader, 400)
-    assert "reconnected" in err
+    return _check(proc, lines, reader, 400)
+
+
+def test_instance_killed_mid_stream_client_resumes_on_the_other(cluster, stack):
+    nginx, servers = stack
+
+    def kill_the_serving_instance():
+        serving = next(s for s in servers if s.tails() == 1)
+        serving.worker.kill()                 # no close frame, no goodbye
+        serving.proc.kill()
+        serving.proc.wait()
+
+    assert "reconnected" in _tail_across(cluster, nginx, kill_the_serving_instance)
 
 
 def test_nginx_reload_with_open_tails(cluster, stack):
     nginx, _ = stack
-    t = cluster.create_topic(partitions=2)
-    proc, lines, reader = _cli(nginx, t, 400)
-    cluster.produce(t, [(None, f"a{i}", i % 2) for i in range(200)])
-    wait_for(lambda: len(lines) >= 200, 20, lambda: len(lines))
-    nginx.reload()                            # old worker leaves after worker_shutdown_timeout
-    cluster.produce(t, [(None, f"b{i}", i % 2) for i in range(200)])
-    _check(proc, lines, reader, 400)
+    _tail_across(cluster, nginx, nginx.reload)  # old worker leaves after worker_shutdown_timeout

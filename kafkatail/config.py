@@ -99,6 +99,15 @@ FIELDS: tuple[Field, ...] = (
     Field("max_tails", int, 1000, "Open tails allowed in one process (1013 beyond).", _positive),
     Field("max_tails_per_client", int, 100, "Open tails per client address.", _positive),
     Field("max_tails_per_topic", int, 500, "Open tails per topic.", _positive),
+    Field("share_live_feeds", bool, True,
+          "Tails of the same topic and partitions that read live share one consumer (a feed); "
+          "historical tails get their own until they catch up, then join the feed."),
+    Field("feed_linger_s", float, 3.0,
+          "How long a feed with no viewers keeps consuming, so a page reload does not restart "
+          "it.", _non_negative),
+    Field("feed_replay_records", int, 2000,
+          "Recent records a feed keeps per partition, so a resumed or catching-up viewer joins "
+          "it with no gap; further behind, it reads on its own consumer first.", _positive),
     Field("shutdown_grace_s", float, 10.0,
           "On SIGTERM, time allowed for closing sockets and joining threads.", _positive),
     Field("status_interval_s", float, 5.0,

@@ -146,6 +146,7 @@ class Reaper(threading.Thread):
 
     def _reap_orphans(self) -> None:
         grace = self.config.poll_timeout_ms / 1000 + 1.0
+        self.pool.collect()
         for t in self.pool.tails():
             if t.owner.is_alive():
                 continue

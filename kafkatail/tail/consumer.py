@@ -1,16 +1,23 @@
-"""ConsumerThread: one tail's Kafka consumer, polled with a timeout until its stop Event is set.
+"""ConsumerThread: one Kafka consumer, polled with a timeout until its stop Event is set.
 
 This is the fix for the original outage (a thread per page view looping ``for msg in consumer``
 forever): the loop waits at most ``poll_timeout_ms`` per turn, checks the stop Event every turn,
 and closes its own consumer (and with it kafka-python's ``kafka-io-*`` thread) in ``finally``.
-It never touches the socket: records go to a bounded Outbox the socket side drains.
+It never touches a socket: each poll goes to its viewers' bounded Outboxes.
+
+A thread is either *dedicated* (one viewer, any start: it hands the viewer to the shared feed
+once caught up) or *shared*, a feed: every live viewer of the same topic and partitions, so
+200 viewers cost one fetch stream. A feed keeps the last records per partition (the replay
+window) so a viewer that joins or resumes behind it gets what it missed, with no gap.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Any
+from bisect import bisect_left
+from collections import deque
+from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
@@ -19,9 +26,12 @@ from kafka.net.compat import KafkaNetClient
 from ..config import Config
 from ..ops.threads import REGISTRY, rename, set_native_name
 from . import frames, kafkafix
-from .outbox import Outbox
-from .records import encode_batch
-from .request import Matcher, TailRequest
+from .records import Batch, encode_batch
+from .request import Matcher
+from .viewer import Viewer
+
+if TYPE_CHECKING:
+    from .pool import ConsumerPool
 
 log = logging.getLogger(__name__)
 kafkafix.apply()
@@ -74,30 +84,49 @@ def open_consumer(config: Config, client_id: str, **owner: Any) -> KafkaConsumer
     return consumer
 
 
+_ALL = Matcher()
+_offset = lambda rec: rec.offset  # noqa: E731
+
+
 class ConsumerThread(threading.Thread):
-    """Tails one TailRequest into one Outbox; owned, started and joined by the ConsumerPool."""
+    """Reads one topic's partitions for its viewers; owned, started and joined by the pool."""
 
-    def __init__(self, request: TailRequest, outbox: Outbox, config: Config, tail_id: int,
-                 client: str, owner: Any) -> None:
-        super().__init__(name=f"kt-tail-{request.topic}-{tail_id}", daemon=True)
-        self.request = request
-        self.outbox = outbox
+    def __init__(self, pool: ConsumerPool, topic: str, partitions: tuple[int, ...] | None,
+                 config: Config, thread_id: int, shared: bool,
+                 viewer: Viewer, start: dict[int, int] | None = None) -> None:
+        kind = "feed" if shared else "tail"
+        super().__init__(name=f"kt-{kind}-{topic}-{thread_id}", daemon=True)
+        self.pool = pool
+        self.topic = topic
+        self.partitions = partitions
+        self.key = (topic, partitions)
         self.config = config
-        self.tail_id = tail_id
-        self.client = client
-        self.client_id = f"kt-{tail_id}"
-        # The thread that opened this tail and must release it; if it dies first, the reaper does.
-        self.owner = owner
+        self.thread_id = thread_id
+        self.shared = shared
+        self.client_id = f"kt-{kind}-{thread_id}" if shared else f"kt-{thread_id}"
         self.started_at = time.monotonic()
-        self.matcher: Matcher = request.matcher
-        self.sent = 0
-        self.sent_bytes = 0
         self.state = "starting"
+        self._start = start
         self._stop_event = threading.Event()
+        # Guards the viewers, positions and replay window: a poll is delivered under it, and a
+        # viewer joins or resumes under it, so neither can slip between the other's steps.
+        self._lock = threading.Lock()
+        self._viewers: tuple[Viewer, ...] = (viewer,)
+        # A dedicated thread starts where its viewer asked; kept so a quick release cannot race it.
+        self._origin = viewer
+        viewer.thread = self
+        self._positioned = False
+        self._closed = False
+        self._idle_since = 0.0
+        self._next: dict[int, int] = {}
+        self._floor: dict[int, int] = {}
+        self._ring: dict[int, deque] = {}
+        self._not_before: dict[int, int] = {}
+        self._end: dict[int, int] = {}
+        self._earliest: dict[int, int] = {}
         self._paused = False
-        self._pause_wanted = False
 
-    # -- control, called from the socket side -------------------------------------------
+    # -- control, from the pool and the sockets -------------------------------------------
     def stop(self) -> None:
         self._stop_event.set()
 
@@ -105,46 +134,116 @@ class ConsumerThread(threading.Thread):
     def stopping(self) -> bool:
         return self._stop_event.is_set()
 
-    def set_paused(self, paused: bool) -> None:
-        self._pause_wanted = paused
+    @property
+    def started(self) -> bool:
+        return self._started.is_set()  # type: ignore[attr-defined]
 
-    def set_matcher(self, matcher: Matcher) -> None:
-        self.matcher = matcher
+    def viewers(self) -> tuple[Viewer, ...]:
+        return self._viewers
+
+    def adopt(self, viewer: Viewer) -> bool:
+        """Take a viewer if it can continue here with no gap; False if the feed is closing or
+        the viewer's cursor is older than the replay window. Raises Close while the feed
+        cannot reach the broker: a new tail fails now rather than wait on the outage."""
+        with self._lock:
+            if self.closed:
+                return False
+            if self.state == "broker-unavailable":
+                raise frames.Close(frames.TRY_AGAIN, "broker unavailable, try again later")
+            if viewer.cursor is not None and not self._covers(viewer):
+                return False
+            self._viewers += (viewer,)
+            viewer.thread = self
+            if self._positioned:
+                self._greet(viewer)
+                self._replay(viewer)
+        return True
+
+    def remove(self, viewer: Viewer) -> int:
+        """Stop serving a viewer; returns how many are left."""
+        with self._lock:
+            self._viewers = tuple(v for v in self._viewers if v is not viewer)
+            if not self._viewers:
+                self._idle_since = time.monotonic()
+            return len(self._viewers)
+
+    def retire(self) -> bool:
+        """Close a feed that has no viewers to new ones; False if someone joined meanwhile."""
+        with self._lock:
+            if self._viewers:
+                return False
+            self._closed = True
+        self.stop()
+        return True
+
+    @property
+    def closed(self) -> bool:
+        """Takes no more viewers (failed, retired or stopping)."""
+        return self._closed or self._stop_event.is_set()
+
+    def set_paused(self, viewer: Viewer, paused: bool) -> bool:
+        """Pause or resume one viewer (the pool calls this under its lock). False if a resumed
+        viewer is further behind than the replay window, and so needs a thread of its own."""
+        if not self.shared:
+            viewer.paused = paused
+            return True
+        with self._lock:
+            if viewer.paused == paused:
+                return True
+            if not paused and not self._covers(viewer):
+                return False
+            viewer.paused = paused
+            viewer.outbox.put_frame(frames.status("paused" if paused else "live"))
+            if not paused:
+                self._replay(viewer)
+            return True
 
     # -- the thread ------------------------------------------------------------------------
     def run(self) -> None:
         set_native_name(self.name)
         consumer = None
         try:
-            consumer = open_consumer(self.config, self.client_id, topic=self.request.topic,
-                                     client=self.client, tail_id=self.tail_id)
+            origin = self._origin
+            consumer = open_consumer(self.config, self.client_id, topic=self.topic,
+                                     client="" if self.shared else origin.client,
+                                     tail_id=None if self.shared else origin.tail_id)
             tps = self._assign(consumer)
             self._loop(consumer, tps)
         except frames.Close as close:
-            self.outbox.close(close.code, close.reason)
+            self._close_all(close.code, close.reason)
         except BrokerUnavailable:
-            self.outbox.put_frame(frames.status("broker-unavailable"))
-            self.outbox.close(frames.TRY_AGAIN, "broker unavailable, try again later")
+            self._broadcast(frames.status("broker-unavailable"))
+            self._close_all(frames.TRY_AGAIN, "broker unavailable, try again later")
         except Exception:
-            log.exception("tail %s on %s failed", self.tail_id, self.request.topic)
-            self.outbox.close(frames.INTERNAL, "internal error")
+            log.exception("%s on %s failed", self.name, self.topic)
+            self._close_all(frames.INTERNAL, "internal error")
         finally:
             self.state = "closing"
             if consumer is not None:
                 consumer.close(autocommit=False, timeout_ms=self.config.poll_timeout_ms)
             self.state = "stopped"
 
+    def _close_all(self, code: int, reason: str) -> None:
+        with self._lock:
+            self._closed = True
+            viewers = self._viewers
+        for v in viewers:
+            v.outbox.close(code, reason)
+
+    def _broadcast(self, frame: str) -> None:
+        for v in self._viewers:
+            v.outbox.put_frame(frame)
+
     def _assign(self, consumer: KafkaConsumer) -> list[TopicPartition]:
-        req = self.request
-        available = consumer.partitions_for_topic(req.topic)
+        available = consumer.partitions_for_topic(self.topic)
         if not available:
-            raise frames.Close(frames.NOT_FOUND, f"unknown topic {req.topic}")
-        wanted = req.partitions or tuple(sorted(available))
+            raise frames.Close(frames.NOT_FOUND, f"unknown topic {self.topic}")
+        wanted = self.partitions or tuple(sorted(available))
         missing = [p for p in wanted if p not in available]
         if missing:
             raise frames.Close(frames.BAD_REQUEST,
-                               f"partitions: {req.topic} has no partition {missing[0]}")
-        tps = [TopicPartition(req.topic, p) for p in wanted]
+                               f"partitions: {self.topic} has no partition {missing[0]}")
+        tps = [TopicPartition(self.topic, p) for p in wanted]
         consumer.assign(tps)
         timeout = self.config.request_timeout_ms
         try:
@@ -155,27 +254,36 @@ class ConsumerThread(threading.Thread):
             raise BrokerUnavailable(str(exc)) from None
         for tp in tps:
             consumer.seek(tp, starts[tp])
-        self._next = {tp.partition: starts[tp] for tp in tps}
-        # The broker's time lookup is a lower bound (Tansu answers offset 0 for any time):
-        # records before the first one at/after the time are skipped here, per partition.
-        self._not_before = ({tp.partition: req.start.timestamp_ms for tp in tps}
-                            if req.start.kind == "time" else {})
-        self._end = {tp.partition: latest[tp] for tp in tps}
-        self.outbox.put_frame(frames.hello(
-            req.topic,
-            [{"partition": tp.partition, "start": starts[tp], "end": latest[tp],
-              "earliest": earliest[tp]} for tp in tps],
-            req.describe()))
+        replay = self.config.feed_replay_records
+        with self._lock:
+            self._next = {tp.partition: starts[tp] for tp in tps}
+            self._earliest = {tp.partition: earliest[tp] for tp in tps}
+            self._end = {tp.partition: latest[tp] for tp in tps}
+            if self.shared:
+                self._floor = dict(self._next)
+                self._ring = {tp.partition: deque(maxlen=replay) for tp in tps}
+            self._positioned = True
+            for v in self._viewers:
+                self._greet(v)
         return tps
 
     def _start_offsets(self, consumer: KafkaConsumer, tps: list[TopicPartition],
                        earliest: dict, latest: dict, timeout: int) -> dict[TopicPartition, int]:
-        start = self.request.start
+        viewer = self._origin
+        cursor = self._start if self.shared else viewer.cursor
+        if cursor is not None:
+            return {tp: max(cursor.get(tp.partition, latest[tp]), earliest[tp]) for tp in tps}
+        if self.shared:
+            return dict(latest)
+        start = viewer.request.start
         if start.kind == "earliest":
             return dict(earliest)
         if start.kind == "last":
             return {tp: max(earliest[tp], latest[tp] - start.last) for tp in tps}
         if start.kind == "time":
+            # The broker's time lookup is a lower bound (Tansu answers offset 0 for any time):
+            # records before the first one at/after the time are skipped here, per partition.
+            self._not_before = {tp.partition: start.timestamp_ms for tp in tps}
             found = consumer.offsets_for_times({tp: start.timestamp_ms for tp in tps},
                                                timeout_ms=timeout)
             return {tp: found[tp].offset if found.get(tp) else latest[tp] for tp in tps}
@@ -185,52 +293,115 @@ class ConsumerThread(threading.Thread):
                     for tp in tps}
         return dict(latest)
 
+    def _greet(self, viewer: Viewer) -> None:
+        """Under the lock, once positioned: a new viewer's hello, and its cursor if it has none."""
+        if viewer.cursor is None:
+            viewer.cursor = dict(self._next)
+        if viewer.greeted:
+            return
+        viewer.greeted = True
+        viewer.outbox.put_frame(frames.hello(
+            self.topic,
+            [{"partition": p, "start": viewer.cursor[p], "end": self._end[p],
+              "earliest": self._earliest[p]} for p in self._next],
+            viewer.request.describe()))
+        if self.shared:
+            viewer.outbox.put_frame(frames.status("live"))
+
+    def _covers(self, viewer: Viewer) -> bool:
+        """Under the lock: can the viewer continue from its cursor here with no gap?"""
+        cursor = viewer.cursor
+        if cursor is None:
+            return True
+        if not self._positioned and self._start is None:
+            return False
+        floor = self._floor if self._positioned else self._start
+        return all(p in cursor and cursor[p] >= low for p, low in floor.items())
+
+    def _replay(self, viewer: Viewer) -> None:
+        """Under the lock: what the replay window holds past the viewer's cursor."""
+        for p, ring in self._ring.items():
+            if ring and ring[-1].offset >= viewer.cursor[p]:
+                self._deliver(viewer, p, [r for r in ring if r.offset >= viewer.cursor[p]], {})
+
+    def _deliver(self, v: Viewer, partition: int, recs: list, shared: dict) -> None:
+        """Under the lock: one partition's records to one viewer, past its cursor.
+
+        ``shared`` caches the encoded Batch of the whole poll per format, so every viewer
+        without a filter sends the same JSON.
+        """
+        if v.paused or v.done:
+            return
+        cursor = v.cursor[partition]
+        whole = recs[0].offset >= cursor
+        if not whole:
+            if recs[-1].offset < cursor:
+                return
+            recs = recs[bisect_left(recs, cursor, key=_offset):]
+        v.cursor[partition] = recs[-1].offset + 1
+        if self._not_before:
+            recs = self._skip_early(partition, recs)
+            whole = False
+            if not recs:
+                return
+        fmt = v.request.format
+        matcher = v.matcher
+        if whole and not matcher.active:
+            batch = shared.get(fmt)
+            if batch is None:
+                batch = shared[fmt] = Batch(
+                    encode_batch(recs, fmt, _ALL, self.config.max_value_bytes))
+        else:
+            batch = Batch(encode_batch(recs, fmt, matcher, self.config.max_value_bytes))
+        if v.remaining is not None and len(batch) >= v.remaining:
+            batch = Batch(batch.records[:v.remaining])
+            v.done = True
+        if v.remaining is not None:
+            v.remaining -= len(batch)
+        v.sent += len(batch)
+        v.sent_bytes += batch.size
+        v.outbox.put_records(batch)
+        if v.done:
+            v.outbox.put_frame(frames.status("end", reason="max reached"))
+            v.outbox.close(frames.NORMAL, f"max {v.request.max_records} records reached")
+
     def _loop(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> None:
         cfg = self.config
         stop = self._stop_event
-        outbox = self.outbox
         poll_ms = cfg.poll_timeout_ms
         status_every = cfg.status_interval_s
-        remaining = self.request.max_records
-        fmt, max_value = self.request.format, cfg.max_value_bytes
-        caught_up = False
+        linger = cfg.feed_linger_s
         broker_down = False
-        next_check = time.monotonic() + status_every
+        caught_up = False
+        next_check = next_share = time.monotonic() + status_every
         self.state = "live"
-        outbox.put_frame(frames.status("live"))
+        if not self.shared:
+            self._broadcast(frames.status("live"))
         while not stop.is_set():
-            if self._pause_wanted != self._paused:
-                self._paused = self._pause_wanted
-                (consumer.pause if self._paused else consumer.resume)(*tps)
-                self.state = "paused" if self._paused else "live"
-                outbox.put_frame(frames.status(self.state))
+            viewers = self._viewers
+            pause = bool(viewers) and all(v.paused or v.done for v in viewers)
+            if pause != self._paused:
+                self._paused = pause
+                (consumer.pause if pause else consumer.resume)(*tps)
+                self.state = "paused" if pause else "live"
+                if not self.shared:
+                    if not pause:
+                        self._rewind(consumer, tps)
+                    self._broadcast(frames.status(self.state))
             polled = consumer.poll(timeout_ms=poll_ms)
             if stop.is_set():
                 break
-            for tp, recs in polled.items():
-                self._next[tp.partition] = recs[-1].offset + 1
-                if self._not_before:
-                    recs = self._skip_early(tp.partition, recs)
-                batch = encode_batch(recs, fmt, self.matcher, max_value)
-                if remaining is not None and len(batch) >= remaining:
-                    batch = batch[:remaining]
-                    outbox.put_records(batch)
-                    self.sent += remaining
-                    self.sent_bytes += sum(r["size"] for r in batch)
-                    outbox.put_frame(frames.status("end", reason="max reached"))
-                    outbox.close(frames.NORMAL, f"max {self.request.max_records} records reached")
-                    return
-                if remaining is not None:
-                    remaining -= len(batch)
-                self.sent += len(batch)
-                self.sent_bytes += sum(r["size"] for r in batch)
-                outbox.put_records(batch)
-            if outbox.check_stall(cfg.send_timeout_s):
+            if polled:
+                self._take(polled)
+            for v in self._viewers:
+                if not v.done and v.outbox.check_stall(cfg.send_timeout_s):
+                    v.done = True
+            if not self.shared and not any(not v.done for v in self._viewers):
                 return
-            if not caught_up and not self._paused:
-                caught_up = self._caught_up(consumer, tps)
+            if not self._paused:
+                caught_up = caught_up or self._caught_up(consumer, tps)
                 if caught_up:
-                    outbox.put_frame(frames.status("caught-up"))
+                    self._announce_caught_up()
             now = time.monotonic()
             if not polled and now >= next_check:
                 next_check = now + status_every
@@ -239,8 +410,63 @@ class ConsumerThread(threading.Thread):
                     broker_down = not reachable
                     self.state = "broker-unavailable" if broker_down else (
                         "paused" if self._paused else "live")
-                    outbox.put_frame(frames.status(
+                    self._broadcast(frames.status(
                         "broker-unavailable" if broker_down else "reconnected"))
+            if self.shared:
+                if not self._viewers and now - self._idle_since >= linger and self.pool.retire(self):
+                    return
+            elif caught_up and now >= next_share and self._hand_over(consumer, tps):
+                return
+            elif caught_up and now >= next_share:
+                next_share = now + status_every
+
+    def _rewind(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> None:
+        """A dedicated viewer resumes at its cursor: a poll that landed after the pause
+        request was not delivered (a feed keeps such records in its replay window instead)."""
+        with self._lock:
+            for v in self._viewers:
+                for tp in tps:
+                    consumer.seek(tp, v.cursor[tp.partition])
+                    self._next[tp.partition] = v.cursor[tp.partition]
+
+    def _take(self, polled: dict) -> None:
+        with self._lock:
+            viewers = self._viewers
+            for tp, recs in polled.items():
+                p = tp.partition
+                self._next[p] = recs[-1].offset + 1
+                if self.shared:
+                    ring = self._ring[p]
+                    ring.extend(recs)
+                    if len(ring) == ring.maxlen:
+                        self._floor[p] = ring[0].offset
+                shared: dict[str, Batch] = {}
+                for v in viewers:
+                    self._deliver(v, p, recs, shared)
+
+    def _announce_caught_up(self) -> None:
+        with self._lock:
+            for v in self._viewers:
+                if not v.caught_up and not v.paused and all(
+                        v.cursor[p] >= n for p, n in self._next.items()):
+                    v.caught_up = True
+                    v.outbox.put_frame(frames.status("caught-up"))
+
+    def _hand_over(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> bool:
+        """A caught-up dedicated tail joins the shared feed at its exact next offsets."""
+        viewer = self._viewers[0] if self._viewers else None
+        if (viewer is None or not self.config.share_live_feeds or viewer.paused or viewer.done
+                or self._not_before):
+            return False
+        try:
+            positions = {tp.partition: consumer.position(tp, timeout_ms=self.config.poll_timeout_ms)
+                         for tp in tps}
+        except KafkaError:
+            return False
+        if None in positions.values():
+            return False
+        viewer.cursor = positions
+        return self.pool.share(viewer, self)
 
     def _skip_early(self, partition: int, recs: list) -> list:
         ts = self._not_before.get(partition)
@@ -269,8 +495,7 @@ class ConsumerThread(threading.Thread):
             return False
 
     def describe(self) -> dict[str, Any]:
-        return {"id": self.tail_id, "name": self.name, "topic": self.request.topic,
-                "client": self.client, "native_id": self.native_id, "alive": self.is_alive(),
-                "state": self.state, "stopping": self.stopping, "sent": self.sent,
-                "dropped": self.outbox.dropped_total,
+        return {"name": self.name, "topic": self.topic, "shared": self.shared,
+                "viewers": len(self._viewers), "native_id": self.native_id,
+                "alive": self.is_alive(), "state": self.state, "stopping": self.stopping,
                 "age_s": round(time.monotonic() - self.started_at, 3)}

@@ -17,7 +17,7 @@ BAD_REQUEST = 4400
 FORBIDDEN = 4403
 NOT_FOUND = 4404
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 class Close(Exception):
@@ -30,21 +30,22 @@ class Close(Exception):
 
 
 def hello(topic: str, partitions: list[dict[str, int]], options: Mapping[str, Any]) -> str:
-    return _dumps({"type": "hello", "topic": topic, "partitions": partitions, "options": options})
+    return dumps({"type": "hello", "topic": topic, "partitions": partitions, "options": options})
 
 
-def messages(batch: list[dict[str, Any]]) -> str:
-    return _dumps({"type": "messages", "messages": batch})
+def messages_joined(parts: list[str]) -> str:
+    """A messages frame from record arrays already encoded (``Batch.json``), without re-encoding."""
+    return '{"type":"messages","messages":[' + ",".join(parts) + "]}"
 
 
 def status(state: str, **detail: Any) -> str:
-    return _dumps({"type": "status", "status": state, **detail})
+    return dumps({"type": "status", "status": state, **detail})
 
 
 def dropped(count: int, partitions: Mapping[int, list[int]]) -> str:
-    return _dumps({"type": "dropped", "count": count,
+    return dumps({"type": "dropped", "count": count,
                    "partitions": {str(p): r for p, r in partitions.items()}})
 
 
 def error(code: int, message: str) -> str:
-    return _dumps({"type": "error", "code": code, "message": message})
+    return dumps({"type": "error", "code": code, "message": message})

@@ -1,9 +1,10 @@
-"""The bounded hand-off between one ConsumerThread and one socket.
+"""The bounded hand-off between a ConsumerThread and one socket.
 
 The consumer side never blocks: when the outbox holds ``max_records`` records, the full policy
 decides. ``drop-oldest`` discards the oldest buffered records and remembers which offsets went,
 so the client gets an explicit ``dropped`` frame; ``disconnect`` closes the slow client. The
-socket side takes everything queued in one call and sends it as few frames as possible.
+socket side takes everything queued in one call and sends it as few frames as possible. A shared
+feed puts the same Batch in many outboxes; a batch is only ever replaced here, never changed.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections import deque
 from typing import Any, Callable
 
 from . import frames
+from .records import Batch
 
 DROP_OLDEST = "drop-oldest"
 DISCONNECT = "disconnect"
@@ -26,7 +28,7 @@ class Outbox:
         self.notify = notify
         self.abort: Callable[[], None] = lambda: None
         self._lock = threading.Lock()
-        self._items: deque[str | list[dict[str, Any]]] = deque()
+        self._items: deque[str | Batch] = deque()
         self._records = 0
         self._dropped = 0
         self._dropped_ranges: dict[int, list[int]] = {}
@@ -40,9 +42,11 @@ class Outbox:
             self._items.append(frame)
         self.notify()
 
-    def put_records(self, batch: list[dict[str, Any]]) -> None:
+    def put_records(self, batch: Batch | list[dict[str, Any]]) -> None:
         if not batch:
             return
+        if not isinstance(batch, Batch):
+            batch = Batch(batch)
         overflow = False
         with self._lock:
             if self._close is not None:
@@ -62,13 +66,13 @@ class Outbox:
     def _drop_oldest(self, excess: int) -> None:
         items, ranges = self._items, self._dropped_ranges
         while excess > 0:
-            i = next(i for i, item in enumerate(items) if isinstance(item, list))
-            batch = items[i]
-            cut = batch[:excess]
-            if len(cut) == len(batch):
+            i = next(i for i, item in enumerate(items) if isinstance(item, Batch))
+            records = items[i].records
+            cut = records[:excess]
+            if len(cut) == len(records):
                 del items[i]
             else:
-                items[i] = batch[excess:]
+                items[i] = Batch(records[excess:])
             for rec in cut:
                 r = ranges.get(rec["partition"])
                 if r is None:
@@ -96,17 +100,17 @@ class Outbox:
             self._dropped, self._dropped_ranges = 0, {}
             close = self._close
         out = [frames.dropped(dropped, ranges)] if dropped else []
-        pending: list[dict[str, Any]] = []
+        pending: list[str] = []
         for item in items:
-            if isinstance(item, list):
-                pending.extend(item)
+            if isinstance(item, Batch):
+                pending.append(item.json())
             else:
                 if pending:
-                    out.append(frames.messages(pending))
+                    out.append(frames.messages_joined(pending))
                     pending = []
                 out.append(item)
         if pending:
-            out.append(frames.messages(pending))
+            out.append(frames.messages_joined(pending))
         return out, close
 
     def sending(self, active: bool) -> None:

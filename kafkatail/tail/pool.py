@@ -1,9 +1,13 @@
-"""ConsumerPool: the only owner of ConsumerThreads, from admission to join.
+"""ConsumerPool: the only owner of ConsumerThreads, from admission to join, and of viewers.
 
 Modelled on CPython's ``concurrent.futures.thread``: the pool starts every thread it owns,
 keeps a registry of them, stops and joins them on ``shutdown()``, and registers with
 ``threading._register_atexit`` so interpreter exit stops the threads before it joins them.
 Nothing outside the pool starts or joins a ConsumerThread.
+
+Each socket gets a Viewer. Live viewers of the same topic and partitions share one feed
+(reference-counted: the last viewer out leaves it to linger ``feed_linger_s``, then it stops);
+historical viewers get a dedicated thread that hands them to the feed once caught up.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from . import frames
 from .consumer import ConsumerThread
 from .outbox import Outbox
 from .request import TailRequest
+from .viewer import Viewer
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +47,27 @@ class ConsumerPool:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._lock = threading.Lock()
-        self._threads: dict[int, ConsumerThread] = {}
+        self._viewers: dict[int, Viewer] = {}
+        self._threads: set[ConsumerThread] = set()
+        self._feeds: dict[tuple, ConsumerThread] = {}
         self._per_client: Counter[str] = Counter()
         self._per_topic: Counter[str] = Counter()
         self._ids = itertools.count(1)
+        self._feed_ids = itertools.count(1)
         self._shutdown = False
         self.stuck: list[ConsumerThread] = []
         self.started_total = 0
-        self.joined_total = 0
         self.reaped_total = 0
+        self.threads_started = 0
+        self.threads_joined = 0
+        self.handovers = 0
         # Totals of tails already released; live tails are added when read (see totals()).
         self._closed_totals = Counter()
         _pools.add(self)
 
     def open(self, request: TailRequest, outbox: Outbox, client: str = "",
-             owner: Any = None) -> ConsumerThread:
-        """Admit a tail within the limits and start its thread; raises Close when refused.
+             owner: Any = None) -> Viewer:
+        """Admit a tail within the limits and start serving it; raises Close when refused.
 
         ``owner`` (anything with ``name`` and ``is_alive()``; default the calling thread) must
         call ``release``; if it stops being alive first, the reaper releases the tail.
@@ -66,7 +76,7 @@ class ConsumerPool:
         with self._lock:
             if self._shutdown or _shutting_down:
                 raise frames.Close(frames.GOING_AWAY, "server shutting down")
-            if len(self._threads) >= cfg.max_tails:
+            if len(self._viewers) >= cfg.max_tails:
                 raise frames.Close(frames.TRY_AGAIN, f"server at capacity ({cfg.max_tails} tails)")
             if self._per_client[client] >= cfg.max_tails_per_client:
                 raise frames.Close(frames.TRY_AGAIN,
@@ -74,74 +84,192 @@ class ConsumerPool:
             if self._per_topic[request.topic] >= cfg.max_tails_per_topic:
                 raise frames.Close(frames.TRY_AGAIN,
                                    f"too many tails on {request.topic} ({cfg.max_tails_per_topic})")
-            thread = ConsumerThread(request, outbox, cfg, next(self._ids), client,
-                                    owner or threading.current_thread())
-            REGISTRY.register(thread, "consumer", owner=thread.owner.name, topic=request.topic,
-                              client=client, tail_id=thread.tail_id)
-            self._threads[thread.tail_id] = thread
+            viewer = Viewer(request, outbox, next(self._ids), client,
+                            owner or threading.current_thread())
+            if cfg.share_live_feeds and request.start.kind == "latest":
+                self._join_feed(viewer)
+            else:
+                self._start(ConsumerThread(self, request.topic, request.partitions, cfg,
+                                           viewer.tail_id, False, viewer))
+            self._viewers[viewer.tail_id] = viewer
             self._per_client[client] += 1
             self._per_topic[request.topic] += 1
             self.started_total += 1
-        thread.start()
-        return thread
+        return viewer
 
-    def release(self, thread: ConsumerThread, timeout: float | None = None) -> bool:
-        """Stop a tail's thread, join it and forget it. False if it did not end in time."""
+    def _start(self, thread: ConsumerThread) -> None:
+        """Under the lock: register and start a thread the pool now owns."""
+        if thread.shared:
+            REGISTRY.register(thread, "consumer", owner="pool", topic=thread.topic)
+            self._feeds[thread.key] = thread
+        else:
+            v = thread.viewers()[0]
+            REGISTRY.register(thread, "consumer", owner=v.owner.name, topic=thread.topic,
+                              client=v.client, tail_id=v.tail_id)
+        self._threads.add(thread)
+        self.threads_started += 1
+        thread.start()
+
+    def _join_feed(self, viewer: Viewer) -> None:
+        """Under the lock: the feed for the viewer's topic and partitions takes it, or a new one
+        starts at the viewer's cursor (latest if it has none)."""
+        key = (viewer.request.topic, viewer.request.partitions)
+        feed = self._feeds.get(key)
+        if feed is None or not feed.adopt(viewer):
+            self._start(ConsumerThread(self, key[0], key[1], self.config, next(self._feed_ids),
+                                       True, viewer, start=viewer.cursor))
+
+    def share(self, viewer: Viewer, thread: ConsumerThread) -> bool:
+        """Called by a caught-up dedicated thread: move its viewer to the feed, no gap, no
+        duplicate. False (the thread keeps it) if the feed is too far ahead to replay."""
+        with self._lock:
+            if viewer.released or self._shutdown:
+                return False
+            key = (viewer.request.topic, viewer.request.partitions)
+            feed = self._feeds.get(key)
+            if viewer.paused:
+                return False
+            try:
+                if feed is not None and not feed.adopt(viewer):
+                    if not feed.closed:
+                        return False
+                    feed = None
+            except frames.Close:
+                return False
+            if feed is None:
+                self._start(ConsumerThread(self, key[0], key[1], self.config,
+                                           next(self._feed_ids), True, viewer,
+                                           start=dict(viewer.cursor or {})))
+            thread.remove(viewer)
+            self.handovers += 1
+            return True
+
+    def set_paused(self, viewer: Viewer, paused: bool) -> None:
+        """Pause or resume a viewer; under the pool lock, so it cannot race a handover."""
+        with self._lock:
+            thread = viewer.thread
+            if viewer.released or thread is None or thread.set_paused(viewer, paused):
+                return
+            # Resumed behind its feed's replay window: it reads on its own until caught up.
+            thread.remove(viewer)
+            viewer.paused = False
+            viewer.caught_up = False
+            self._start(ConsumerThread(self, viewer.request.topic, viewer.request.partitions,
+                                       self.config, viewer.tail_id, False, viewer))
+
+    def retire(self, feed: ConsumerThread) -> bool:
+        """Called by a feed that lingered with no viewers: stop it unless one joined."""
+        with self._lock:
+            if not feed.retire():
+                return False
+            if self._feeds.get(feed.key) is feed:
+                del self._feeds[feed.key]
+            return True
+
+    def release(self, viewer: Viewer, timeout: float | None = None) -> bool:
+        """Stop serving a viewer, and stop and join its thread if nobody else needs it.
+        False if that thread did not end in time."""
+        with self._lock:
+            if self._viewers.pop(viewer.tail_id, None) is None:
+                return True
+            viewer.released = True
+            self._closed_totals.update(_totals(viewer))
+            self._per_client[viewer.client] -= 1
+            self._per_topic[viewer.request.topic] -= 1
+            if not self._per_client[viewer.client]:
+                del self._per_client[viewer.client]
+            if not self._per_topic[viewer.request.topic]:
+                del self._per_topic[viewer.request.topic]
+            thread = viewer.thread
+            left = thread.remove(viewer) if thread is not None else 0
+            if thread is None or left or (thread.shared and self.config.feed_linger_s > 0
+                                          and not self._shutdown):
+                thread = None
+            elif thread.shared and thread.retire() and self._feeds.get(thread.key) is thread:
+                del self._feeds[thread.key]
+            self._collect()
+        if thread is None:
+            return True
+        return self._join(thread, timeout)
+
+    def _join(self, thread: ConsumerThread, timeout: float | None) -> bool:
         thread.stop()
         if timeout is None:
             timeout = self.config.poll_timeout_ms / 1000 + self.config.request_timeout_ms / 1000
         thread.join(timeout)
         with self._lock:
-            if self._threads.pop(thread.tail_id, None) is None:
-                return not thread.is_alive()
-            self._closed_totals.update(_totals(thread))
-            self._per_client[thread.client] -= 1
-            self._per_topic[thread.request.topic] -= 1
-            if not self._per_client[thread.client]:
-                del self._per_client[thread.client]
-            if not self._per_topic[thread.request.topic]:
-                del self._per_topic[thread.request.topic]
             if thread.is_alive():
-                self.stuck.append(thread)
-                log.warning("tail thread %s did not stop within %.1fs", thread.name, timeout)
+                if thread not in self.stuck:
+                    self.stuck.append(thread)
+                log.warning("consumer thread %s did not stop within %.1fs", thread.name, timeout)
                 return False
-            self.joined_total += 1
+            if thread in self._threads:
+                self._threads.discard(thread)
+                self.threads_joined += 1
         return True
+
+    def _collect(self) -> None:
+        """Under the lock: forget threads that ended by themselves (handed over, retired)."""
+        for t in [t for t in self._threads if t.started and not t.is_alive()]:
+            t.join()
+            self._threads.discard(t)
+            self.threads_joined += 1
+
+    def collect(self) -> None:
+        with self._lock:
+            self._collect()
 
     def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
         """Refuse new tails, ask every tail to close with 1001, and join the threads."""
         with self._lock:
             self._shutdown = True
-            threads = list(self._threads.values())
+            viewers = list(self._viewers.values())
+            threads = list(self._threads)
+        for v in viewers:
+            v.outbox.close(frames.GOING_AWAY, "server shutting down")
         for t in threads:
-            t.outbox.close(frames.GOING_AWAY, "server shutting down")
             t.stop()
         if wait:
             deadline = time.monotonic() + (timeout if timeout is not None
                                            else self.config.shutdown_grace_s)
             for t in threads:
                 t.join(max(0.0, deadline - time.monotonic()))
+            self.collect()
 
     def totals(self) -> Counter:
         """Records, record bytes and drops delivered by every tail so far, closed or open."""
         with self._lock:
             out = Counter(self._closed_totals)
-            for t in self._threads.values():
-                out.update(_totals(t))
+            for v in self._viewers.values():
+                out.update(_totals(v))
         return out
 
-    def tails(self) -> list[ConsumerThread]:
+    def tails(self) -> list[Viewer]:
         with self._lock:
-            return list(self._threads.values())
+            return list(self._viewers.values())
+
+    def threads(self) -> list[ConsumerThread]:
+        """Every live consumer thread the pool owns: feeds and dedicated."""
+        with self._lock:
+            self._collect()
+            return list(self._threads)
+
+    def feeds(self) -> dict[str, int]:
+        """Viewers per shared feed, by topic (a topic may have one feed per partition set)."""
+        with self._lock:
+            out: Counter[str] = Counter()
+            for feed in self._feeds.values():
+                out[feed.topic] += len(feed.viewers())
+            return dict(out)
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._threads)
+            return len(self._viewers)
 
     def per_topic(self) -> dict[str, int]:
         with self._lock:
             return dict(self._per_topic)
 
 
-def _totals(t: ConsumerThread) -> dict[str, int]:
-    return {"records": t.sent, "bytes": t.sent_bytes, "dropped": t.outbox.dropped_total}
+def _totals(v: Viewer) -> dict[str, int]:
+    return {"records": v.sent, "bytes": v.sent_bytes, "dropped": v.outbox.dropped_total}

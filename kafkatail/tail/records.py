@@ -9,6 +9,7 @@ import base64
 import json
 from typing import Any, Iterable
 
+from .frames import dumps
 from .request import Matcher
 
 _b64 = base64.b64encode
@@ -94,3 +95,28 @@ def encode_batch(records: Iterable[Any], fmt: str, matcher: Matcher,
             item["truncated"] = True
         out.append(item)
     return out
+
+
+class Batch:
+    """Encoded records on their way to one or many outboxes.
+
+    A shared feed hands the same Batch to every viewer that takes the whole poll unfiltered,
+    so its JSON is built once however many sockets send it. The JSON is built lazily, by the
+    first socket to send it; two sockets racing both build the same string.
+    """
+
+    __slots__ = ("records", "size", "_json")
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records = records
+        self.size = sum(r["size"] for r in records)
+        self._json: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def json(self) -> str:
+        """The records as the inside of a JSON array (no brackets), ready to join."""
+        if self._json is None:
+            self._json = dumps(self.records)[1:-1]
+        return self._json

@@ -1,9 +1,10 @@
 """TailSession: one WebSocket, from admission to the last frame, run on the socket's handler thread.
 
-It asks the pool for a ConsumerThread, then sleeps on one Event that both the socket reader
-(inbound frame, peer gone) and the Outbox (records queued, close requested) set. Each wake it
-reads control frames, sends everything queued, and leaves when the socket or the tail ends.
-Whatever ends it, ``finally`` hands the thread back to the pool, which joins it.
+It asks the pool for a Viewer (served by a shared feed or a thread of its own), then sleeps on
+one Event that both the socket reader (inbound frame, peer gone) and the Outbox (records queued,
+close requested) set. Each wake it reads control frames, sends everything queued, and leaves
+when the socket or the tail ends. Whatever ends it, ``finally`` releases the viewer; the pool
+joins its thread if no one else uses it.
 """
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from simple_websocket import ConnectionClosed
 from ..config import Config
 from ..ops.threads import REGISTRY, rename
 from . import frames
-from .consumer import ConsumerThread
 from .outbox import Outbox
 from .pool import ConsumerPool
 from .request import BadRequest, TailRequest, compile_matcher
+from .viewer import Viewer
 
 log = logging.getLogger(__name__)
 
@@ -83,23 +84,23 @@ class TailSession:
             rename(handler, "kt-http-" + handler.name.rpartition("_")[2])
         try:
             try:
-                thread = self.pool.open(self.request, self.outbox, self.client, owner=self)
+                viewer = self.pool.open(self.request, self.outbox, self.client, owner=self)
             except frames.Close as refused:
                 send_close(self.ws, refused)
                 return
-            rename(self.ws.thread, f"kt-ws-{thread.tail_id}")
+            rename(self.ws.thread, f"kt-ws-{viewer.tail_id}")
             REGISTRY.register(self.ws.thread, "websocket", owner=self.name,
                               topic=self.request.topic, client=self.client,
-                              tail_id=thread.tail_id)
+                              tail_id=viewer.tail_id)
             try:
-                self._pump(thread)
+                self._pump(viewer)
             finally:
-                self.pool.release(thread)
+                self.pool.release(viewer)
         finally:
             self._running = False
             finish(self.ws)
 
-    def _pump(self, thread: ConsumerThread) -> None:
+    def _pump(self, viewer: Viewer) -> None:
         ws, outbox, event = self.ws, self.outbox, self.ws.event
         while True:
             event.wait(_WAKE_S)
@@ -107,7 +108,7 @@ class TailSession:
             if not ws.connected:
                 return
             try:
-                self._read_controls(thread)
+                self._read_controls(viewer)
             except ConnectionClosed:
                 return
             out, ending = outbox.take()
@@ -122,33 +123,33 @@ class TailSession:
             if ending is not None:
                 send_close(self.ws, ending)
                 return
-            if not thread.is_alive() and not thread.stopping:
+            if not viewer.is_alive() and not viewer.stopping:
                 send_close(self.ws, frames.Close(frames.INTERNAL, "tail ended unexpectedly"))
                 return
 
-    def _read_controls(self, thread: ConsumerThread) -> None:
+    def _read_controls(self, viewer: Viewer) -> None:
         while (raw := self.ws.receive(timeout=0)) is not None:
             try:
-                self._apply(thread, raw)
+                self._apply(viewer, raw)
             except BadRequest as exc:
                 self.ws.send(frames.error(frames.BAD_REQUEST, str(exc)))
 
-    def _apply(self, thread: ConsumerThread, raw: str | bytes) -> None:
+    def _apply(self, viewer: Viewer, raw: str | bytes) -> None:
         try:
             msg = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise BadRequest("control frame: not JSON") from None
         op = msg.get("op") if isinstance(msg, dict) else None
         if op == "pause":
-            thread.set_paused(True)
+            self.pool.set_paused(viewer, True)
         elif op == "resume":
-            thread.set_paused(False)
+            self.pool.set_paused(viewer, False)
         elif op == "filter":
             substring, regex = msg.get("filter"), msg.get("regex")
             if not all(v is None or isinstance(v, str) for v in (substring, regex)):
                 raise BadRequest("filter: filter and regex must be strings")
-            thread.set_matcher(compile_matcher(substring, regex))
-            self.ws.send(frames.status("filter", **thread.matcher.describe()))
+            viewer.set_matcher(compile_matcher(substring, regex))
+            self.ws.send(frames.status("filter", **viewer.matcher.describe()))
         else:
             raise BadRequest("control frame: op must be pause, resume or filter")
 

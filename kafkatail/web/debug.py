@@ -131,6 +131,21 @@ class _Collector:
         for topic, n in sorted(pool.per_topic().items()):
             t.add_metric([topic], n)
         yield t
+        feeds = GaugeMetricFamily("kafkatail_feed_viewers",
+                                  "Viewers of shared live feeds, per topic.", labels=["topic"])
+        for topic, n in sorted(pool.feeds().items()):
+            feeds.add_metric([topic], n)
+        yield feeds
+        threads = pool.threads()
+        c = GaugeMetricFamily("kafkatail_consumer_threads",
+                              "Consumer threads: shared feeds and dedicated (historical) tails.",
+                              labels=["kind"])
+        c.add_metric(["shared"], sum(t.shared for t in threads))
+        c.add_metric(["dedicated"], sum(not t.shared for t in threads))
+        yield c
+        yield CounterMetricFamily("kafkatail_feed_handovers",
+                                  "Historical tails that caught up and joined a shared feed.",
+                                  value=pool.handovers)
 
 
 @bp.get("/metrics")

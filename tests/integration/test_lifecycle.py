@@ -40,8 +40,9 @@ def wait_for(pred, timeout: float, what: str, interval: float = 0.02):
 
 
 def tail_threads() -> list[threading.Thread]:
-    """Threads that serve a tail, by the registry's word (not guessed from names)."""
-    return [t for t in threading.enumerate() if REGISTRY.info(t).tail_id is not None]
+    """Threads that serve tails, by the registry's word (not guessed from names)."""
+    return [t for t in threading.enumerate()
+            if REGISTRY.info(t).role in ("consumer", "kafka-io", "websocket")]
 
 
 def thread_names() -> list[str]:
@@ -92,10 +93,11 @@ def test_failed_construct_leaves_no_io_thread():
     wait_for(lambda: counts() <= before, 2, lambda: (before, leftovers()))
 
 
-def test_thread_names_visible_to_the_os(cluster, server):
+def test_thread_names_visible_to_the_os(cluster, make_server_):
+    server = make_server_(status_interval_s=30)  # no handover to the feed during the test
     t = cluster.create_topic()
-    c = open_tails(server, t, 1)[0]
-    tail = server.pool.tails()[0]
+    live, old = open_tails(server, t, 1)[0], open_tails(server, t, 1, "from=earliest")[0]
+    feed, own = sorted(server.pool.tails(), key=lambda v: v.tail_id)
     comms = {}
     for task in PROC.threads():
         try:
@@ -103,17 +105,22 @@ def test_thread_names_visible_to_the_os(cluster, server):
                 comms[task.id] = fh.read().strip()
         except OSError:
             pass
-    assert comms[tail.native_id].startswith("kt-tail-")
-    assert any(v.startswith("kafka-io-kt-") for v in comms.values()), comms
-    assert any(v.startswith("kt-ws-") for v in comms.values()), comms
-    c.close()
+    assert comms[feed.native_id].startswith("kt-feed-")
+    assert comms[own.native_id].startswith("kt-tail-")
+    assert sum(v.startswith("kafka-io-") for v in comms.values()) == 2, comms
+    assert sum(v.startswith("kt-ws-") for v in comms.values()) == 2, comms
+    live.close()
+    old.close()
 
 
+@pytest.mark.parametrize("mode", [{"feed_linger_s": 0}, {"share_live_feeds": False}],
+                         ids=["feed", "dedicated"])
 @pytest.mark.parametrize("how", ["clean", "abrupt"])
-def test_stop_latency_within_poll_timeout(cluster, server, how):
+def test_stop_latency_within_poll_timeout(cluster, make_server_, how, mode):
+    server = make_server_(**mode)
     t = cluster.create_topic()
     c = open_tails(server, t, 1)[0]
-    thread = server.pool.tails()[0]
+    [thread] = server.pool.threads()
     io = [x for x in threading.enumerate() if x.name == "kafka-io-" + thread.client_id]
     assert io
     start = time.monotonic()
@@ -144,8 +151,9 @@ sys.stdin.read()
 """
 
 
-def test_100_tails_closed_every_way_return_to_baseline(cluster, make_server_):
-    server = make_server_(max_tails_per_client=1000)
+@pytest.mark.parametrize("shared", [True, False], ids=["feed", "dedicated"])
+def test_100_tails_closed_every_way_return_to_baseline(cluster, make_server_, shared):
+    server = make_server_(max_tails_per_client=1000, share_live_feeds=shared)
     topic = cluster.create_topic(partitions=2)
     base = warm_baseline(server, topic)
     killed = subprocess.Popen(
@@ -177,7 +185,9 @@ def test_100_tails_closed_every_way_return_to_baseline(cluster, make_server_):
         killed.kill()
         killed.wait()
     assert server.pool.stuck == []
-    assert server.pool.joined_total == server.pool.started_total
+    server.pool.collect()
+    # One thread for the warm-up tail, then one feed, or one thread per tail.
+    assert server.pool.threads_joined == server.pool.threads_started == (2 if shared else 101)
     print(f"100 tails: peak threads/fds {peak}, back to {base} in {took * 1000:.0f} ms")
 
 

@@ -60,6 +60,12 @@ class ServerProcess:
     def tails(self) -> int:
         return self.health()["tails"]
 
+    def consumer_threads(self) -> int:
+        """Consumer threads alive in the worker (shared feeds and dedicated), from /metrics."""
+        text = urllib.request.urlopen(self.url("/metrics"), timeout=5).read().decode()
+        return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+                   if line.startswith("kafkatail_consumer_threads{"))
+
     def cpu_seconds(self) -> float:
         t = self.worker.cpu_times()
         return t.user + t.system

@@ -5,7 +5,7 @@ from kafkatail.tail.outbox import Outbox
 
 
 def batch(start, n, partition=0):
-    return [{"partition": partition, "offset": o} for o in range(start, start + n)]
+    return [{"partition": partition, "offset": o, "size": 1} for o in range(start, start + n)]
 
 
 def decoded(out):

@@ -26,8 +26,7 @@ from kafka.net.compat import KafkaNetClient
 from ..config import Config
 from ..ops.threads import REGISTRY, rename, set_native_name
 from . import frames, kafkafix
-from .records import Batch, encode_batch
-from .request import Matcher
+from .records import Batch, decode_batch, encode_batch, select
 from .viewer import Viewer
 
 if TYPE_CHECKING:
@@ -84,7 +83,6 @@ def open_consumer(config: Config, client_id: str, **owner: Any) -> KafkaConsumer
     return consumer
 
 
-_ALL = Matcher()
 _offset = lambda rec: rec.offset  # noqa: E731
 
 
@@ -327,8 +325,8 @@ class ConsumerThread(threading.Thread):
     def _deliver(self, v: Viewer, partition: int, recs: list, shared: dict) -> None:
         """Under the lock: one partition's records to one viewer, past its cursor.
 
-        ``shared`` caches the encoded Batch of the whole poll per format, so every viewer
-        without a filter sends the same JSON.
+        ``shared`` caches, per format, the whole poll decoded (filtered viewers select from
+        it) and as one Batch (unfiltered viewers all send the same JSON).
         """
         if v.paused or v.done:
             return
@@ -346,13 +344,18 @@ class ConsumerThread(threading.Thread):
                 return
         fmt = v.request.format
         matcher = v.matcher
-        if whole and not matcher.active:
-            batch = shared.get(fmt)
-            if batch is None:
-                batch = shared[fmt] = Batch(
-                    encode_batch(recs, fmt, _ALL, self.config.max_value_bytes))
-        else:
+        if not whole or (matcher.active and len(self._viewers) == 1):
             batch = Batch(encode_batch(recs, fmt, matcher, self.config.max_value_bytes))
+        else:
+            decoded = shared.get(fmt)
+            if decoded is None:
+                decoded = shared[fmt] = decode_batch(recs, fmt, self.config.max_value_bytes)
+            if matcher.active:
+                batch = Batch(select(decoded, matcher))
+            else:
+                batch = shared.get(fmt + "/all")
+                if batch is None:
+                    batch = shared[fmt + "/all"] = Batch(select(decoded, matcher))
         if v.remaining is not None and len(batch) >= v.remaining:
             batch = Batch(batch.records[:v.remaining])
             v.done = True
@@ -440,7 +443,7 @@ class ConsumerThread(threading.Thread):
                     ring.extend(recs)
                     if len(ring) == ring.maxlen:
                         self._floor[p] = ring[0].offset
-                shared: dict[str, Batch] = {}
+                shared: dict[str, Any] = {}
                 for v in viewers:
                     self._deliver(v, p, recs, shared)
 

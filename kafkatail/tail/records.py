@@ -62,11 +62,32 @@ def _value(raw: bytes, fmt: str, truncated: bool) -> tuple[Any, str, str | None]
         return text, "text", text
 
 
+Decoded = tuple[dict[str, Any], "str | None", "str | None"]
+
+
 def encode_batch(records: Iterable[Any], fmt: str, matcher: Matcher,
                  max_value_bytes: int) -> list[dict[str, Any]]:
     """Matching records of one poll() batch as protocol dicts, in the order given."""
-    out: list[dict[str, Any]] = []
-    active = matcher.active
+    return [d[0] for d in decode_batch(records, fmt, max_value_bytes, matcher)]
+
+
+def select(decoded: list[Decoded], matcher: Matcher) -> list[dict[str, Any]]:
+    """The records of a decoded batch that a viewer's filter keeps: no decoding again."""
+    if not matcher.active:
+        return [d[0] for d in decoded]
+    matches = matcher.matches
+    return [item for item, key, text in decoded if matches(key, text)]
+
+
+def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
+                 matcher: Matcher | None = None) -> list[Decoded]:
+    """Each record as (protocol dict, key text, value text); the texts are what filters see.
+
+    With a ``matcher``, a record that does not match is dropped before its dict is built.
+    A feed decodes a poll once per format and lets each viewer ``select`` from it.
+    """
+    out: list[Decoded] = []
+    active = matcher is not None and matcher.active
     for rec in records:
         key, key_encoding = _key(rec.key)
         raw = rec.value
@@ -93,7 +114,7 @@ def encode_batch(records: Iterable[Any], fmt: str, matcher: Matcher,
         }
         if truncated:
             item["truncated"] = True
-        out.append(item)
+        out.append((item, key, text))
     return out
 
 

@@ -263,6 +263,7 @@ def test_internal_error_1011(server, topic10, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("decoder bug")
     monkeypatch.setattr("kafkatail.tail.consumer.encode_batch", boom)
+    monkeypatch.setattr("kafkatail.tail.consumer.decode_batch", boom)
     c = tail(server, topic10, "from=earliest")
     err = c.until(lambda f: f["type"] == "error")
     assert err == {"type": "error", "code": 1011, "message": "internal error"}

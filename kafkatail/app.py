@@ -8,32 +8,38 @@ from flask_sock import Sock
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Config
+from .security.access import Access, Authorize
 from .security.origin import parse_allowed
+from .security.tokens import SUBPROTOCOL
 from .tail.metadata import Metadata
 from .tail.pool import ConsumerPool
 from .ops.reaper import Reaper
 from .web import api, debug, page, socket
 
 
-def init_app(app: Flask, config: Config) -> ConsumerPool:
+def init_app(app: Flask, config: Config, authorize: Authorize | None = None,
+             url_prefix: str = "") -> ConsumerPool:
     """Register kafkatail's routes on ``app``; returns the pool that owns its tail threads.
 
+    ``authorize(request) -> Identity | None`` lets a host app admit its own users (its session,
+    say) when no bearer token is presented; ``url_prefix`` mounts every route under a path.
     Call ``shutdown(app)`` when the host app stops: it closes every tail with 1001.
     """
     pool = ConsumerPool(config)
     reaper = Reaper(pool, config)
+    access = Access(config, authorize, url_prefix)
     app.extensions["kafkatail"] = {"config": config, "pool": pool, "metadata": Metadata(config),
                                    "origins": parse_allowed(config.allowed_origins),
-                                   "reaper": reaper}
+                                   "reaper": reaper, "access": access}
     app.config["SOCK_SERVER_OPTIONS"] = {
         "ping_interval": config.ping_interval_s,
         "max_message_size": config.max_inbound_bytes,
+        "subprotocols": [SUBPROTOCOL],
     }
-    sock = Sock(app)
-    socket.register(sock)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(page.bp)
-    app.register_blueprint(debug.bp)
+    for bp in (socket.blueprint(Sock(app)), api.bp, page.bp, debug.bp):
+        app.register_blueprint(bp, url_prefix=url_prefix or None)
+        # Only kafkatail's own routes: a host app's routes keep their own rules.
+        app.before_request_funcs.setdefault(bp.name, []).append(access.guard)
     reaper.start()
     return pool
 

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "%%s value %%h headers %%S size, \\n \\t (default '%%s\\n')")
     out.add_argument("--json", action="store_true", help="one JSON record per line")
     tail.add_argument("-q", "--quiet", action="store_true", help="no status lines on stderr")
+    tail.add_argument("--token-file", metavar="PATH",
+                      help="read the bearer token from this file (default: $KAFKATAIL_TOKEN); "
+                           "sent as a header, never in the URL or on the command line")
     return parser
 
 
@@ -88,7 +91,10 @@ def demo(args: argparse.Namespace) -> int:
         print(f"kafkatail: port {port} is busy; try --port 0", file=sys.stderr)
         return 2
     bind = args.bind or f"127.0.0.1:{port}"
-    _config(args, bind=bind)  # fail on a bad config before starting anything
+    config = _config(args, bind=bind)  # fail on a bad config before starting anything
+    env = dict(os.environ)
+    if not config.anonymous_topics:  # the demo is for looking around: no token unless configured
+        env["KAFKATAIL_ANONYMOUS_TOPICS"] = "**"
     stop = threading.Event()
     # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -109,7 +115,7 @@ def demo(args: argparse.Namespace) -> int:
                "--bind", bind]
         if args.config:
             cmd += ["--config", args.config]
-        server = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        server = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         host, _, hport = bind.rpartition(":")
         if not wait_for_port(host, int(hport), 30) or server.poll() is not None:
             print("kafkatail: the server did not start", file=sys.stderr)
@@ -141,7 +147,7 @@ def tail(args: argparse.Namespace) -> int:
 
     client = TailClient(args.url, args.topic, start=args.start, partitions=args.partitions,
                         filter=args.filter, regex=args.regex, max_records=args.max,
-                        format=args.value_format)
+                        format=args.value_format, token=_token(args.token_file))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: client.stop())
     render = Formatter(args.topic, None if args.json else
@@ -171,6 +177,14 @@ def tail(args: argparse.Namespace) -> int:
     finally:
         out.flush()
     return 0
+
+
+def _token(path: str | None) -> str | None:
+    """The bearer token for ``kafkatail tail``: a file, else $KAFKATAIL_TOKEN, else none."""
+    if path:
+        with open(path) as fh:
+            return fh.read().strip()
+    return os.environ.get("KAFKATAIL_TOKEN") or None
 
 
 def _port_free(port: int) -> bool:

@@ -19,7 +19,7 @@ from simple_websocket import Client, ConnectionClosed, ConnectionError as WSConn
 from simple_websocket.ws import Base
 
 # Close codes after which trying again cannot help: the request itself is wrong or done.
-FINAL_CODES = {1000, 1009, 4400, 4403, 4404}
+FINAL_CODES = {1000, 1009, 4400, 4401, 4403, 4404}
 # Client-side pings find a server that vanished without FIN (a half-open connection).
 PING_INTERVAL_S = 20
 
@@ -59,7 +59,7 @@ class TailClient:
                  partitions: str | None = None, filter: str | None = None,
                  regex: str | None = None, max_records: int | None = None,
                  format: str = "auto", max_backoff: float = 10.0,
-                 reconnect: bool = True) -> None:
+                 reconnect: bool = True, token: str | None = None) -> None:
         self.base_url = base_url
         self.topic = topic
         self.start = start
@@ -68,6 +68,8 @@ class TailClient:
         self.remaining = max_records
         self.max_backoff = max_backoff
         self.reconnect = reconnect
+        # A header, never a URL parameter: URLs end up in proxy logs.
+        self.headers = {"Authorization": f"Bearer {token}"} if token else None
         self.cursor: dict[int, int] = {}
         self._stop = threading.Event()
         self._ws: Client | None = None
@@ -99,7 +101,8 @@ class TailClient:
         reconnecting = False
         while not self._stop.is_set():
             try:
-                self._ws = Client.connect(self.url(), ping_interval=PING_INTERVAL_S)
+                self._ws = Client.connect(self.url(), headers=self.headers,
+                                          ping_interval=PING_INTERVAL_S)
             except (WSConnectionError, OSError) as exc:
                 if not self.reconnect:
                     raise TailEnded(None, f"cannot connect: {exc}") from None

@@ -11,6 +11,8 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from .security.tokens import check_patterns, check_tokens
+
 ENV_PREFIX = "KAFKATAIL_"
 
 
@@ -64,13 +66,15 @@ FIELDS: tuple[Field, ...] = (
     Field("bind", str, "127.0.0.1:8080", "Address the HTTP/WebSocket server listens on.", _host_port),
     Field("workers", int, 1, "Server worker processes.", _positive),
     Field("worker_class", str, "gthread",
-          "gthread: a pool thread per open socket (cap = threads x workers); "
-          "gevent: greenlets, up to worker_connections sockets per worker.",
+          "gthread: a pool thread per open socket; gevent: greenlets, up to worker_connections "
+          "sockets per worker. A sixteenth of those slots (at least 1) is kept for plain HTTP "
+          "such as /healthz, so tails per worker are capped at the rest (and at max_tails).",
           _one_of("gthread", "gevent")),
     Field("threads", int, 128,
           "gthread worker: threads per worker; each open tail holds one.", _positive),
     Field("worker_connections", int, 1000,
-          "gevent worker: most simultaneous connections per worker.", _positive),
+          "Most simultaneous connections per worker (gevent; gthread stops accepting there too).",
+          _positive),
     Field("poll_timeout_ms", int, 500,
           "Longest a ConsumerThread waits in poll(); bounds stop latency. Never 0.", _positive),
     Field("max_poll_records", int, 500, "Most records fetched per poll, i.e. per batch.", _positive),
@@ -93,6 +97,36 @@ FIELDS: tuple[Field, ...] = (
     Field("allowed_origins", str, "",
           "Comma list of extra browser origins (https://host[:port]) allowed to open tails; "
           "the server's own origin is always allowed, * allows any (close 4403 otherwise)."),
+    Field("anonymous_topics", str, "",
+          "Topic patterns anyone may tail without a token, e.g. \"**\" (all) or \"demo.** "
+          "!demo.secret\" (* one segment, ** any, ! denies and always wins). Empty: every tail "
+          "and /api call needs a token (close 4401). kafkatail demo sets \"**\".",
+          check_patterns),
+    Field("auth_exempt_paths", str, "/ /healthz /readyz /static/**",
+          "HTTP paths served without a token (the page, its files, health checks); / separated "
+          "segments, * and ** as for topics.", lambda v: check_patterns(v, "/")),
+    Field("debug_access", str, "admin",
+          "admin: /debug/* and /metrics need a token with admin = true (403 otherwise); open: "
+          "anyone who can reach the port (then bind it to a private address).",
+          _one_of("admin", "open")),
+    Field("connect_rate_per_client", float, 20.0,
+          "New WebSocket connections per second per client address, sustained (HTTP 429 beyond); "
+          "0 turns the limit off.", _non_negative),
+    Field("connect_burst_per_client", int, 100,
+          "New WebSocket connections a client address may open at once before the rate applies.",
+          _positive),
+    Field("control_rate_per_socket", float, 20.0,
+          "Control frames (pause, resume, filter) per second per socket, sustained (close 1008 "
+          "beyond); 0 turns the limit off.", _non_negative),
+    Field("control_burst_per_socket", int, 50,
+          "Control frames a socket may send at once before the rate applies.", _positive),
+    Field("tokens", dict, {},
+          "Bearer tokens, one table each (tables go at the end of the file). Hash a token with\n"
+          "python -m kafkatail.security.tokens new (or: echo TOKEN | ... hash). Example:\n"
+          "[tokens.ops]\n"
+          "sha256 = \"<64 hex digits>\"\n"
+          "topics = [\"orders.*.eu\", \"logs.**\", \"!audit.**\"]\n"
+          "admin = true    # may read /debug/* and /metrics", check_tokens),
     Field("proxy_hops", int, 0,
           "Reverse proxies in front (nginx: 1). The client address for per-client limits and logs "
           "is then taken from X-Forwarded-For that many hops back.", _non_negative),
@@ -124,6 +158,10 @@ FIELDS: tuple[Field, ...] = (
           "Log records buffered for the log writer thread; when full, records below ERROR are "
           "dropped and counted (kafkatail_log_records_dropped), a tenth is kept for ERROR.",
           _positive),
+    Field("log_config", str, "",
+          "Logging config file (TOML in logging.config.dictConfig's schema, see "
+          "conf/logging.toml): the handlers and formatters behind the log queue, and levels per "
+          "logger. Empty: one line per record on stderr."),
     Field("debug", bool, False,
           "Debug logging format: caller file:line, function and thread in every line (a stack "
           "walk per log call, off in production)."),
@@ -211,7 +249,11 @@ def documented_toml() -> str:
              "# Precedence: this file < environment (KAFKATAIL_<KEY>, e.g. KAFKATAIL_BIND) < flags.",
              "# Use it with: kafkatail serve --config conf/kafkatail.toml", ""]
     for f in FIELDS:
-        lines += [f"# {f.help}", f"{f.name} = {_toml_value(f.default)}", ""]
+        if f.type is not dict:
+            lines += [f"# {f.help}", f"{f.name} = {_toml_value(f.default)}", ""]
+    for f in FIELDS:
+        if f.type is dict:  # a TOML table: shown as a commented example after every plain key
+            lines += ["# " + line for line in f.help.splitlines()] + [""]
     return "\n".join(lines)
 
 

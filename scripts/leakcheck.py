@@ -29,16 +29,31 @@ Findings and the exit status follow the monitoring-plugin convention (0 OK, 1 WA
 
 It reads /proc once per process per sample and runs at most one ``py-spy`` per process, never
 anything per thread, so it is safe against a process with thousands of threads.
+
+``--profile SECONDS`` asks where the CPU goes instead::
+
+    scripts/leakcheck.py --profile 10 --url http://host:8080 [--out hot] [--mode cpu|wall]
+    scripts/leakcheck.py --profile 10 --pid 4242 [--children]          # py-spy, needs ptrace
+
+It fetches an on-CPU flame graph from the server's ``/debug/profile`` (folded stacks, taken inside
+the process, no privileges), prints the hottest functions and stacks, and with ``--out PREFIX``
+writes ``PREFIX.folded``, ``PREFIX.svg`` and ``PREFIX.speedscope.json``. Without a URL, or when
+it does not answer, it runs ``py-spy record`` on ``--pid`` if py-spy is installed and may attach
+(ptrace); otherwise it says why in one line and exits 3.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
@@ -48,9 +63,11 @@ from typing import Any, NoReturn, Sequence
 import psutil
 
 try:
+    from kafkatail.ops import profiler
     from kafkatail.ops.sampling import ProcessSample, ThreadSample, ThreadSampler, sample_process
 except ImportError:  # run from a checkout where kafkatail is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from kafkatail.ops import profiler
     from kafkatail.ops.sampling import ProcessSample, ThreadSample, ThreadSampler, sample_process
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -118,9 +135,14 @@ def load_given(args: argparse.Namespace) -> tuple[str, int, dict[int, PyThread]]
         return f"{label} failed: {exc}"
 
 
+def pyspy_exe() -> str | None:
+    """py-spy on PATH, or next to this Python (a virtualenv's bin that is not on PATH)."""
+    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+
+
 def pyspy(pid: int) -> Stacks | str:
     """``py-spy dump --json`` of one process, or why it could not be had."""
-    exe = shutil.which("py-spy")
+    exe = pyspy_exe()
     if exe is None:
         return "py-spy not installed"
     try:
@@ -336,6 +358,164 @@ def cputime(seconds: float) -> str:
     return f"{int(seconds // 60)}:{seconds % 60:05.2f}"
 
 
+# -- profile --------------------------------------------------------------------------------
+PROFILE_GRACE_S = 30.0   # beyond the profile's own seconds: a queued request, py-spy's start
+PROFILE_FRAMES = 4       # innermost frames shown per top stack
+_DENIED = ("permission denied", "operation not permitted", "ptrace")
+
+
+@dataclass
+class Flame:
+    """Folded stacks from one source, hottest first, and what one count means."""
+
+    source: str
+    unit: str
+    stacks: profiler.Folded
+
+    @property
+    def total(self) -> int:
+        return sum(n for _, n in self.stacks)
+
+    def functions(self) -> list[tuple[str, int]]:
+        """Self time per function: the leaf frame's counts, summed."""
+        leaves: Counter = Counter()
+        for stack, n in self.stacks:
+            leaves[stack[-1]] += n
+        return leaves.most_common()
+
+
+def profile_from_url(base: str, seconds: float, hz: int, mode: str) -> Flame | str:
+    """The server's own sampler: ``/debug/profile`` in folded format, or why not."""
+    query = urllib.parse.urlencode({"seconds": f"{seconds:g}", "hz": hz, "mode": mode,
+                                    "format": "folded"})
+    url = f"{base.rstrip('/')}/debug/profile?{query}"
+    try:
+        with urllib.request.urlopen(url, timeout=seconds + PROFILE_GRACE_S) as resp:
+            text = resp.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        with exc:
+            detail = exc.read(500).decode("utf-8", "replace").strip()
+        return f"GET {url} answered {exc.code}: {detail or exc.reason}"
+    except (OSError, ValueError) as exc:
+        return f"GET {url} failed: {exc}"
+    unit = (f"{1000 / hz:g} ms of CPU" if mode == "cpu"
+            else f"one thread seen at one tick ({1000 / hz:g} ms)")
+    return Flame(f"GET {url}", unit, profiler.parse_folded(text))
+
+
+def profile_with_pyspy(pid: int, seconds: float, hz: int, mode: str,
+                       children: bool) -> Flame | str:
+    """``py-spy record`` of a process from outside (needs ptrace), or why it could not be had."""
+    exe = pyspy_exe()
+    if exe is None:
+        return "py-spy not installed (pip install py-spy)"
+    with tempfile.TemporaryDirectory(prefix="leakcheck-") as tmp:
+        raw = Path(tmp) / "stacks.txt"
+        argv = [exe, "record", "--pid", str(pid), "--duration", str(math.ceil(seconds)),
+                "--rate", str(hz), "--format", "raw", "--output", str(raw), "--threads",
+                "--nonblocking"] + (["--idle"] if mode == "wall" else []) + (
+                    ["--subprocesses"] if children else [])
+        try:
+            run = subprocess.run(argv, capture_output=True, text=True,
+                                 timeout=seconds + PROFILE_GRACE_S)
+        except subprocess.TimeoutExpired:
+            return f"py-spy record timed out after {seconds + PROFILE_GRACE_S:.0f}s"
+        if run.returncode != 0 or not raw.exists():
+            said = [line.strip() for line in (run.stderr + run.stdout).splitlines()]
+            first = next((line for line in said if line.lower().startswith("error")),
+                         next(filter(None, said), f"exit {run.returncode}"))
+            denied = next((line for line in said if any(d in line.lower() for d in _DENIED)),
+                          None)
+            if denied:
+                cause = first if denied == first else f"{first} {denied}"
+                return (f"py-spy may not attach to pid {pid} ({cause}): it needs ptrace, "
+                        f"i.e. the same user and CAP_SYS_PTRACE (docker run --cap-add "
+                        f"SYS_PTRACE) or kernel.yama.ptrace_scope=0; use --url BASE to profile "
+                        f"from inside the server instead")
+            return f"py-spy record failed: {first}"
+        # py-spy starts a stack with its thread (and, with --subprocesses, its process before
+        # that): make it (process, thread, frames...) like the server's (role, thread, frames...).
+        stacks = [(s if s[0].startswith("process ") else [f"pid {pid}", *s], n)
+                  for s, n in profiler.parse_folded(raw.read_text(errors="replace"))]
+    unit = f"one sample ({1000 / hz:g} ms) of a {'' if mode == 'wall' else 'non-idle '}thread"
+    return Flame(f"py-spy record --pid {pid}", unit, stacks)
+
+
+def take_profile(args: argparse.Namespace) -> tuple[Flame, list[str]]:
+    """The server's sampler if --url answers, else py-spy on --pid; raises Unknown with every
+    reason when neither gives a profile."""
+    why: list[str] = []
+    if args.url:
+        flame = profile_from_url(args.url, args.profile, args.hz, args.mode)
+        if isinstance(flame, Flame):
+            return flame, why
+        why.append(flame)
+    if args.pid is None:
+        why.append("no --pid for a py-spy fallback")
+    else:
+        flame = profile_with_pyspy(args.pid, args.profile, args.hz, args.mode, args.children)
+        if isinstance(flame, Flame):
+            return flame, why
+        why.append(flame)
+    raise Unknown("no profile: " + "; ".join(why))
+
+
+def save_profile(flame: Flame, prefix: str) -> list[str]:
+    """PREFIX.folded, PREFIX.svg and PREFIX.speedscope.json; returns their paths."""
+    Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    title = f"{flame.source}: {flame.total} counts, 1 = {flame.unit}"
+    paths = []
+    for fmt, ext in (("folded", "folded"), ("svg", "svg"), ("speedscope", "speedscope.json")):
+        path = f"{prefix}.{ext}"
+        Path(path).write_text(profiler.render(flame.stacks, fmt, title)[0], encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def profile_text(flame: Flame, top: int) -> list[str]:
+    total = flame.total or 1
+    lines = [f"profile: {flame.source}", f"  {flame.total} counts, 1 count = {flame.unit}",
+             "  hottest functions (self):"]
+    lines += [f"    {100 * n / total:5.1f}% {n:>6}  {label}"
+              for label, n in flame.functions()[:top]]
+    lines.append("  hottest stacks (innermost first):")
+    for stack, n in flame.stacks[:top]:
+        frames = " <- ".join(reversed(stack[2:][-PROFILE_FRAMES:]))
+        more = " <- ..." if len(stack) - 2 > PROFILE_FRAMES else ""
+        lines.append(f"    {100 * n / total:5.1f}% {n:>6}  [{' '.join(stack[:2])}] {frames}{more}")
+    return lines
+
+
+def profile_main(args: argparse.Namespace) -> int:
+    try:
+        flame, why = take_profile(args)
+    except Unknown as exc:
+        if args.json:
+            print(json.dumps({"status": "UNKNOWN", "exit": UNKNOWN, "summary": str(exc)}))
+        else:
+            print(f"LEAKCHECK UNKNOWN - {exc}")
+        return UNKNOWN
+    written = save_profile(flame, args.out) if args.out else []
+    hottest = flame.functions()[:1]
+    line = (f"profile of {flame.total} counts, hottest {hottest[0][0]} "
+            f"{100 * hottest[0][1] / flame.total:.0f}%" if hottest
+            else "profile of 0 counts: nothing ran on the CPU (try --mode wall)")
+    if args.json:
+        print(json.dumps({
+            "status": "OK", "exit": OK, "summary": line, "source": flame.source,
+            "unit": flame.unit, "total": flame.total, "notes": why, "files": written,
+            "functions": [{"frame": f, "count": n} for f, n in flame.functions()[:args.top]],
+            "stacks": [{"stack": s, "count": n} for s, n in flame.stacks[:args.top]]}, indent=1))
+        return OK
+    print("\n".join(profile_text(flame, args.top)))
+    for note in why:
+        print(f"note: {note}")
+    for path in written:
+        print(f"wrote {path}")
+    print(f"LEAKCHECK OK - {line}")
+    return OK
+
+
 # -- command line ---------------------------------------------------------------------------
 class Parser(argparse.ArgumentParser):
     """argparse, but usage errors are UNKNOWN (exit 3) in one line, as monitoring expects."""
@@ -361,7 +541,8 @@ def number(kind: type, low: float, strict: bool = False):
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = Parser(prog="leakcheck", description=__doc__.splitlines()[0],
                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--pid", type=number(int, 1), required=True, help="process to check")
+    p.add_argument("--pid", type=number(int, 1),
+                   help="process to check (with --profile: to profile with py-spy)")
     p.add_argument("--children", action="store_true",
                    help="also check its child processes, recursively (gunicorn workers)")
     p.add_argument("--interval", type=number(float, 0, strict=True), default=1.0,
@@ -370,7 +551,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("-n", "--top", type=number(int, 1), default=10, help="threads to list")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--snapshot", metavar="PATH", help="thread snapshot JSON the server wrote")
-    src.add_argument("--url", metavar="BASE", help="server base URL serving /debug/threads")
+    src.add_argument("--url", metavar="BASE",
+                     help="server base URL serving /debug/threads (and /debug/profile)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--max-threads", type=number(int, 1), default=500,
                    help="CRITICAL above this many threads")
@@ -385,7 +567,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="CRITICAL when the thread count grows monotonically by this many")
     p.add_argument("--min-fd-growth", type=number(int, 1), default=10,
                    help="WARNING when the fd count grows monotonically by this many")
-    return p.parse_args(argv)
+    prof = p.add_argument_group("profile (instead of the leak check)")
+    prof.add_argument("--profile", metavar="SECONDS", type=number(float, profiler.MIN_SECONDS),
+                      help="take a flame graph over SECONDS from --url's /debug/profile, "
+                           "else with py-spy on --pid")
+    prof.add_argument("--hz", type=number(int, profiler.MIN_HZ), default=100,
+                      help="samples a second")
+    prof.add_argument("--mode", choices=profiler.MODES, default="cpu",
+                      help="cpu: only threads using the CPU; wall: every thread")
+    prof.add_argument("--out", metavar="PREFIX",
+                      help="write PREFIX.folded, PREFIX.svg and PREFIX.speedscope.json")
+    args = p.parse_args(argv)
+    if args.profile is None and args.pid is None:
+        p.error("--pid is required (or --profile SECONDS with --url)")
+    if args.profile is not None:
+        if args.pid is None and args.url is None:
+            p.error("--profile needs --url BASE or --pid PID")
+        if args.snapshot:
+            p.error("--snapshot does not apply to --profile")
+        if args.profile > profiler.MAX_SECONDS or args.hz > profiler.MAX_HZ:
+            p.error(f"--profile is at most {profiler.MAX_SECONDS:g} s and --hz at most "
+                    f"{profiler.MAX_HZ}")
+    return args
 
 
 def targets(pid: int, children: bool) -> list[int]:
@@ -429,6 +632,8 @@ def summary(status: int, reports: list[Report]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.profile is not None:
+        return profile_main(args)
     try:
         status, reports, notes = check(args)
     except Unknown as exc:

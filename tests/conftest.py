@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import time
 from typing import Iterator
@@ -20,6 +21,25 @@ from integration.wsclient import close_all
 def cluster(kafka_cluster) -> Cluster:
     """The plugin's session broker (embedded Tansu, or KAFKATAIL_TEST_BOOTSTRAP)."""
     return kafka_cluster
+
+
+# The suite's servers, in-process and subprocesses alike, admit anonymous tails, open /debug and
+# do not limit the connection rate, as before access rules existed (tests open hundreds of tails
+# from one address); the tests of those rules (test_auth.py, ...) configure their own.
+OPEN_ACCESS = {"anonymous_topics": "**", "debug_access": "open", "connect_rate_per_client": "0"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _open_access_for_subprocess_servers() -> Iterator[None]:
+    env = {f"KAFKATAIL_{k.upper()}": v for k, v in OPEN_ACCESS.items()}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(autouse=True)
@@ -72,7 +92,7 @@ def make_server_(cluster):
     def make(port: int = 0, **overrides) -> LiveServer:
         cfg = Config(bootstrap_servers=cluster.bootstrap, poll_timeout_ms=200,
                      ping_interval_s=5, status_interval_s=1, request_timeout_ms=3000,
-                     feed_linger_s=0.5)
+                     feed_linger_s=0.5, **OPEN_ACCESS)
         server = LiveServer(cfg.replace(**overrides), port)
         server.thread.start()
         servers.append(server)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import _queue
 import logging
+import logging.config
 import logging.handlers
 import os
 import sys
+import tomllib
 from collections import Counter
 from typing import Any, TextIO
 
-from ..config import Config
+from ..config import Config, ConfigError
 from .profiler import OSThread
 
 LISTENER_NAME = "kt-log-listener"
@@ -135,25 +137,70 @@ _current: LogPipeline | None = None
 _SRCFILE = logging._srcfile  # type: ignore[attr-defined]
 
 
-def setup(config: Config, stream: TextIO | None = None) -> LogPipeline:
-    """Route the root logger through a bounded queue to ``stream`` (stderr) and start the listener.
+def _configured_sinks(path: str) -> list[logging.Handler]:
+    """Apply the ``log_config`` file (dictConfig's schema in TOML) and take its root handlers
+    away from the root logger: they become the listener's sinks, behind the queue."""
+    where = f"log_config {path}"
+    try:
+        with open(path, "rb") as fh:
+            spec = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{where}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    spec.setdefault("version", 1)
+    spec.setdefault("disable_existing_loggers", False)
+    root = spec.get("root", {})
+    if not root.get("handlers"):
+        raise ConfigError(f"{where}: [root] handlers names no sink")
+    if "level" in root:
+        raise ConfigError(f"{where}: the root level is log_level; set that instead")
+    for name, section in spec.get("loggers", {}).items():
+        if section.get("handlers"):
+            raise ConfigError(f"{where}: loggers.{name}: handlers go on [root] only (every record "
+                              f"passes one queue); give this logger a level, the handler a filter")
+    try:
+        logging.config.dictConfig(spec)
+    except (ValueError, TypeError, AttributeError, ImportError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    root_logger = logging.getLogger()
+    sinks = list(root_logger.handlers)
+    for h in sinks:
+        root_logger.removeHandler(h)
+    return sinks
 
-    Caller lookup (file, line, function) is a frame walk on every call: on only with
-    ``debug``, when the format prints it. Thread and process fields are not gathered unless
-    the format prints them.
+
+def _formats(sinks: list[logging.Handler]) -> str:
+    return " ".join(getattr(h.formatter, "_fmt", None) or "" for h in sinks)
+
+
+def setup(config: Config, stream: TextIO | None = None) -> LogPipeline:
+    """Route the root logger through a bounded queue to its sinks and start the listener. The
+    sinks are ``log_config``'s root handlers, or one handler on ``stream`` (stderr).
+
+    Caller lookup (file, line, function) is a frame walk on every call: on only with ``debug``
+    or a format that prints it. Thread and process fields are not gathered unless a format
+    prints them. Raises ConfigError for a ``log_config`` file that cannot be used.
     """
     global _current
     teardown()
     debug = config.debug
-    logging._srcfile = _SRCFILE if debug else None  # type: ignore[attr-defined]
-    logging.logThreads = debug
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    sink = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    sink.setFormatter(logging.Formatter(DEBUG_FORMAT if debug else FORMAT))
+    if config.log_config:
+        sinks = _configured_sinks(config.log_config)
+    else:
+        sink = logging.StreamHandler(stream if stream is not None else sys.stderr)
+        sink.setFormatter(logging.Formatter(DEBUG_FORMAT if debug else FORMAT))
+        sinks = [sink]
+    formats = _formats(sinks)
+    caller = debug or any(f in formats for f in ("filename", "lineno", "funcName", "pathname",
+                                                 "module"))
+    logging._srcfile = _SRCFILE if caller else None  # type: ignore[attr-defined]
+    logging.logThreads = "thread" in formats
+    logging.logProcesses = "process" in formats
+    logging.logMultiprocessing = "processName" in formats
     capacity = config.log_queue_size
     handler = DroppingQueueHandler(_queue.SimpleQueue(), capacity, max(1, capacity // 10))
-    listener = OwnedQueueListener(handler.queue, handler, sink)
+    listener = OwnedQueueListener(handler.queue, handler, *sinks)
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -174,6 +221,9 @@ def teardown(timeout: float = 5.0) -> bool:
     pipeline, _current = _current, None
     done = pipeline.stop(timeout)
     logging.getLogger().removeHandler(pipeline.handler)
+    if done:  # a sink still blocked holds its lock: leave it to the process's exit
+        for sink in pipeline.listener.handlers:
+            sink.close()
     logging.captureWarnings(False)
     logging._srcfile = _SRCFILE  # type: ignore[attr-defined]
     logging.logThreads = True

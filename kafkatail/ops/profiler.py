@@ -1,15 +1,28 @@
 """Flame graphs from inside the process: a named OS thread samples every thread's stack for a while.
 
-``Profiler.run(seconds, hz)`` starts one sampler thread (a real OS thread even under gevent, or a
-CPU-bound greenlet would starve it), which reads ``sys._current_frames()`` at ``hz`` until the time
-is up and then stops by itself. Stacks are folded (one line per unique stack and its count), each
-prefixed with the thread's role and name, and rendered as folded text, speedscope JSON or an SVG.
+``Profiler.run(seconds, hz, mode)`` starts one sampler thread (a real OS thread even under gevent,
+or a CPU-bound greenlet would starve it), which reads ``sys._current_frames()`` at ``hz`` until the
+time is up and then stops by itself. Stacks are folded (one line per unique stack and its count),
+each prefixed with the thread's role and name, and rendered as folded text, speedscope JSON or SVG.
+
+``mode="cpu"`` (the default) is an on-CPU profile: each tick reads every thread's CPU clock
+(Linux per-thread ``CLOCK_THREAD_CPUTIME_ID`` by tid, one ``clock_gettime`` and no file IO) and
+charges the thread's current stack with the CPU it used since the previous tick, in units of one
+tick (``1/hz`` s of CPU), carrying fractions over. A thread parked in ``wait``/``select`` uses no
+CPU and never appears; the counts add up to CPU time, as a CPU-clock profiler's would.
+``mode="wall"`` counts every thread at every tick, parked or not (where the time goes).
+
+Known bias: the sampler needs the GIL to read stacks, and a thread gives the GIL up either at the
+switch interval (a CPU-bound thread, caught mid-work: exact) or when it blocks. So a thread that
+runs in short bursts is charged its true CPU, but often at the call where it parked (``wait``,
+``select``) rather than at the code that burned it; its outer frames still say which loop it was.
 """
 from __future__ import annotations
 
 import html
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -23,6 +36,7 @@ from .threads import REGISTRY, green
 
 MIN_SECONDS, MAX_SECONDS = 0.1, 60.0
 MIN_HZ, MAX_HZ = 1, 1000
+MODES = ("cpu", "wall")
 _MAX_DEPTH = 128
 _BOOTSTRAP = {"_bootstrap", "_bootstrap_inner"}
 _THREADING_FILE = threading.__file__
@@ -55,6 +69,25 @@ def set_os_thread_name(name: str) -> None:
 
 # Under gevent, OSThreads are invisible to (patched) threading: ident -> (role, name).
 _GREEN_OS_THREADS: dict[int, tuple[str, str]] = {}
+# Under gevent, OS thread ident -> native id of the OS threads whose CPU clock can be read:
+# OSThreads, and the thread the greenlets run on (recorded by ``Profiler.run``).
+_GREEN_NATIVE_IDS: dict[int, int] = {}
+
+
+def thread_cpu_clock(native_id: int) -> int:
+    """The clock id of a thread's CPU clock by its tid (what glibc's ``pthread_getcpuclockid``
+    computes, without reading a ``pthread_t`` that may already be freed): reading it for a thread
+    that has exited raises OSError instead of reading someone else's clock."""
+    return (~native_id << 3) | 6   # Linux MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)
+
+
+def cpu_mode_supported() -> bool:
+    """True where per-thread CPU clocks can be read by tid (Linux)."""
+    try:
+        time.clock_gettime_ns(thread_cpu_clock(threading.get_native_id()))
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 class OSThread:
@@ -92,11 +125,12 @@ class OSThread:
     def _run_green(self) -> None:
         self.ident = _originals()[2]()
         _GREEN_OS_THREADS[self.ident] = (self._role, self.name)
+        _GREEN_NATIVE_IDS[self.ident] = threading.get_native_id()
         try:
             set_os_thread_name(self.name)
             self._target()
         finally:
-            del _GREEN_OS_THREADS[self.ident]
+            del _GREEN_OS_THREADS[self.ident], _GREEN_NATIVE_IDS[self.ident]
             self._done.release()
 
     def join(self, timeout: float) -> bool:
@@ -114,11 +148,15 @@ class OSThread:
 @dataclass
 class Profile:
     """Sampled stacks: (role, thread name, code ids outermost first) -> count; ``codes`` maps
-    each id to its code object (hashing ids is cheaper than hashing code objects)."""
+    each id to its code object (hashing ids is cheaper than hashing code objects). ``samples`` is
+    the number of ticks; in ``cpu`` mode a count is CPU time in ticks (``1/hz`` s of CPU), and
+    ``unclocked`` counts thread-ticks skipped because the thread's CPU clock was unknown."""
 
     seconds: float
     hz: int
     samples: int = 0
+    mode: str = "wall"
+    unclocked: int = 0
     stacks: Counter = field(default_factory=Counter)
     codes: dict[int, CodeType] = field(default_factory=dict)
 
@@ -137,84 +175,135 @@ class Profile:
 
     def folded_text(self) -> str:
         """Brendan Gregg's folded format: ``a;b;c count`` per line (flamegraph.pl, speedscope)."""
-        return "".join(f"{';'.join(s.replace(';', ':') for s in stack)} {n}\n"
-                       for stack, n in self.folded())
+        return folded_text(self.folded())
+
+    def title(self) -> str:
+        what = (f"on-CPU, 1 = {1000 / self.hz:g} ms of CPU" if self.mode == "cpu"
+                else "wall-clock, every thread every tick")
+        if self.unclocked:
+            what += f", {self.unclocked} thread-ticks left out (no CPU clock)"
+        return (f"kafkatail pid {os.getpid()}: {self.samples} ticks at {self.hz} Hz over "
+                f"{self.seconds:g} s, {what} (role; thread; stack)")
 
     def speedscope(self) -> dict[str, Any]:
         """speedscope's file format: one sampled profile per thread, frames shared."""
-        frames: list[dict[str, Any]] = []
-        index: dict[str, int] = {}
-        by_thread: dict[str, list[tuple[list[int], int]]] = {}
-        for stack, n in self.folded():
-            ids = []
-            for label in stack[2:]:
-                if label not in index:
-                    index[label] = len(frames)
-                    name, _, where = label.partition(" (")
-                    file, _, line = where.rstrip(")").rpartition(":")
-                    frame: dict[str, Any] = {"name": name, "file": file}
-                    if line.isdigit():
-                        frame["line"] = int(line)
-                    frames.append(frame)
-                ids.append(index[label])
-            by_thread.setdefault(f"{stack[0]}/{stack[1]}", []).append((ids, n))
-        profiles = [{"type": "sampled", "name": thread, "unit": "none", "startValue": 0,
-                     "endValue": sum(n for _, n in rows), "samples": [ids for ids, _ in rows],
-                     "weights": [n for _, n in rows]}
-                    for thread, rows in sorted(by_thread.items(),
-                                               key=lambda kv: -sum(n for _, n in kv[1]))]
-        return {"$schema": "https://www.speedscope.app/file-format-schema.json",
-                "exporter": "kafkatail", "name": f"kafkatail pid {os.getpid()}",
-                "activeProfileIndex": 0, "shared": {"frames": frames}, "profiles": profiles}
+        return speedscope(self.folded(), f"kafkatail pid {os.getpid()}")
 
     def svg(self, width: int = 1200, row: int = 16) -> str:
         """A self-contained flame graph (root at the bottom), hover a box for its counts."""
-        root: dict[str, Any] = {"n": 0, "kids": {}}
-        stacks = self.folded()
-        for stack, n in stacks:
-            node = root
-            node["n"] += n
-            for label in stack:
-                node = node["kids"].setdefault(label, {"n": 0, "kids": {}})
-                node["n"] += n
-        depth = max((len(s) for s, _ in stacks), default=0)
-        height = (depth + 2) * row
-        total = root["n"] or 1
-        boxes: list[str] = []
-
-        def draw(node: dict[str, Any], x: float, level: int) -> None:
-            for label, kid in sorted(node["kids"].items()):
-                w = width * kid["n"] / total
-                if w >= 0.5:
-                    y = height - (level + 2) * row
-                    # role and thread rows in grey, frames in warm colours (stable per name)
-                    fill = ("hsl(210,15%,80%)" if level < 2 else
-                            f"hsl({20 + zlib.crc32(label.encode()) % 40},90%,60%)")
-                    share = 100 * kid["n"] / total
-                    tip = html.escape(f"{label}: {kid['n']} samples ({share:.1f}%)")
-                    text = html.escape(label[: int(w / 7)]) if w > 21 else ""
-                    boxes.append(
-                        f'<g><title>{tip}</title><rect x="{x:.1f}" y="{y}" width="{w:.1f}" '
-                        f'height="{row - 1}" fill="{fill}"/>'
-                        f'<text x="{x + 3:.1f}" y="{y + row - 4}">{text}</text></g>')
-                    draw(kid, x, level + 1)
-                x += w
-
-        draw(root, 0.0, 0)
-        title = html.escape(f"kafkatail pid {os.getpid()}: {self.samples} samples at {self.hz} Hz "
-                            f"over {self.seconds:g} s (role; thread; stack)")
-        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-                f'font-family="monospace" font-size="11">'
-                f'<rect width="100%" height="100%" fill="#fff"/>'
-                f'<text x="4" y="{row - 4}">{title}</text>{"".join(boxes)}</svg>\n')
+        return flame_svg(self.folded(), self.title(), width, row)
 
     def render(self, fmt: str) -> tuple[str, str]:
         """(body, mimetype) for ``folded``, ``speedscope`` or ``svg``."""
-        if fmt == "folded":
-            return self.folded_text(), "text/plain"
-        if fmt == "speedscope":
-            return json.dumps(self.speedscope()), "application/json"
-        return self.svg(), "image/svg+xml"
+        return render(self.folded(), fmt, self.title())
+
+
+Folded = list[tuple[list[str], int]]
+
+
+def folded_text(stacks: Folded) -> str:
+    """``a;b;c count`` per stack (``;`` inside a frame becomes ``:``)."""
+    return "".join(f"{';'.join(s.replace(';', ':') for s in stack)} {n}\n" for stack, n in stacks)
+
+
+def parse_folded(text: str) -> Folded:
+    """The stacks of a folded file (this module's or ``py-spy record --format raw``), hottest
+    first; lines that are not ``stack count`` are skipped."""
+    out = []
+    for line in text.splitlines():
+        stack, _, n = line.rstrip().rpartition(" ")
+        if stack and n.isdigit():
+            out.append((stack.split(";"), int(n)))
+    out.sort(key=lambda item: (-item[1], item[0]))
+    return out
+
+
+def speedscope(stacks: Folded, name: str) -> dict[str, Any]:
+    """speedscope's file format: one sampled profile per (first two frames: role and thread),
+    frames shared; frame labels ``name (file:line)`` are split into their fields."""
+    frames: list[dict[str, Any]] = []
+    index: dict[str, int] = {}
+    by_thread: dict[str, list[tuple[list[int], int]]] = {}
+    for stack, n in stacks:
+        ids = []
+        for label in stack[2:]:
+            if label not in index:
+                index[label] = len(frames)
+                fname, _, where = label.partition(" (")
+                file, _, line = where.rstrip(")").rpartition(":")
+                frame: dict[str, Any] = {"name": fname, "file": file}
+                if line.isdigit():
+                    frame["line"] = int(line)
+                frames.append(frame)
+            ids.append(index[label])
+        by_thread.setdefault("/".join(stack[:2]), []).append((ids, n))
+    profiles = [{"type": "sampled", "name": thread, "unit": "none", "startValue": 0,
+                 "endValue": sum(n for _, n in rows), "samples": [ids for ids, _ in rows],
+                 "weights": [n for _, n in rows]}
+                for thread, rows in sorted(by_thread.items(),
+                                           key=lambda kv: -sum(n for _, n in kv[1]))]
+    return {"$schema": "https://www.speedscope.app/file-format-schema.json",
+            "exporter": "kafkatail", "name": name,
+            "activeProfileIndex": 0, "shared": {"frames": frames}, "profiles": profiles}
+
+
+_TRAILING_ID = re.compile(r"\d+$")
+
+
+def thread_group(name: str) -> str:
+    """A thread name with its trailing number starred: ``kt-tail-t-17`` -> ``kt-tail-t-*``."""
+    return _TRAILING_ID.sub("*", name)
+
+
+def flame_svg(stacks: Folded, title: str, width: int = 1200, row: int = 16) -> str:
+    """A self-contained flame graph (root at the bottom, the first two levels, role and thread
+    group, in grey); hover a box for its counts. Threads of one group (``kt-tail-*``) share a
+    flame, or a server with 200 tails would draw 200 slivers; folded and speedscope keep them
+    apart."""
+    root: dict[str, Any] = {"n": 0, "kids": {}}
+    for stack, n in stacks:
+        node = root
+        node["n"] += n
+        for label in [stack[0], thread_group(stack[1]), *stack[2:]] if len(stack) > 1 else stack:
+            node = node["kids"].setdefault(label, {"n": 0, "kids": {}})
+            node["n"] += n
+    depth = max((len(s) for s, _ in stacks), default=0)
+    height = (depth + 2) * row
+    total = root["n"] or 1
+    boxes: list[str] = []
+
+    def draw(node: dict[str, Any], x: float, level: int) -> None:
+        for label, kid in sorted(node["kids"].items()):
+            w = width * kid["n"] / total
+            if w >= 0.5:
+                y = height - (level + 2) * row
+                # role and thread rows in grey, frames in warm colours (stable per name)
+                fill = ("hsl(210,15%,80%)" if level < 2 else
+                        f"hsl({20 + zlib.crc32(label.encode()) % 40},90%,60%)")
+                share = 100 * kid["n"] / total
+                tip = html.escape(f"{label}: {kid['n']} samples ({share:.1f}%)")
+                text = html.escape(label[: int(w / 7)]) if w > 21 else ""
+                boxes.append(
+                    f'<g><title>{tip}</title><rect x="{x:.1f}" y="{y}" width="{w:.1f}" '
+                    f'height="{row - 1}" fill="{fill}"/>'
+                    f'<text x="{x + 3:.1f}" y="{y + row - 4}">{text}</text></g>')
+                draw(kid, x, level + 1)
+            x += w
+
+    draw(root, 0.0, 0)
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'font-family="monospace" font-size="11">'
+            f'<rect width="100%" height="100%" fill="#fff"/>'
+            f'<text x="4" y="{row - 4}">{html.escape(title)}</text>{"".join(boxes)}</svg>\n')
+
+
+def render(stacks: Folded, fmt: str, title: str) -> tuple[str, str]:
+    """(body, mimetype) for ``folded``, ``speedscope`` or ``svg``."""
+    if fmt == "folded":
+        return folded_text(stacks), "text/plain"
+    if fmt == "speedscope":
+        return json.dumps(speedscope(stacks, title)), "application/json"
+    return flame_svg(stacks, title), "image/svg+xml"
 
 
 def _label(code: CodeType) -> str:
@@ -239,6 +328,79 @@ def _who(ident: int, bottom: FrameType, is_green: bool) -> tuple[str, str]:
     return REGISTRY.info(thread).role, thread.name
 
 
+class _CpuClocks:
+    """Per-thread CPU since the previous tick, in ticks with the fractions carried over.
+
+    Keyed by ident, with the clock of the thread's native id resolved once: when that thread
+    exits its clock raises, and the ident (which the next thread may reuse) is resolved again.
+    Every ``forget_all_but`` re-resolves everything, so a reused ident is caught within 100 ticks
+    even in the rare case that its old tid was reused too. The common case, a parked thread whose
+    clock did not move, is one ``clock_gettime`` and one comparison.
+    """
+
+    def __init__(self, period_ns: float, is_green: bool) -> None:
+        self.period_ns = period_ns
+        self.is_green = is_green
+        self.clock: dict[int, int] = {}               # ident -> CPU clock id
+        self.last: dict[int, int] = {}                # ident -> CPU ns at the previous tick
+        self.carry: dict[int, float] = {}             # ident -> fraction of a tick owed
+        self.started = False    # after the first tick, a thread seen first is new: all its CPU
+        #                         was used since the previous tick
+
+    def _resolve(self, ident: int) -> int | None:
+        if self.is_green:   # threading lists greenlets there; OS threads are known by ident
+            nid = _GREEN_NATIVE_IDS.get(ident)
+        else:
+            thread = threading._active.get(ident)  # type: ignore[attr-defined]
+            nid = thread.native_id if thread is not None else None
+        if nid is None:
+            return None
+        self.clock[ident] = clock = thread_cpu_clock(nid)
+        return clock
+
+    def ticks(self, ident: int) -> int | None:
+        """Whole ticks of CPU ``ident`` used since it was last seen (0 on first sight); None if
+        its CPU clock cannot be read."""
+        clock = self.clock.get(ident)
+        try:
+            if clock is None:
+                raise OSError
+            now = time.clock_gettime_ns(clock)
+        except OSError:     # not resolved yet, or its thread exited and the ident is reused
+            self.last.pop(ident, None)
+            clock = self._resolve(ident)
+            if clock is None:
+                return None
+            try:
+                now = time.clock_gettime_ns(clock)
+            except OSError:     # exited since sys._current_frames() listed it
+                return None
+        prev = self.last.get(ident)
+        if prev == now:
+            return 0
+        self.last[ident] = now
+        if prev is None:
+            self.carry[ident] = 0.0
+            if not self.started:
+                return 0
+            prev = 0
+        owed = self.carry[ident] + (now - prev) / self.period_ns
+        n = int(owed)
+        self.carry[ident] = owed - n
+        return n
+
+    def forget_all_but(self, idents: Any) -> None:
+        """Drop threads that are gone and re-resolve the rest (see the class docstring)."""
+        for ident in self.clock.keys() - idents:
+            del self.clock[ident]
+            self.last.pop(ident, None)
+            self.carry.pop(ident, None)
+        for ident in list(self.clock):
+            old = self.clock.pop(ident)
+            if self._resolve(ident) != old:     # gone, or the ident now names another thread
+                self.last.pop(ident, None)
+
+
 class Profiler:
     """Takes one profile at a time; a second concurrent ``run`` raises ``Busy``."""
 
@@ -246,16 +408,24 @@ class Profiler:
         self._lock = threading.Lock()
         self.profiles_taken = 0
 
-    def run(self, seconds: float, hz: int, wait: Callable[[float], None] | None = None) -> Profile:
+    def run(self, seconds: float, hz: int, wait: Callable[[float], None] | None = None,
+            mode: str = "cpu") -> Profile:
         """Sample every thread ``hz`` times a second for ``seconds``; blocks the caller (who
         waits with ``wait``, default ``time.sleep``, which is cooperative under gevent)."""
         if not (MIN_SECONDS <= seconds <= MAX_SECONDS and MIN_HZ <= hz <= MAX_HZ):
             raise ValueError(
                 f"seconds must be {MIN_SECONDS}-{MAX_SECONDS} and hz {MIN_HZ}-{MAX_HZ}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        if mode == "cpu" and not cpu_mode_supported():
+            raise ValueError("mode=cpu needs Linux per-thread CPU clocks; use mode=wall")
         if not self._lock.acquire(blocking=False):
             raise Busy("a profile is already running")
         try:
-            profile = Profile(seconds, hz)
+            caller = _originals()[2]()
+            if green():   # the greenlets' OS thread, which is the caller's
+                _GREEN_NATIVE_IDS[caller] = threading.get_native_id()
+            profile = Profile(seconds, hz, mode=mode)
             finished: list[bool] = []
             sampler = OSThread("kt-profiler", lambda: self._sample(profile, finished),
                                role="profiler", owner="profiler")
@@ -268,6 +438,7 @@ class Profiler:
             self.profiles_taken += 1
             return profile
         finally:
+            _GREEN_NATIVE_IDS.pop(caller, None)
             self._lock.release()
 
     def _sample(self, profile: Profile, finished: list[bool]) -> None:
@@ -275,14 +446,34 @@ class Profiler:
         me = get_ident()
         is_green = green()
         period = 1.0 / profile.hz
+        clocks = _CpuClocks(1e9 * period, is_green) if profile.mode == "cpu" else None
         stacks, known = profile.stacks, profile.codes
+        clock_of, last_of = (clocks.clock.get, clocks.last.get) if clocks else (None, None)
+        read = time.clock_gettime_ns
         end = time.monotonic() + profile.seconds
         next_at = time.monotonic()
         try:
             while True:
-                for ident, frame in sys._current_frames().items():
+                current = sys._current_frames()
+                for ident, frame in current.items():
                     if ident == me:
                         continue
+                    n = 1
+                    if clocks is not None:
+                        clock = clock_of(ident)
+                        if clock is not None:   # inline fast path: a parked thread, clock still
+                            try:
+                                if read(clock) == last_of(ident):
+                                    continue
+                            except OSError:
+                                pass
+                        ticks = clocks.ticks(ident)
+                        if ticks is None:
+                            profile.unclocked += 1
+                            continue
+                        if not ticks:
+                            continue
+                        n = ticks
                     ids = []
                     bottom = frame
                     f: FrameType | None = frame
@@ -294,8 +485,12 @@ class Profiler:
                         f = f.f_back
                     role, name = _who(ident, bottom, is_green)
                     ids.reverse()
-                    stacks[(role, name, tuple(ids))] += 1
+                    stacks[(role, name, tuple(ids))] += n
                 profile.samples += 1
+                if clocks is not None:
+                    clocks.started = True
+                    if profile.samples % 100 == 0:
+                        clocks.forget_all_but(current.keys())
                 next_at += period
                 now = time.monotonic()
                 if now >= end:

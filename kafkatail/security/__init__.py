@@ -1,1 +1,2 @@
-"""Who may open a tail: the WebSocket origin check (tokens and topic rules come later)."""
+"""Who may open a tail and what it may ask for: the origin check, bearer tokens and topic rules
+(a pattern trie), the access guard on kafkatail's routes, and rate limits."""

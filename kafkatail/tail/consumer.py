@@ -27,6 +27,7 @@ from ..config import Config
 from ..ops.threads import REGISTRY, rename, set_native_name
 from . import frames, kafkafix
 from .records import Batch, decode_batch, encode_batch, select
+from .request import REGEX_BUDGET_S
 from .viewer import Viewer
 
 if TYPE_CHECKING:
@@ -356,6 +357,11 @@ class ConsumerThread(threading.Thread):
                 batch = shared.get(fmt + "/all")
                 if batch is None:
                     batch = shared[fmt + "/all"] = Batch(select(decoded, matcher))
+        if matcher.tripped:
+            v.done = True
+            v.outbox.close(frames.BAD_REQUEST, f"regex: over its {REGEX_BUDGET_S:g} s budget on "
+                           "these records; use a simpler pattern")
+            return
         if v.remaining is not None and len(batch) >= v.remaining:
             batch = Batch(batch.records[:v.remaining])
             v.done = True
@@ -375,6 +381,7 @@ class ConsumerThread(threading.Thread):
         status_every = cfg.status_interval_s
         linger = cfg.feed_linger_s
         broker_down = False
+        missing = 0
         caught_up = False
         next_check = next_share = time.monotonic() + status_every
         self.state = "live"
@@ -408,7 +415,11 @@ class ConsumerThread(threading.Thread):
             now = time.monotonic()
             if not polled and now >= next_check:
                 next_check = now + status_every
-                reachable = self._probe(consumer, tps)
+                # Twice in a row: a broker restarted empty may answer before its topics return.
+                missing = 0 if self._topic_listed(consumer) else missing + 1
+                if missing >= 2:
+                    raise frames.Close(frames.NOT_FOUND, f"topic {self.topic} was deleted")
+                reachable = missing > 0 or self._probe(consumer, tps)
                 if reachable == broker_down:
                     broker_down = not reachable
                     self.state = "broker-unavailable" if broker_down else (
@@ -488,6 +499,12 @@ class ConsumerThread(threading.Thread):
             if self._next[tp.partition] < end:
                 return False
         return True
+
+    def _topic_listed(self, consumer: KafkaConsumer) -> bool:
+        """Does the consumer's last metadata answer still list the topic? From its cache, not a
+        request (``partitions_for_topic`` would wait with no timeout for an unknown topic); a
+        fetch of a deleted topic makes kafka-python refresh it, and a failed refresh keeps it."""
+        return consumer._cluster.partitions_for_topic(self.topic) is not None
 
     def _probe(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> bool:
         """Is the cluster answering? Bounded by the poll timeout so stop latency holds."""

@@ -5,10 +5,18 @@ so the consumer thread only ever sees well-formed requests.
 """
 from __future__ import annotations
 
+import logging
 import re
+# re's own parser (private, stable since 3.11): inspects a pattern without compiling it.
+import re._constants as sre_constants
+import re._parser as sre_parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Mapping
+
+import regex
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "text", "json", "base64")
 MAX_TOPIC_LEN = 249
@@ -16,6 +24,14 @@ MAX_PATTERN_LEN = 512
 MAX_FILTER_LEN = 1024
 MAX_LAST_N = 100_000
 MAX_MAX = 10_000_000
+MAX_PARTITIONS = 10_000
+# A regex is bounded three ways: its length, its size once repeats are expanded (what the
+# compiler allocates: ``(?:a{65535}){65535}`` would take gigabytes), and a time budget per search.
+MAX_PATTERN_WEIGHT = 10_000
+REGEX_BUDGET_S = 0.1
+# Overruns before a regex is switched off; more than one, so a search that was merely descheduled
+# on a loaded machine does not silence a sound filter.
+REGEX_OVERRUNS = 3
 
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
@@ -34,16 +50,37 @@ class StartAt:
     offsets: Mapping[int, int] = field(default_factory=dict)
 
 
+class _Trip:
+    """Counts a regex's budget overruns; at REGEX_OVERRUNS it is tripped and matches nothing."""
+
+    __slots__ = ("overruns",)
+
+    def __init__(self) -> None:
+        self.overruns = 0
+
+
 @dataclass(frozen=True)
 class Matcher:
-    """Case-insensitive substring and/or regex over a record's key and value text."""
+    """Case-insensitive substring and/or regex over a record's key and value text.
+
+    A regex search that takes longer than ``REGEX_BUDGET_S`` stops and counts as no match, with
+    a warning; after ``REGEX_OVERRUNS`` of them the matcher trips and matches nothing from then
+    on, so one pathological pattern costs a shared consumer a few budgets, never minutes per
+    record.
+    """
 
     substring: str = ""
-    pattern: re.Pattern[str] | None = None
+    pattern: regex.Pattern | None = None
+    _trip: _Trip = field(default_factory=_Trip, compare=False, repr=False)
 
     @property
     def active(self) -> bool:
         return bool(self.substring) or self.pattern is not None
+
+    @property
+    def tripped(self) -> bool:
+        """The regex overran its time budget REGEX_OVERRUNS times and now matches nothing."""
+        return self._trip.overruns >= REGEX_OVERRUNS
 
     def matches(self, key: str | None, value: str | None) -> bool:
         if self.substring:
@@ -51,8 +88,20 @@ class Matcher:
             if not ((key and needle in key.lower()) or (value and needle in value.lower())):
                 return False
         if self.pattern is not None:
+            trip = self._trip
+            if trip.overruns >= REGEX_OVERRUNS:
+                return False
             search = self.pattern.search
-            if not ((key and search(key)) or (value and search(value))):
+            try:
+                if not ((key and search(key, timeout=REGEX_BUDGET_S))
+                        or (value and search(value, timeout=REGEX_BUDGET_S))):
+                    return False
+            except TimeoutError:
+                trip.overruns += 1
+                log.warning("regex %r overran its %g s budget on one record (%d of %d)%s",
+                            self.pattern.pattern[:80], REGEX_BUDGET_S, trip.overruns,
+                            REGEX_OVERRUNS, "; it now matches nothing"
+                            if trip.overruns >= REGEX_OVERRUNS else "")
                 return False
         return True
 
@@ -114,6 +163,8 @@ def parse_start(raw: str | None) -> StartAt:
                 raise BadRequest("from: partitions and offsets must be 0 or more")
             if partition in offsets:
                 raise BadRequest(f"from: partition {partition} given twice")
+            if len(offsets) >= MAX_PARTITIONS:
+                raise BadRequest(f"from: at most {MAX_PARTITIONS} offsets")
             offsets[partition] = offset
         return StartAt("offsets", offsets=offsets)
     raise BadRequest("from: use latest, earliest, -N, ts:<epoch-ms|ISO-8601> or offsets:<p>:<o>,...")
@@ -141,7 +192,7 @@ def parse_partitions(raw: str | None) -> tuple[int, ...] | None:
     if raw is None or not raw.strip():
         return None
     parts = sorted({_int(p, "partitions") for p in raw.split(",")})
-    if parts[0] < 0 or len(parts) > 10_000:
+    if parts[0] < 0 or len(parts) > MAX_PARTITIONS:
         raise BadRequest("partitions: a comma list of partition numbers (0 or more)")
     return tuple(parts)
 
@@ -153,13 +204,52 @@ def compile_matcher(substring: str | None, regex: str | None) -> Matcher:
         raise BadRequest(f"filter: longer than {MAX_FILTER_LEN} characters")
     if len(regex) > MAX_PATTERN_LEN:
         raise BadRequest(f"regex: longer than {MAX_PATTERN_LEN} characters")
-    pattern = None
-    if regex:
-        try:
-            pattern = re.compile(regex)
-        except (re.error, RecursionError, OverflowError) as exc:
-            raise BadRequest(f"regex: {exc}") from None
-    return Matcher(substring.lower(), pattern)
+    return Matcher(substring.lower(), compile_regex(regex) if regex else None)
+
+
+def compile_regex(pattern: str) -> regex.Pattern:
+    """Python ``re`` syntax, checked before compiling: no nested unbounded repeats (``(a+)+``),
+    and at most ``MAX_PATTERN_WEIGHT`` once repeats are expanded; compiled with ``regex``,
+    whose searches take a timeout."""
+    try:
+        tree = sre_parse.parse(pattern)
+        weight = _weight(tree, False)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise BadRequest(f"regex: {exc}") from None
+    if weight > MAX_PATTERN_WEIGHT:
+        raise BadRequest(f"regex: too large once repeats are expanded ({weight} > "
+                         f"{MAX_PATTERN_WEIGHT})")
+    try:
+        return regex.compile(pattern)
+    except (regex.error, RecursionError, OverflowError, MemoryError) as exc:
+        raise BadRequest(f"regex: {exc}") from None
+
+
+_REPEATS = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT)
+
+
+def _weight(tree: sre_parse.SubPattern, in_unbounded: bool) -> int:
+    """Items the compiler would emit; raises re.error on a nested unbounded repeat."""
+    total = 0
+    for op, av in tree:
+        if op in _REPEATS:
+            low, high, body = av
+            unbounded = high == sre_constants.MAXREPEAT
+            if unbounded and in_unbounded:
+                raise re.error("nested repeats like (a+)+ can take exponential time")
+            total += max(1, low if unbounded else high) * _weight(body, in_unbounded or unbounded)
+        else:
+            total += sum(_weight(c, in_unbounded) for c in _subpatterns(av)) or 1
+    return total
+
+
+def _subpatterns(av: object):
+    """The groups, branches and assertions inside one parsed item's argument."""
+    if isinstance(av, sre_parse.SubPattern):
+        yield av
+    elif isinstance(av, (tuple, list)):
+        for item in av:
+            yield from _subpatterns(item)
 
 
 def parse(topic: str, args: Mapping[str, str]) -> TailRequest:

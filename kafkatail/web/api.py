@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
+from ..security.access import current_identity
 from ..tail.consumer import BrokerUnavailable
 from ..tail.request import BadRequest, parse_topic
 
@@ -20,7 +21,10 @@ def _unavailable(exc: BrokerUnavailable):
 
 @bp.get("/api/topics")
 def topics():
-    return jsonify(topics=_ext()["metadata"].topics())
+    """Only the topics the caller may tail."""
+    identity = current_identity()
+    return jsonify(topics=[t for t in _ext()["metadata"].topics()
+                           if identity is not None and identity.may_tail(t["name"])])
 
 
 @bp.get("/api/topics/<path:name>")
@@ -29,6 +33,9 @@ def topic(name: str):
         parse_topic(name)
     except BadRequest as exc:
         return jsonify(error=str(exc)), 400
+    identity = current_identity()
+    if identity is None or not identity.may_tail(name):
+        return jsonify(error=f"not allowed to tail {name}"), 403
     found = _ext()["metadata"].topic(name)
     if found is None:
         return jsonify(error=f"unknown topic {name}"), 404

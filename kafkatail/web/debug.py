@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..ops import greencpu, logsetup
-from ..ops.profiler import MAX_HZ, MAX_SECONDS, MIN_HZ, MIN_SECONDS, Busy, Profiler
+from ..ops.profiler import MAX_HZ, MAX_SECONDS, MIN_HZ, MIN_SECONDS, MODES, Busy, Profiler
 from ..ops.reaper import thread_table
 from ..ops.sampling import ThreadSampler
 from ..ops.threads import REGISTRY, green
@@ -59,8 +59,10 @@ def threads():
 def profile():
     """Sample every thread's stack ``?hz=M`` times a second for ``?seconds=N`` and answer a flame
     graph: ``format=svg`` (open in a browser), ``folded`` (flamegraph.pl) or ``speedscope``
-    (open in speedscope.app). One profile at a time: 409 while another runs."""
+    (open in speedscope.app). ``mode=cpu`` (default) counts a thread only for the CPU it used,
+    ``mode=wall`` every thread at every tick. One profile at a time: 409 while another runs."""
     fmt = request.args.get("format", "svg")
+    mode = request.args.get("mode", "cpu")
     try:
         seconds = float(request.args.get("seconds", 5))
         hz = int(request.args.get("hz", 100))
@@ -68,12 +70,16 @@ def profile():
         return jsonify(error="seconds and hz must be numbers"), 400
     if fmt not in ("svg", "folded", "speedscope"):
         return jsonify(error="format must be svg, folded or speedscope"), 400
+    if mode not in MODES:
+        return jsonify(error=f"mode must be {' or '.join(MODES)}"), 400
     if not (MIN_SECONDS <= seconds <= MAX_SECONDS and MIN_HZ <= hz <= MAX_HZ):
         return jsonify(error=f"seconds must be {MIN_SECONDS:g}-{MAX_SECONDS:g} and hz "
                              f"{MIN_HZ}-{MAX_HZ}"), 400
     profiler = _ext().get("profiler") or _ext().setdefault("profiler", Profiler())
     try:
-        result = profiler.run(seconds, hz)
+        result = profiler.run(seconds, hz, mode=mode)
+    except ValueError as exc:   # mode=cpu where per-thread CPU clocks cannot be read
+        return jsonify(error=str(exc)), 400
     except Busy:
         return jsonify(error="a profile is already running; try again when it ends"), 409
     body, mimetype = result.render(fmt)

@@ -190,3 +190,14 @@ def test_pause_resume_under_traffic_loses_and_repeats_nothing(cluster, make_serv
     finally:
         total = producer.stop()
     assert_exact(c.collect(total), [total])
+
+
+def test_a_regex_over_its_budget_closes_only_its_viewer(cluster, server):
+    t = cluster.create_topic()
+    slow, other = tail(server, t, "regex=x%2Bx%2Bx%2By"), tail(server, t)
+    slow.status("live")
+    other.status("live")
+    cluster.produce(t, [(None, "x" * 20000) for _ in range(4)])
+    code, reason = slow.closed()
+    assert code == 4400 and reason.startswith("regex: over its 0.1 s budget"), reason
+    assert len(other.collect(4)) == 4

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -168,7 +169,9 @@ def test_unknown_pid_and_bad_arguments_exit_3_in_one_line():
         no_such = fh.read().strip()  # pids stay below pid_max: this one never exists
     for args in (["--pid", no_such], ["--pid", no_such, "--json"], [], ["--pid", "abc"],
                  ["--pid", "1", "--samples", "1"], ["--pid", "1", "--interval", "0"],
-                 ["--pid", "1", "--bogus"], ["--pid", "1", "--snapshot", "x", "--url", "y"]):
+                 ["--pid", "1", "--bogus"], ["--pid", "1", "--snapshot", "x", "--url", "y"],
+                 ["--profile", "1"], ["--profile", "61", "--url", "y"],
+                 ["--profile", "1", "--url", "y", "--mode", "gpu"]):
         r = leakcheck(*args)
         assert r.returncode == 3, (args, r.stdout, r.stderr)
         assert r.stderr == "" and len(r.stdout.splitlines()) == 1, (args, r.stdout, r.stderr)
@@ -212,7 +215,68 @@ def test_json_with_children_reports_the_child(spawn):
     assert kid["samples"]["count"] == 3 and kid["samples"]["threads"] == [5, 5, 5]
     assert len(kid["samples"]["fds"]) == 3 and kid["samples"]["window_s"] > 0
     assert kid["status"] == "OK" and kid["findings"] == []
-    assert kid["stacks"].startswith("none (")
+    # py-spy (dev extra) gives stacks where it may attach; else leakcheck says why there are none.
+    assert kid["stacks"].startswith(("none (", f"py-spy dump --pid {child}")), kid["stacks"]
     row = kid["top"][0]
     assert set(row) == {"tid", "nid", "comm", "name", "role", "state", "cpu_pct", "cpu_s", "stack"}
     assert {t["tid"] for t in kid["top"]} == {int(t) for t in os.listdir(f"/proc/{child}/task")}
+
+
+def test_profile_from_the_servers_own_sampler(server, hot_thread, tmp_path):
+    """--profile --url: the in-process on-CPU sampler names the hot function, and --out writes the
+    three files a person opens (svg in a browser, speedscope.json in speedscope.app)."""
+    r = leakcheck("--profile", "1", "--url", server.url(""), "--out", str(tmp_path / "hot"),
+                  "-n", "5")
+    assert r.returncode == 0, r.stdout
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith(f"profile: GET {server.url('/debug/profile?seconds=1&hz=100')}")
+    first = lines[lines.index("  hottest functions (self):") + 1].split()
+    assert float(first[0].rstrip("%")) >= 80 and first[2] == "spin", r.stdout
+    assert lines[-1].startswith("LEAKCHECK OK - profile of ") and " hottest spin (" in lines[-1]
+    stacks = (tmp_path / "hot.folded").read_text().splitlines()
+    assert stacks and all(line.rsplit(" ", 1)[1].isdigit() for line in stacks)
+    assert any(";kt-test-hot;" in line and ";spin (conftest.py:" in line for line in stacks)
+    assert (tmp_path / "hot.svg").read_text().startswith("<svg")
+    doc = json.loads((tmp_path / "hot.speedscope.json").read_text())
+    assert doc["profiles"][0]["name"].endswith("/kt-test-hot"), doc["profiles"][0]["name"]
+
+
+def _pyspy_may_attach(spawn) -> bool:
+    probe = spawn([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    exe = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
+    assert exe, "py-spy is in the dev extra"
+    return subprocess.run([exe, "dump", "--pid", str(probe.pid)], capture_output=True,
+                          timeout=30).returncode == 0
+
+
+def test_profile_falls_back_to_pyspy_when_the_url_does_not_answer(spawn):
+    if not _pyspy_may_attach(spawn):
+        pytest.skip("this machine denies ptrace; the denial message has its own test")
+    proc = spawn([sys.executable, "-c", BURNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                 text=True)
+    hot = int(proc.stdout.readline())
+    dead = f"http://127.0.0.1:{free_port()}"
+    r = leakcheck("--profile", "1", "--url", dead, "--pid", str(proc.pid))
+    assert r.returncode == 0, r.stdout
+    assert r.stdout.startswith(f"profile: py-spy record --pid {proc.pid}\n")
+    assert f"note: GET {dead}/debug/profile?" in r.stdout and "Connection refused" in r.stdout
+    assert f"[pid {proc.pid} thread ({hot}): hot-loop] burn (<string>:5)" in r.stdout
+    assert r.stdout.splitlines()[-1].startswith("LEAKCHECK OK - profile of ")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="dropping CAP_SYS_PTRACE from the bounding set needs root and setpriv")
+def test_profile_says_why_when_pyspy_may_not_attach(spawn):
+    """Without CAP_SYS_PTRACE (most containers), py-spy cannot attach: one clear line, exit 3."""
+    proc = spawn([sys.executable, "-c", BURNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                 text=True)
+    proc.stdout.readline()
+    r = subprocess.run(["setpriv", "--bounding-set=-sys_ptrace", "--inh-caps=-sys_ptrace",
+                        *LEAKCHECK, "--profile", "1", "--pid", str(proc.pid)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3 and r.stderr == "", (r.stdout, r.stderr)
+    assert len(r.stdout.splitlines()) == 1, r.stdout
+    assert r.stdout.startswith(f"LEAKCHECK UNKNOWN - no profile: py-spy may not attach to pid "
+                               f"{proc.pid} (")
+    assert "Permission denied" in r.stdout and "CAP_SYS_PTRACE" in r.stdout
+    assert "use --url BASE" in r.stdout

@@ -4,14 +4,17 @@ from __future__ import annotations
 import io
 import json
 import logging
+import select
+import socket
 import threading
 import time
+from collections import Counter
 
 import pytest
 
 from kafkatail.config import Config
 from kafkatail.ops import logsetup
-from kafkatail.ops.profiler import Busy, Profile, Profiler
+from kafkatail.ops.profiler import Busy, Profile, Profiler, thread_cpu_clock
 from kafkatail.ops.threads import REGISTRY
 
 
@@ -71,6 +74,93 @@ def test_bounds(seconds, hz):
         Profiler().run(seconds, hz)
 
 
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="mode"):
+        Profiler().run(0.2, 10, mode="gpu")
+
+
+def park_in_event_wait(stop: threading.Event) -> None:
+    stop.wait()
+
+
+def park_in_select(stop: threading.Event) -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        while not stop.is_set():
+            select.select([a], [], [], 0.05)
+
+
+def spin_for(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        sum(range(200))
+
+
+def burn_a_quarter(stop: threading.Event) -> None:
+    """About 25% of a core: 30 ms of CPU, then 90 ms asleep."""
+    while not stop.is_set():
+        spin_for(0.03)
+        stop.wait(0.09)
+
+
+@pytest.fixture
+def mixed_threads():
+    """A hot thread, a quarter-busy one, and two idle ones parked in Event.wait and select."""
+    stop = threading.Event()
+    threads = {f.__name__: threading.Thread(target=f, args=(stop,), name=f"kt-test-{f.__name__}")
+               for f in (burn_cpu_here, burn_a_quarter, park_in_event_wait, park_in_select)}
+    for t in threads.values():
+        t.start()
+    yield threads
+    stop.set()
+    for t in threads.values():
+        t.join(5)
+
+
+def per_thread(prof: Profile) -> Counter:
+    totals: Counter = Counter()
+    for stack, n in prof.folded():
+        totals[stack[1]] += n
+    return totals
+
+
+def test_cpu_mode_shows_the_hot_thread_and_not_the_parked_ones(mixed_threads):
+    prof = Profiler().run(1.0, 100)
+    assert prof.mode == "cpu" and prof.unclocked == 0
+    totals = per_thread(prof)
+    assert totals["kt-test-park_in_event_wait"] == 0, totals
+    assert totals["kt-test-park_in_select"] <= 1, totals
+    hot, quarter = totals["kt-test-burn_cpu_here"], totals["kt-test-burn_a_quarter"]
+    assert hot >= 10 and sum(totals.values()) - hot - quarter <= 0.1 * hot, totals
+    top = max(((s, n) for s, n in prof.folded() if s[1] == "kt-test-burn_cpu_here"),
+              key=lambda item: item[1])[0]
+    assert top[-1].startswith("burn_cpu_here ("), top
+
+
+def test_wall_mode_still_counts_every_thread_every_tick(mixed_threads):
+    prof = Profiler().run(0.5, 100, mode="wall")
+    totals = per_thread(prof)
+    for name in ("kt-test-park_in_event_wait", "kt-test-park_in_select", "kt-test-burn_cpu_here"):
+        assert totals[name] == prof.samples, (name, totals)
+    wait = [s for s, _ in prof.folded() if s[1] == "kt-test-park_in_event_wait"]
+    assert wait and wait[0][-1].startswith("wait ("), wait
+
+
+def test_cpu_counts_add_up_to_the_cpu_each_thread_used(mixed_threads):
+    """A count is 1/hz s of CPU: the profile's total per thread matches the thread's own CPU clock
+    over the same time (a sample-if-the-clock-moved rule over-counts short bursts several times)."""
+    clocks = {name: thread_cpu_clock(t.native_id) for name, t in mixed_threads.items()}
+    before = {name: time.clock_gettime_ns(c) for name, c in clocks.items()}
+    prof = Profiler().run(2.0, 100)
+    used = {name: (time.clock_gettime_ns(c) - before[name]) / 1e9 for name, c in clocks.items()}
+    totals = per_thread(prof)
+    for name in ("burn_cpu_here", "burn_a_quarter"):
+        profiled = totals[f"kt-test-{name}"] / prof.hz
+        # One tick of slack at each end, plus the CPU used between the clock reads and the profile.
+        assert abs(profiled - used[name]) <= 0.1 * used[name] + 0.03, (name, profiled, used)
+    assert used["burn_a_quarter"] > 0.1, used
+
+
 def _profile() -> Profile:
     prof = Profile(1.0, 100, samples=7)
     code_a, code_b = burn_cpu_here.__code__, test_bounds.__code__
@@ -104,6 +194,39 @@ def test_svg_is_self_contained():
     assert mimetype == "image/svg+xml" and body.startswith("<svg")
     assert "http" not in body.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "burn_cpu_here" in body and "<title>" in body
+    assert "kt-tail-t-*" in body and "kt-tail-t-1" not in body   # one flame per thread group
+
+
+def test_threads_that_come_and_go_during_a_profile_are_charged_all_their_cpu():
+    """Short-lived threads (idents reused as they go) are charged for their CPU from their start:
+    a thread first seen after the first tick is new, so all of its CPU is owed."""
+    stop = threading.Event()
+    lifetimes: list[tuple[float, float]] = []
+
+    def churn() -> None:
+        while not stop.is_set():
+            t = threading.Thread(target=spin_for, args=(0.02,), name="kt-test-short")
+            began = time.monotonic()
+            t.start()
+            t.join()
+            lifetimes.append((began, time.monotonic()))
+
+    churner = threading.Thread(target=churn, name="kt-test-churn")
+    churner.start()
+    try:
+        t0 = time.monotonic()
+        prof = Profiler().run(1.5, 100)
+        t1 = time.monotonic()
+    finally:
+        stop.set()
+        churner.join(5)
+    inside = sum(t0 < began and ended < t1 for began, ended in lifetimes)
+    short = [(s, n) for s, n in prof.folded() if s[1] == "kt-test-short"]
+    # Each ran 20 ms of CPU (2 ticks). What a thread runs after the last tick that sees it
+    # (and its carried fraction) is lost with it: about 1 tick each. Charging nothing before
+    # the first sighting, as for threads already running at the start, leaves ~0.5 each.
+    assert sum(n for _, n in short) >= 0.8 * inside >= 8, (inside, short)
+    assert any(s[-1].startswith("spin_for (") for s, _ in short), short
 
 
 @pytest.fixture

@@ -1,0 +1,70 @@
+"""Rate limits: new WebSocket connections per client address, control frames per socket.
+
+Both are token buckets: ``rate`` per second sustained, up to ``burst`` at once. A rate of 0
+turns the limit off.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Callable
+
+
+class TokenBucket:
+    """Not thread-safe: one owner (a socket's handler), or the lock of a RateLimiter."""
+
+    __slots__ = ("rate", "burst", "level", "stamp", "clock")
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.level = float(self.burst)
+        self.clock = clock
+        self.stamp = clock()
+
+    def take(self) -> bool:
+        """Spend one token if there is one; False means over the limit."""
+        if self.rate <= 0:
+            return True
+        now = self.clock()
+        self.level = min(self.burst, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.level >= 1:
+            self.level -= 1
+            return True
+        return False
+
+    def wait_s(self) -> float:
+        """Seconds until the next token."""
+        return 0.0 if self.rate <= 0 or self.level >= 1 else (1 - self.level) / self.rate
+
+
+class RateLimiter:
+    """One bucket per key (client address), for at most ``max_keys`` keys: the least recently
+    seen are forgotten first, so memory stays bounded whatever addresses connect."""
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self.clock = clock
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """0 when allowed; otherwise the seconds to wait before trying again."""
+        if self.rate <= 0:
+            return 0.0
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, self.clock)
+                if len(self._buckets) > self.max_keys:
+                    self._buckets.popitem(last=False)
+            else:
+                self._buckets.move_to_end(key)
+            if bucket.take():
+                return 0.0
+            return max(bucket.wait_s(), 0.001)

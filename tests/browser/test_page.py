@@ -16,7 +16,7 @@ from .conftest import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
-CAP = 10_000  # MAX_ROWS in app.js
+CAP = 10_000  # the default row limit (DEFAULTS.maxRows in app.js)
 
 # Installed before app.js runs: counts WebSocket constructions and alert()/confirm()/prompt().
 PROBE = """
@@ -28,14 +28,17 @@ window.WebSocket = class extends NativeWebSocket {
 };
 """
 
-ROWS_JS = """
-return Array.from(document.querySelectorAll('#records .record'),
-                  (r) => [Number(r.dataset.partition), Number(r.dataset.offset)]);
-"""
+# The list is virtual: only rows near the viewport are in the DOM, so tests read the page's list
+# through its read-only console API (window.kafkatail) and check the DOM where it matters.
+ROWS_JS = "return window.kafkatail.rows();"
 
 
-def open_page(browser, server, query: str) -> None:
-    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": PROBE})
+def open_page(browser, server, query: str, settings: dict | None = None) -> None:
+    """Load the page with the probe installed and, if given, the page settings in localStorage."""
+    source = PROBE
+    if settings is not None:
+        source += f"localStorage.setItem('kafkatail.settings', {json.dumps(json.dumps(settings))});"
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": source})
     browser.get(server.url(f"/?{query}"))
 
 
@@ -44,10 +47,20 @@ def rows(browser) -> list[tuple[int, int]]:
 
 
 def wait_rows(browser, n: int, timeout: float = 30) -> list[tuple[int, int]]:
-    wait_for(lambda: browser.execute_script(
-        "return document.querySelectorAll('#records .record').length") >= n,
-        timeout, f"{n} records on the page")
+    wait_for(lambda: browser.execute_script("return window.kafkatail.state().records") >= n,
+             timeout, f"{n} records on the page")
     return rows(browser)
+
+
+def state(browser) -> dict:
+    return browser.execute_script("return window.kafkatail.state();")
+
+
+def dom_rows(browser) -> list[tuple[int, int]]:
+    """The record rows the virtual list has in the DOM (the visible ones and a margin)."""
+    return [tuple(r) for r in browser.execute_script(
+        "return Array.from(document.querySelectorAll('#records .record'),"
+        " (r) => [Number(r.dataset.partition), Number(r.dataset.offset)]);")]
 
 
 def conn_state(browser) -> str:
@@ -59,8 +72,7 @@ def wait_state(browser, state: str, timeout: float = 20) -> None:
 
 
 def markers(browser) -> list[str]:
-    return browser.execute_script(
-        "return Array.from(document.querySelectorAll('#records .marker'), (m) => m.textContent);")
+    return browser.execute_script("return window.kafkatail.markers();")
 
 
 def probe(browser) -> dict:
@@ -97,6 +109,10 @@ def test_records_appear_in_order(cluster, server, browser):
                         for i in range(60, 90)])
     found = wait_rows(browser, 90)
     assert by_partition(found) == {p: list(range(30)) for p in range(3)}
+    # Following the tail: the DOM shows the newest rows, in the list's order.
+    wait_for(lambda: dom_rows(browser)[-1:] == found[-1:], what="the newest row in view")
+    shown = dom_rows(browser)
+    assert shown == found[-len(shown):]
     assert probe(browser)["sockets"] == 1
     shot(browser, "page-live")
 
@@ -115,8 +131,7 @@ def test_filter_change_applies_live(cluster, server, browser):
     wait_for(lambda: browser.execute_script(
         "const r = document.querySelector('#records .record:last-child');"
         "return r && r.textContent.includes('apple last');"), what="the last apple")
-    values = browser.execute_script(
-        "return Array.from(document.querySelectorAll('#records .record .c-val'), (v) => v.textContent);")
+    values = browser.execute_script("return window.kafkatail.records().map((r) => r.value);")
     assert values[10:] == [f"apple {i}" for i in range(11, 30, 2)] + ["apple last"]
     assert probe(browser)["sockets"] == 1  # applied on the open socket, no reconnect
 
@@ -190,9 +205,13 @@ def test_buffer_cap_holds_rows_and_memory(cluster, server, browser):
     for start in range(batch, total, batch):
         produce(start)
     wait_for(lambda: last_offset() == total - 1, timeout=90, what=f"all {total} records")
-    assert browser.execute_script("return document.querySelectorAll('.record').length;") == CAP
+    assert state(browser)["records"] == CAP
     assert rows(browser)[0] == (0, total - CAP)
+    # Virtual: the DOM holds the rows in view and a margin, never the whole list.
+    assert 0 < browser.execute_script("return document.querySelectorAll('.record').length;") < 200
     heap_end, nodes_end = measure()
+    print(f"\nbuffer cap: JS heap {heap_at_cap / 1e6:.1f} MB at 10k, {heap_end / 1e6:.1f} MB after {total}; "
+          f"DOM nodes {nodes_at_cap} -> {nodes_end}")
     assert heap_end < heap_at_cap * 1.5 + 5_000_000, (heap_at_cap, heap_end)
     assert nodes_end < nodes_at_cap * 1.2, (nodes_at_cap, nodes_end)
     wait_for(lambda: browser.find_element(By.ID, "count").text.startswith(f"{total} records"),

@@ -1,24 +1,34 @@
-// kafkatail browser client: live-tails a topic over /ws/tail/<topic>.
+// kafkatail browser client: live-tails a topic over /ws/tail/<topic>, the protocol's reference client.
 // All record data is rendered through textContent / text nodes, never innerHTML.
 'use strict';
 
 (() => {
-  const MAX_ROWS = 10000;          // rows (records + markers) kept in the DOM
   const FLUSH_MS = 50;             // batch incoming records before touching the DOM
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 10000;
   const RATE_WINDOW_MS = 5000;
   const FILTER_DEBOUNCE_MS = 400;
-  const PREVIEW_CHARS = 300;
+  const LAG_REFRESH_MS = 5000;     // how often the high watermarks are asked for while visible
+  const PREVIEW_CHARS = 300;       // of a value, in its one-line row
+  const DETAIL_CHARS = 20000;      // of a value, in the record pane before "show all"
+  const HEX_BYTES = 4096;          // of a binary value, in hex before "show all"
+  const OVERSCAN = 20;             // rows built above and below the visible ones
+  const MAX_BYTES = 64 * 1024 * 1024; // record bytes kept in the list, whatever the row limit
+  const ROWS_MIN = 100;
+  const ROWS_MAX = 200000;
+  const SETTINGS_KEY = 'kafkatail.settings';
+  const DEFAULTS = { maxRows: 10000, autoPause: true, theme: 'system', highlights: [] };
+  const THEMES = ['system', 'light', 'dark'];
+  const PALETTE = ['#ffd33d', '#ff8c8c', '#8cd17d', '#7fb3ff', '#d9a3ff', '#ffb86b']; // new highlight rules
   const FORMATS = ['auto', 'text', 'json', 'base64'];
   const CLOSE_TEXT = {
     1000: 'normal end', 1001: 'server shutdown', 1006: 'connection lost',
     1009: 'frame too large', 1011: 'internal server error', 1013: 'server over capacity',
-    4400: 'bad request', 4403: 'forbidden', 4404: 'unknown topic',
+    4400: 'bad request', 4401: 'unauthorized', 4403: 'forbidden', 4404: 'unknown topic',
   };
   const FROM_HINT = {
     last: 'records per partition, e.g. 100',
-    ts: 'ISO time (local) or epoch ms',
+    ts: 'a local date and time',
     offsets: 'partition:offset,... e.g. 0:120,1:80',
   };
   const FROM_RE = /^(latest|earliest|-[1-9]\d*|ts:.+|offsets:\d+:\d+(,\d+:\d+)*)$/;
@@ -26,20 +36,76 @@
   const $ = (id) => document.getElementById(id);
   const ui = {
     form: $('controls'), topic: $('topic'), topicList: $('topic-list'), topicInfo: $('topic-info'),
-    partitions: $('partitions'), fromMode: $('from-mode'), fromArg: $('from-arg'),
+    partitions: $('partitions'), fromMode: $('from-mode'), fromArg: $('from-arg'), tsQuick: $('ts-quick'),
     filter: $('filter'), regex: $('regex'), format: $('format'),
-    start: $('start'), stop: $('stop'), pause: $('pause'), clear: $('clear'),
+    start: $('start'), stop: $('stop'), pause: $('pause'), clear: $('clear'), download: $('download'),
     conn: $('conn'), detail: $('status-detail'), count: $('count'), rate: $('rate'),
-    records: $('records'), jump: $('jump'),
+    shown: $('shown'), dropped: $('dropped'), lag: $('lag'),
+    records: $('records'), rows: $('rows'), jump: $('jump'),
+    pane: $('detail'), paneTitle: $('detail-title'), paneBody: $('detail-body'),
+    copy: $('copy'), paneClose: $('detail-close'),
+    settings: $('settings'), openSettings: $('open-settings'), setMax: $('set-max'),
+    setAutoPause: $('set-autopause'), setTheme: $('set-theme'),
+    hlList: $('hl-list'), hlTerm: $('hl-term'), hlColor: $('hl-color'), hlAdd: $('hl-add'),
   };
 
+  const settings = loadSettings();
   let knownTopics = new Set();
   let session = null;   // the running tail, or null
   let paused = false;
-  let queue = [];       // [kind, payload, time] items waiting to be rendered
+  let autoPaused = false; // paused because the tab was hidden; showing it again resumes
+  let queue = [];       // items received but not yet in the list
   let flushTimer = 0;
-  let shown = 0;
   let rateSamples = []; // [time, count] per received batch
+  let seq = 0;
+
+  // The list: records ({seq, rec}) and markers ({seq, kind, text, time}), oldest first, bounded by
+  // settings.maxRows and MAX_BYTES. Only the rows in and near the viewport exist in the DOM.
+  const list = { items: [], records: 0, bytes: 0 };
+  const nodes = new Map(); // seq -> row element in the DOM
+  let follow = true;       // keep the newest row in view; off once the user scrolls up
+  let unseen = 0;          // rows added below while not following
+  let selected = null;     // the record item shown in the pane
+  let renderQueued = false;
+  const rowHeight = parseFloat(getComputedStyle(document.documentElement).getPropertyValue('--row-h')) || 21;
+
+  // ---------- settings ----------
+
+  function clampRows(n) {
+    const v = Math.round(Number(n));
+    return Number.isFinite(v) ? Math.min(ROWS_MAX, Math.max(ROWS_MIN, v)) : DEFAULTS.maxRows;
+  }
+
+  function loadSettings() {
+    let saved = {};
+    try {
+      saved = JSON.parse(localStorage.getItem(SETTINGS_KEY)) || {};
+    } catch {
+      saved = {};
+    }
+    const s = { ...DEFAULTS, ...saved };
+    return {
+      maxRows: clampRows(s.maxRows),
+      autoPause: s.autoPause !== false,
+      theme: THEMES.includes(s.theme) ? s.theme : 'system',
+      highlights: Array.isArray(s.highlights)
+        ? s.highlights.filter((h) => h && typeof h.term === 'string' && h.term && /^#[0-9a-f]{6}$/i.test(h.color))
+        : [],
+    };
+  }
+
+  function saveSettings() {
+    try {
+      localStorage.setItem(SETTINGS_KEY, JSON.stringify(settings));
+    } catch {
+      // storage disabled: the settings last until the page is closed
+    }
+  }
+
+  function applyTheme() {
+    if (settings.theme === 'system') delete document.documentElement.dataset.theme;
+    else document.documentElement.dataset.theme = settings.theme;
+  }
 
   // ---------- small DOM helpers ----------
 
@@ -57,11 +123,9 @@
   }
 
   const pad = (n, w = 2) => String(n).padStart(w, '0');
-
-  function fmtLocal(d) {
-    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
-      `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
-  }
+  const fmtDate = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+  const fmtClock = (d) => `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+  const fmtLocal = (d) => `${fmtDate(d)} ${fmtClock(d)}`;
 
   function relTime(ts) {
     const s = Math.round((Date.now() - ts) / 1000);
@@ -80,8 +144,58 @@
   }
 
   const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
+  const clip = (text, n) => (text.length > n ? `${text.slice(0, n)}…` : text);
 
-  // ---------- record rendering ----------
+  function valueText(rec) {
+    if (rec.encoding === 'json') return JSON.stringify(rec.value);
+    return rec.value === null || rec.value === undefined ? '' : String(rec.value);
+  }
+
+  // ---------- highlight rules ----------
+
+  let hlPattern = null;     // one case-insensitive RegExp of every term, or null
+  let hlColors = new Map(); // lower-cased term -> colour
+
+  function compileHighlights() {
+    const rules = settings.highlights;
+    hlColors = new Map();
+    for (const { term, color } of rules) if (!hlColors.has(term.toLowerCase())) hlColors.set(term.toLowerCase(), color);
+    hlPattern = rules.length
+      ? new RegExp([...hlColors.keys()].map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'gi')
+      : null;
+  }
+
+  // The colour of the first rule whose term the record contains, or null.
+  function highlightOf(item) {
+    if (!hlPattern) return null;
+    if (item.hay === undefined) {
+      const rec = item.rec;
+      item.hay = [rec.key ?? '', valueText(rec), ...(rec.headers || []).map(([n, v]) => `${n}: ${v ?? ''}`)]
+        .join('\n').toLowerCase();
+    }
+    for (const { term, color } of settings.highlights) if (item.hay.includes(term.toLowerCase())) return color;
+    return null;
+  }
+
+  // Append text to parent with every highlight term wrapped in a <mark> (text nodes only).
+  function appendMarked(parent, text) {
+    if (!hlPattern) {
+      parent.append(text);
+      return;
+    }
+    let at = 0;
+    for (const m of text.matchAll(hlPattern)) {
+      if (!m[0]) continue;
+      parent.append(text.slice(at, m.index));
+      const mark = el('mark', null, m[0]);
+      mark.style.backgroundColor = hlColors.get(m[0].toLowerCase()) || '';
+      parent.append(mark);
+      at = m.index + m[0].length;
+    }
+    parent.append(text.slice(at));
+  }
+
+  // ---------- rows ----------
 
   function timeCell(ts) {
     const cell = el('span', 'c-time');
@@ -93,7 +207,7 @@
     cell.title = `${d.toISOString()} (${ts})`;
     const rel = el('span', 'rel', relTime(ts));
     rel.dataset.ts = ts;
-    cell.append(fmtLocal(d), ' ', rel);
+    cell.append(el('span', 'date', `${fmtDate(d)} `), fmtClock(d), ' ', rel);
     return cell;
   }
 
@@ -104,82 +218,153 @@
       return cell;
     }
     if (rec.key_encoding === 'base64') cell.append(badge('b64', 'binary key, base64-encoded'));
-    cell.append(String(rec.key));
-    cell.title = String(rec.key);
+    appendMarked(cell, clip(String(rec.key), PREVIEW_CHARS));
     return cell;
   }
 
-  function jsonDetails(value) {
-    const compact = JSON.stringify(value);
-    const details = el('details');
-    details.append(el('summary', null,
-      compact.length > PREVIEW_CHARS ? `${compact.slice(0, PREVIEW_CHARS)}…` : compact));
-    // Pretty-print lazily: most rows are never expanded.
-    details.addEventListener('toggle', () => {
-      details.append(el('pre', null, JSON.stringify(value, null, 2)));
-    }, { once: true });
-    return details;
-  }
-
-  function valueCell(rec) {
-    const cell = el('div', 'c-val');
-    const v = rec.value;
+  function valueCell(item) {
+    const rec = item.rec;
+    const cell = el('span', 'c-val');
+    if (item.preview === undefined) item.preview = clip(valueText(rec), PREVIEW_CHARS);
     switch (rec.encoding) {
-      case 'json':
-        cell.append(v !== null && typeof v === 'object' ? jsonDetails(v) : el('span', 'json', JSON.stringify(v)));
-        break;
       case 'base64':
-        cell.append(badge('base64', 'binary value, shown base64-encoded'), el('span', 'b64', String(v)));
+        cell.append(badge('base64', 'binary value, shown base64-encoded'));
+        appendMarked(cell.appendChild(el('span', 'b64')), item.preview);
         break;
       case 'null':
         cell.append(el('span', 'muted', 'null (tombstone)'));
         break;
       default:
-        cell.append(el('span', 'text', v === null || v === undefined ? '' : String(v)));
+        appendMarked(cell.appendChild(el('span', rec.encoding === 'json' ? 'json' : 'text')), item.preview);
     }
     if (rec.truncated) cell.append(badge('truncated', 'value was cut by the server'));
     return cell;
   }
 
   function headersCell(headers) {
-    const cell = el('div', 'c-hdrs');
-    for (const [name, value] of headers || []) {
-      const line = el('div', null, `${name}: ${value ?? ''}`);
-      line.title = line.textContent;
-      cell.append(line);
-    }
+    const cell = el('span', 'c-hdrs');
+    for (const [name, value] of headers || []) appendMarked(cell.appendChild(el('span')), `${name}: ${value ?? ''}`);
     return cell;
   }
 
-  function recordRow(rec) {
+  function recordRow(item) {
+    const rec = item.rec;
     const row = el('div', 'record');
+    row.dataset.seq = item.seq;
     row.dataset.partition = rec.partition;
     row.dataset.offset = rec.offset;
     row.style.setProperty('--hue', (Number(rec.partition) * 67) % 360);
+    const color = highlightOf(item);
+    if (color) {
+      row.classList.add('hl');
+      row.style.setProperty('--hl', color);
+    }
+    if (item === selected) row.classList.add('selected');
     row.append(
       el('span', 'c-part', String(rec.partition)),
       el('span', 'c-off', String(rec.offset)),
       timeCell(rec.timestamp),
       keyCell(rec),
-      valueCell(rec),
+      valueCell(item),
       headersCell(rec.headers),
       el('span', 'c-size', fmtSize(rec.size)),
     );
     return row;
   }
 
-  function markerRow(kind, text, time) {
-    const row = el('div', `marker marker-${kind}`);
-    row.append(el('span', 'marker-time', fmtLocal(new Date(time))), ' ', text);
+  function markerRow(item) {
+    const row = el('div', `marker marker-${item.kind}`);
+    row.dataset.seq = item.seq;
+    row.title = item.text;
+    row.append(el('span', 'marker-time', fmtClock(new Date(item.time))), ' ', item.text);
     return row;
+  }
+
+  // ---------- the virtual list ----------
+
+  const atBottom = () => {
+    const r = ui.records;
+    return r.scrollTop + r.clientHeight >= r.scrollHeight - rowHeight / 2;
+  };
+
+  // Build the rows in and near the viewport, reusing the ones already there, and drop the rest.
+  function render(trimmed = 0) {
+    const items = list.items;
+    const view = ui.records;
+    ui.rows.style.height = `${items.length * rowHeight}px`;
+    if (follow) view.scrollTop = view.scrollHeight;
+    else if (trimmed) view.scrollTop = Math.max(0, view.scrollTop - trimmed * rowHeight);
+    const first = Math.max(0, Math.floor(view.scrollTop / rowHeight) - OVERSCAN);
+    const last = Math.min(items.length, Math.ceil((view.scrollTop + view.clientHeight) / rowHeight) + OVERSCAN);
+    const keep = new Set();
+    for (let i = first; i < last; i++) keep.add(items[i].seq);
+    for (const [key, node] of nodes) {
+      if (!keep.has(key)) {
+        node.remove();
+        nodes.delete(key);
+      }
+    }
+    let next = ui.rows.firstChild;
+    for (let i = first; i < last; i++) {
+      const item = items[i];
+      let node = nodes.get(item.seq);
+      if (node === next) {
+        next = node.nextSibling;
+      } else {
+        node = node || (item.rec ? recordRow(item) : markerRow(item));
+        nodes.set(item.seq, node);
+        ui.rows.insertBefore(node, next);
+      }
+      node.style.top = `${i * rowHeight}px`;
+    }
+    if (follow) unseen = 0;
+    ui.jump.hidden = follow;
+    ui.jump.textContent = unseen ? `↓ latest (+${unseen})` : '↓ latest';
+  }
+
+  function scheduleRender() {
+    if (renderQueued) return;
+    renderQueued = true;
+    requestAnimationFrame(() => {
+      renderQueued = false;
+      render();
+    });
+  }
+
+  function rebuildRows() {
+    for (const node of nodes.values()) node.remove();
+    nodes.clear();
+    render();
+  }
+
+  // Drop the oldest items beyond the row and byte limits; returns how many went.
+  function trim() {
+    const items = list.items;
+    let cut = 0;
+    const drop = () => {
+      const rec = items[cut++].rec;
+      if (rec) {
+        list.records--;
+        list.bytes -= rec.size || 0;
+      }
+    };
+    while (items.length - cut > settings.maxRows) drop();
+    while (list.bytes > MAX_BYTES && items.length - cut > 1) drop();
+    if (cut) items.splice(0, cut);
+    return cut;
+  }
+
+  function jumpToLatest() {
+    follow = true;
+    render();
   }
 
   // ---------- render queue ----------
 
-  function enqueueRecord(rec) { queue.push(['record', rec, 0]); }
+  function enqueueRecord(rec) { queue.push({ seq: ++seq, rec }); }
 
   function enqueueMarker(kind, text) {
-    queue.push([kind, text, Date.now()]);
+    queue.push({ seq: ++seq, kind, text, time: Date.now() });
     scheduleFlush();
   }
 
@@ -187,35 +372,241 @@
     if (!flushTimer && !paused) flushTimer = setTimeout(flush, FLUSH_MS);
   }
 
-  const atBottom = () => {
-    const r = ui.records;
-    return r.scrollTop + r.clientHeight >= r.scrollHeight - 8;
-  };
-
   function flush() {
     flushTimer = 0;
     if (paused || !queue.length) return;
     const items = queue;
     queue = [];
-    const stick = atBottom();
-    const frag = document.createDocumentFragment();
-    // Items older than the last MAX_ROWS would be trimmed immediately: skip building them.
-    items.forEach(([kind, payload, time], i) => {
-      if (kind === 'record') shown++;
-      if (i < items.length - MAX_ROWS) return;
-      frag.append(kind === 'record' ? recordRow(payload) : markerRow(kind, payload, time));
-    });
-    ui.records.append(frag);
-    trimRows();
-    if (stick) ui.records.scrollTop = ui.records.scrollHeight;
-    ui.jump.hidden = atBottom();
+    // Items older than the last maxRows would be trimmed at once: skip them.
+    for (const item of items.slice(-settings.maxRows)) {
+      list.items.push(item);
+      if (item.rec) {
+        list.records++;
+        list.bytes += item.rec.size || 0;
+      }
+    }
+    if (!follow) unseen += items.length;
+    render(trim());
     updateStats();
   }
 
-  function trimRows() {
-    for (let excess = ui.records.childElementCount - MAX_ROWS; excess > 0; excess--) {
-      ui.records.firstElementChild.remove();
+  function clearRows() {
+    list.items = [];
+    list.records = 0;
+    list.bytes = 0;
+    queue = [];
+    closePane();
+    follow = true;
+    rebuildRows();
+    updateStats();
+  }
+
+  // ---------- the record pane ----------
+
+  function section(title, ...content) {
+    const box = el('section');
+    box.append(el('h4', null, title), ...content);
+    return box;
+  }
+
+  // A long text in a <pre>, cut at `limit` characters with a button that shows all of it.
+  function longText(text, limit = DETAIL_CHARS) {
+    const pre = el('pre', null, clip(text, limit));
+    if (text.length <= limit) return pre;
+    const more = el('button', 'more', `show all (${text.length.toLocaleString()} characters)`);
+    more.type = 'button';
+    more.addEventListener('click', () => {
+      pre.textContent = text;
+      more.remove();
+    });
+    const box = el('div');
+    box.append(pre, more);
+    return box;
+  }
+
+  // A collapsible JSON tree; levels below `open` are built when first expanded.
+  function jsonTree(value, depth = 0, open = 2) {
+    if (value === null || typeof value !== 'object') {
+      return el('span', `j-${value === null ? 'null' : typeof value}`, JSON.stringify(value));
     }
+    const isArray = Array.isArray(value);
+    const entries = isArray ? value.map((v, i) => [i, v]) : Object.entries(value);
+    const details = el('details', 'jt');
+    const brackets = isArray ? ['[', ']'] : ['{', '}'];
+    details.append(el('summary', null, `${brackets[0]} ${plural(entries.length, isArray ? 'item' : 'key')} ${brackets[1]}`));
+    const fill = () => {
+      const body = el('div', 'jt-body');
+      for (const [k, v] of entries) {
+        const line = el('div', 'jt-entry');
+        if (!isArray) line.append(el('span', 'j-key', `${JSON.stringify(k)}: `));
+        line.append(jsonTree(v, depth + 1, open));
+        body.append(line);
+      }
+      details.append(body);
+    };
+    if (depth < open) {
+      details.open = true;
+      fill();
+    } else {
+      details.addEventListener('toggle', fill, { once: true });
+    }
+    return details;
+  }
+
+  function hexDump(b64, limit) {
+    let bin;
+    try {
+      bin = atob(b64);
+    } catch {
+      return 'not valid base64';
+    }
+    const n = Math.min(bin.length, limit);
+    const lines = [];
+    for (let off = 0; off < n; off += 16) {
+      const bytes = [];
+      let ascii = '';
+      for (let i = off; i < Math.min(off + 16, n); i++) {
+        const c = bin.charCodeAt(i);
+        bytes.push(c.toString(16).padStart(2, '0'));
+        ascii += c >= 0x20 && c < 0x7f ? bin[i] : '.';
+      }
+      lines.push(`${off.toString(16).padStart(8, '0')}  ${bytes.join(' ').padEnd(47)}  |${ascii}|`);
+    }
+    if (bin.length > n) lines.push(`… ${bin.length - n} more bytes`);
+    return lines.join('\n');
+  }
+
+  // Two or more views of one value behind a small toggle: [[label, build], ...].
+  function switchable(views) {
+    const box = el('div', 'views');
+    const bar = el('div', 'view-bar');
+    const slot = el('div');
+    const show = (i) => {
+      [...bar.children].forEach((b, j) => b.setAttribute('aria-pressed', String(i === j)));
+      slot.replaceChildren(views[i][1]());
+    };
+    views.forEach(([label], i) => {
+      const b = el('button', 'view', label);
+      b.type = 'button';
+      b.addEventListener('click', () => show(i));
+      bar.append(b);
+    });
+    box.append(bar, slot);
+    show(0);
+    return box;
+  }
+
+  function valueView(rec) {
+    const v = rec.value;
+    switch (rec.encoding) {
+      case 'json':
+        if (v === null || typeof v !== 'object') return longText(JSON.stringify(v));
+        return switchable([
+          ['tree', () => jsonTree(v)],
+          ['text', () => longText(JSON.stringify(v, null, 2))],
+        ]);
+      case 'base64': {
+        const hex = () => {
+          const box = el('div');
+          const pre = el('pre', 'hex', hexDump(String(v), HEX_BYTES));
+          box.append(pre);
+          if (String(v).length * 3 / 4 > HEX_BYTES) {
+            const more = el('button', 'more', 'show all');
+            more.type = 'button';
+            more.addEventListener('click', () => {
+              pre.textContent = hexDump(String(v), Infinity);
+              more.remove();
+            });
+            box.append(more);
+          }
+          return box;
+        };
+        return switchable([['base64', () => longText(String(v))], ['hex', hex]]);
+      }
+      case 'null':
+        return el('p', 'muted', 'null (tombstone)');
+      default:
+        return longText(v === null || v === undefined ? '' : String(v));
+    }
+  }
+
+  function showPane(item) {
+    const rec = item.rec;
+    ui.paneTitle.textContent = `p${rec.partition} · offset ${rec.offset}`;
+    const parts = [];
+    if (Number.isFinite(rec.timestamp) && rec.timestamp >= 0) {
+      const d = new Date(rec.timestamp);
+      parts.push(section('timestamp', el('p', null, `${fmtLocal(d)} · ${d.toISOString()} · ${relTime(rec.timestamp)}`)));
+    }
+    const key = rec.key === null || rec.key === undefined ? el('p', 'muted', 'none') : longText(String(rec.key));
+    parts.push(section(rec.key_encoding === 'base64' ? 'key (base64)' : 'key', key));
+    if (rec.headers && rec.headers.length) {
+      const table = el('table', 'hdrs');
+      for (const [name, value, enc] of rec.headers) {
+        const tr = el('tr');
+        tr.append(el('th', null, String(name)), el('td', null, `${value ?? ''}${enc === 'base64' ? ' (base64)' : ''}`));
+        table.append(tr);
+      }
+      parts.push(section(plural(rec.headers.length, 'header'), table));
+    }
+    const title = `value · ${rec.encoding || 'text'} · ${fmtSize(rec.size)}${rec.truncated ? ' · truncated by the server' : ''}`;
+    parts.push(section(title, valueView(rec)));
+    ui.paneBody.replaceChildren(...parts);
+    ui.pane.hidden = false;
+  }
+
+  function select(item) {
+    selected = item;
+    for (const node of nodes.values()) node.classList.toggle('selected', Number(node.dataset.seq) === (item && item.seq));
+    if (item) showPane(item);
+    else ui.pane.hidden = true;
+  }
+
+  function closePane() {
+    if (selected || !ui.pane.hidden) select(null);
+  }
+
+  // ---------- copy and download ----------
+
+  async function copyText(text) {
+    try {
+      await navigator.clipboard.writeText(text);
+      return true;
+    } catch {
+      // No async clipboard (plain http on another host): the old way, through a hidden textarea.
+      const area = el('textarea');
+      area.value = text;
+      area.setAttribute('readonly', '');
+      area.className = 'offscreen';
+      document.body.append(area);
+      area.select();
+      const ok = document.execCommand('copy');
+      area.remove();
+      return ok;
+    }
+  }
+
+  async function copyRecord() {
+    if (!selected) return;
+    const ok = await copyText(JSON.stringify(selected.rec, null, 2));
+    ui.copy.textContent = ok ? 'Copied' : 'Copy failed';
+    setTimeout(() => { ui.copy.textContent = 'Copy JSON'; }, 1500);
+  }
+
+  function downloadRecords() {
+    const lines = [];
+    for (const item of list.items) if (item.rec) lines.push(`${JSON.stringify(item.rec)}\n`);
+    const blob = new Blob(lines, { type: 'application/x-ndjson' });
+    const d = new Date();
+    const stamp = `${fmtDate(d)}T${pad(d.getHours())}${pad(d.getMinutes())}${pad(d.getSeconds())}`;
+    const topic = ((session && session.topic) || ui.topic.value.trim() || 'kafkatail').replace(/[^\w.-]/g, '_');
+    const a = el('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = `${topic}-${stamp}.ndjson`;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 60000);
   }
 
   // ---------- status bar ----------
@@ -226,13 +617,48 @@
     ui.detail.textContent = detail;
   }
 
+  // Per partition: how far the next offset to show is behind the best known end offset.
+  function lagByPartition(s) {
+    const out = [];
+    for (const [p, end] of [...s.ends].sort((a, b) => a[0] - b[0])) {
+      const next = s.cursor.has(p) ? s.cursor.get(p) : end;
+      out.push([p, Math.max(0, end - next), next, end]);
+    }
+    return out;
+  }
+
+  function updateLag() {
+    const s = session;
+    if (!s || !s.ends.size) {
+      ui.lag.hidden = true;
+      return;
+    }
+    const lag = lagByPartition(s);
+    const total = lag.reduce((n, [, l]) => n + l, 0);
+    ui.lag.hidden = false;
+    ui.lag.dataset.total = total;
+    ui.lag.textContent = lag.length <= 4
+      ? `lag ${lag.map(([p, l]) => `p${p} ${l}`).join(' · ')}`
+      : `lag ${total} (${plural(lag.length, 'partition')})`;
+    ui.lag.title = 'records behind the high watermark, per partition' +
+      `${s.filter || s.regex ? ' (filtered-out records count as behind)' : ''}\n` +
+      lag.map(([p, l, next, end]) => `p${p}: ${l} (next ${next}, end ${end})`).join('\n');
+  }
+
   function updateStats() {
     const now = performance.now();
     rateSamples = rateSamples.filter(([t]) => now - t < RATE_WINDOW_MS);
     const received = rateSamples.reduce((sum, [, n]) => sum + n, 0);
     const windowMs = session ? Math.max(1000, Math.min(RATE_WINDOW_MS, now - session.startedAt)) : RATE_WINDOW_MS;
     ui.rate.textContent = `${(received * 1000 / windowMs).toFixed(1)}/s`;
-    ui.count.textContent = `${plural(shown, 'record')}${queue.length ? ` (+${queue.length} pending)` : ''}`;
+    const total = session ? session.received : lastTotals.received;
+    const dropped = session ? session.dropped : lastTotals.dropped;
+    ui.count.textContent = `${plural(total, 'record')}${queue.length ? ` (+${queue.length} pending)` : ''}`;
+    ui.shown.textContent = `${list.records} shown`;
+    ui.dropped.textContent = `${dropped} dropped`;
+    ui.dropped.dataset.count = dropped;
+    ui.download.disabled = !list.records;
+    updateLag();
   }
 
   function updateButtons() {
@@ -271,9 +697,19 @@
 
   function syncFromArg() {
     const hint = FROM_HINT[ui.fromMode.value];
+    const ts = ui.fromMode.value === 'ts';
+    if (ts !== (ui.fromArg.type === 'datetime-local')) {
+      ui.fromArg.value = '';
+      ui.fromArg.type = ts ? 'datetime-local' : 'text';
+      ui.fromArg.step = ts ? '1' : '';
+    }
     ui.fromArg.hidden = !hint;
+    ui.tsQuick.hidden = !ts;
     ui.fromArg.placeholder = hint || '';
   }
+
+  // A time as the value of a datetime-local input: local, to the second.
+  const localInput = (d) => `${fmtDate(d)}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 
   function writeUrl() {
     const q = new URLSearchParams();
@@ -297,14 +733,24 @@
     ui.format.value = FORMATS.includes(q.get('format')) ? q.get('format') : 'auto';
     const from = q.get('from') || 'latest';
     let m;
-    if (from === 'earliest') ui.fromMode.value = 'earliest';
-    else if ((m = /^-(\d+)$/.exec(from))) [ui.fromMode.value, ui.fromArg.value] = ['last', m[1]];
-    else if ((m = /^(ts|offsets):(.*)$/.exec(from))) [ui.fromMode.value, ui.fromArg.value] = [m[1], m[2]];
+    let [mode, arg] = ['latest', ''];
+    if (from === 'earliest') mode = 'earliest';
+    else if ((m = /^-(\d+)$/.exec(from))) [mode, arg] = ['last', m[1]];
+    else if ((m = /^(ts|offsets):(.*)$/.exec(from))) [mode, arg] = [m[1], m[2]];
+    if (mode === 'ts') {
+      // Epoch ms or any parseable time, shown in the picker as local time.
+      const ms = /^\d+$/.test(arg) ? Number(arg) : Date.parse(arg);
+      arg = Number.isNaN(ms) ? '' : localInput(new Date(ms));
+    }
+    ui.fromMode.value = mode;
     syncFromArg();
+    ui.fromArg.value = arg;
     return Boolean(ui.topic.value);
   }
 
   // ---------- the tail session ----------
+
+  let lastTotals = { received: 0, dropped: 0 }; // of the last session, shown after it ends
 
   function start() {
     let params;
@@ -319,14 +765,16 @@
       return;
     }
     if (session) endSession('stopped');
+    clearRows(); // a new tail: old rows would repeat or interleave with its records
     writeUrl();
     session = {
-      ...params, label: params.topic, cursor: new Map(), ws: null, timer: 0,
+      ...params, label: params.topic, cursor: new Map(), ends: new Map(), ws: null, timer: 0,
       attempt: 0, lost: null, lastError: null, resumeFrom: null, startedAt: performance.now(),
-      filter: '', regex: '',
+      filter: '', regex: '', received: 0, dropped: 0, serverStatus: null,
     };
     connect(session);
     updateButtons();
+    updateStats();
   }
 
   function connect(s) {
@@ -371,7 +819,10 @@
       case 'hello': onHello(s, msg); break;
       case 'messages': onMessages(s, msg.messages || []); break;
       case 'status': onStatus(s, msg); break;
-      case 'dropped': enqueueMarker('dropped', droppedText(msg)); break;
+      case 'dropped':
+        s.dropped += Number(msg.count) || 0;
+        enqueueMarker('dropped', droppedText(msg));
+        break;
       case 'error': s.lastError = { code: msg.code, message: msg.message || '' }; break;
       default: console.warn('kafkatail: unknown frame type', msg.type);
     }
@@ -379,8 +830,11 @@
 
   function onHello(s, msg) {
     const parts = msg.partitions || [];
-    // Partitions without any record yet resume from where the server started them.
-    for (const p of parts) if (!s.cursor.has(p.partition)) s.cursor.set(p.partition, p.start);
+    for (const p of parts) {
+      // Partitions without any record yet resume from where the server started them.
+      if (!s.cursor.has(p.partition)) s.cursor.set(p.partition, p.start);
+      if (Number.isFinite(p.end)) s.ends.set(p.partition, Math.max(p.end, s.ends.get(p.partition) || 0));
+    }
     s.label = `${msg.topic || s.topic} · ${plural(parts.length, 'partition')}`;
     if (s.lost) {
       enqueueMarker('reconnect', `reconnected after ${s.lost} — resumed from ${s.resumeFrom}`);
@@ -388,7 +842,8 @@
     }
     s.attempt = 0;
     if (paused) send({ op: 'pause' });
-    setConn(paused ? 'paused' : 'live');
+    setConn(paused ? 'paused' : 'live', pausedDetail());
+    updateStats();
   }
 
   function onMessages(s, recs) {
@@ -397,14 +852,17 @@
       const next = s.cursor.get(rec.partition);
       if (next !== undefined && rec.offset < next) continue; // overlap after a reconnect
       s.cursor.set(rec.partition, rec.offset + 1);
+      if (rec.offset + 1 > (s.ends.get(rec.partition) || 0)) s.ends.set(rec.partition, rec.offset + 1);
       enqueueRecord(rec);
       accepted++;
     }
+    s.received += accepted;
     rateSamples.push([performance.now(), accepted]);
     scheduleFlush();
   }
 
   function onStatus(s, msg) {
+    s.serverStatus = msg.status;
     switch (msg.status) {
       case 'filter': {
         // The server's echo of a live filter change: from here on only matching records arrive.
@@ -424,11 +882,16 @@
         break;
       case 'reconnected':
         enqueueMarker('reconnect', 'broker connection restored');
-        setConn(paused ? 'paused' : 'live');
+        setConn(paused ? 'paused' : 'live', pausedDetail());
+        return;
+      case 'paused':
+      case 'live':
+        // The server confirms our own pause or resume; the page's state is already set.
+        setConn(paused ? 'paused' : 'live', pausedDetail());
         return;
       default:
     }
-    setConn(paused && msg.status === 'live' ? 'paused' : msg.status);
+    setConn(msg.status);
   }
 
   function droppedText(msg) {
@@ -466,24 +929,36 @@
   function endSession(state, detail = '') {
     const s = session;
     session = null;
+    lastTotals = { received: s.received, dropped: s.dropped };
     clearTimeout(s.timer);
     if (s.ws) s.ws.close(1000, 'stopped by user');
-    setPaused(false);
+    paused = false;
+    autoPaused = false;
+    scheduleFlush();
     setConn(state, detail);
     updateButtons();
+    updateStats();
   }
 
-  function setPaused(value) {
+  const pausedDetail = () => (session ? `${session.label}${autoPaused ? ' · tab hidden' : ''}` : '');
+
+  // Pause stops rendering and asks the server to stop fetching; resume continues from the cursor.
+  function setPaused(value, auto = false) {
+    if (!session || paused === value) return;
     paused = value;
+    autoPaused = value && auto;
     updateButtons();
+    if (send({ op: value ? 'pause' : 'resume' })) setConn(value ? 'paused' : 'live', pausedDetail());
     scheduleFlush();
+    updateStats();
   }
 
-  function togglePause() {
-    if (!session) return;
-    setPaused(!paused);
-    const sent = send({ op: paused ? 'pause' : 'resume' });
-    if (sent) setConn(paused ? 'paused' : 'live');
+  function onVisibility() {
+    if (document.hidden) {
+      if (settings.autoPause && session && !paused) setPaused(true, true);
+    } else if (autoPaused) {
+      setPaused(false);
+    }
   }
 
   function applyFilter() {
@@ -499,12 +974,26 @@
     // The marker is added when the server echoes the change (status "filter").
   }
 
-  function clearRows() {
-    ui.records.replaceChildren();
-    queue = [];
-    shown = 0;
-    ui.jump.hidden = true;
-    updateStats();
+  // The end offsets from hello age; while the tab is visible (paused too: that is when the lag
+  // grows), ask for fresh ones now and then.
+  let endsInFlight = false;
+
+  async function refreshEnds() {
+    const s = session;
+    if (!s || document.hidden || endsInFlight || !s.ends.size) return;
+    if (!s.ws || s.ws.readyState !== WebSocket.OPEN) return;
+    endsInFlight = true;
+    try {
+      const info = await getJson(`/api/topics/${encodeURIComponent(s.topic)}`);
+      for (const { partition, latest } of info.partitions || []) {
+        if (s.ends.has(partition) && latest > s.ends.get(partition)) s.ends.set(partition, latest);
+      }
+      updateLag();
+    } catch {
+      // the next refresh tries again; the lag shown is a lower bound meanwhile
+    } finally {
+      endsInFlight = false;
+    }
   }
 
   // ---------- topics ----------
@@ -547,6 +1036,73 @@
     }
   }
 
+  // ---------- settings dialog ----------
+
+  function renderHighlightList() {
+    ui.hlList.replaceChildren(...settings.highlights.map((rule, i) => {
+      const li = el('li');
+      const swatch = el('span', 'swatch');
+      swatch.style.backgroundColor = rule.color;
+      const remove = el('button', null, 'remove');
+      remove.type = 'button';
+      remove.addEventListener('click', () => {
+        settings.highlights.splice(i, 1);
+        highlightsChanged();
+      });
+      li.append(swatch, el('span', 'term', rule.term), remove);
+      return li;
+    }));
+  }
+
+  function highlightsChanged() {
+    saveSettings();
+    compileHighlights();
+    for (const item of list.items) delete item.hay;
+    renderHighlightList();
+    rebuildRows();
+  }
+
+  function openSettings() {
+    ui.setMax.value = settings.maxRows;
+    ui.setAutoPause.checked = settings.autoPause;
+    ui.setTheme.value = settings.theme;
+    ui.hlColor.value = PALETTE[settings.highlights.length % PALETTE.length];
+    renderHighlightList();
+    ui.settings.showModal();
+  }
+
+  function addHighlight() {
+    const term = ui.hlTerm.value.trim();
+    if (!term) return;
+    settings.highlights.push({ term, color: ui.hlColor.value });
+    ui.hlTerm.value = '';
+    ui.hlColor.value = PALETTE[settings.highlights.length % PALETTE.length];
+    highlightsChanged();
+  }
+
+  // ---------- keyboard ----------
+
+  function onKey(ev) {
+    if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.isComposing || ui.settings.open) return;
+    const t = ev.target;
+    const typing = t instanceof HTMLElement && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName));
+    if (ev.key === 'Escape') {
+      ev.preventDefault(); // a search field would clear itself, and with it the live filter
+      if (typing) t.blur();
+      else closePane();
+      return;
+    }
+    if (typing) return;
+    switch (ev.key) {
+      case ' ': setPaused(!paused); break; // also on a focused button: space never restarts the tail
+      case '/': ui.filter.focus(); ui.filter.select(); break;
+      case 'g': jumpToLatest(); break;
+      case 'c': copyRecord(); break;
+      default: return;
+    }
+    ev.preventDefault();
+  }
+
   // ---------- wiring ----------
 
   let filterTimer = 0;
@@ -558,18 +1114,31 @@
     else start();
   });
   ui.stop.addEventListener('click', () => { if (session) endSession('stopped'); });
-  ui.pause.addEventListener('click', togglePause);
+  ui.pause.addEventListener('click', () => setPaused(!paused));
   ui.clear.addEventListener('click', clearRows);
-  ui.jump.addEventListener('click', () => {
-    ui.records.scrollTop = ui.records.scrollHeight;
+  ui.download.addEventListener('click', downloadRecords);
+  ui.jump.addEventListener('click', jumpToLatest);
+  ui.records.addEventListener('scroll', () => {
+    follow = atBottom();
+    scheduleRender();
   });
-  ui.records.addEventListener('scroll', () => { ui.jump.hidden = atBottom(); });
-  // Click a row to wrap/unwrap its long cells (but not when selecting text or using <details>).
+  window.addEventListener('resize', scheduleRender);
   ui.records.addEventListener('click', (ev) => {
     const row = ev.target.closest('.record');
-    if (row && !ev.target.closest('details') && document.getSelection().isCollapsed) row.classList.toggle('expanded');
+    if (!row || !document.getSelection().isCollapsed) return;
+    const item = list.items.find((i) => i.seq === Number(row.dataset.seq));
+    select(item && item !== selected ? item : null);
   });
+  ui.copy.addEventListener('click', copyRecord);
+  ui.paneClose.addEventListener('click', closePane);
   ui.fromMode.addEventListener('change', () => { syncFromArg(); writeUrl(); });
+  ui.tsQuick.addEventListener('click', (ev) => {
+    const minutes = Number(ev.target.dataset.minutes);
+    if (!minutes) return;
+    ui.fromArg.value = localInput(new Date(Date.now() - minutes * 60000));
+    writeUrl();
+    if (ui.topic.value.trim()) start();
+  });
   for (const input of [ui.partitions, ui.fromArg, ui.format]) input.addEventListener('change', writeUrl);
   ui.topic.addEventListener('change', () => { writeUrl(); showTopicInfo(); });
   // Substring filter applies as you type; a regex only on Enter/blur so half-typed patterns are not sent.
@@ -578,16 +1147,69 @@
     filterTimer = setTimeout(applyFilter, FILTER_DEBOUNCE_MS);
   });
   ui.regex.addEventListener('change', applyFilter);
+  document.addEventListener('keydown', onKey);
+  document.addEventListener('visibilitychange', onVisibility);
+
+  ui.openSettings.addEventListener('click', openSettings);
+  ui.setMax.addEventListener('change', () => {
+    if (ui.setMax.value.trim() === '') return; // emptied on the way to a new number
+    settings.maxRows = clampRows(ui.setMax.value);
+    ui.setMax.value = settings.maxRows;
+    saveSettings();
+    render(trim());
+    updateStats();
+  });
+  ui.setAutoPause.addEventListener('change', () => {
+    settings.autoPause = ui.setAutoPause.checked;
+    saveSettings();
+  });
+  ui.setTheme.addEventListener('change', () => {
+    settings.theme = THEMES.includes(ui.setTheme.value) ? ui.setTheme.value : 'system';
+    saveSettings();
+    applyTheme();
+  });
+  ui.hlAdd.addEventListener('click', addHighlight);
+  ui.hlTerm.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter') {
+      ev.preventDefault();
+      addHighlight();
+    }
+  });
 
   setInterval(updateStats, 1000);
+  setInterval(refreshEnds, LAG_REFRESH_MS);
   setInterval(() => {
-    for (const rel of ui.records.querySelectorAll('.rel')) rel.textContent = relTime(Number(rel.dataset.ts));
+    for (const rel of ui.rows.querySelectorAll('.rel')) rel.textContent = relTime(Number(rel.dataset.ts));
   }, 10000);
 
+  // Read-only views for the browser console and the browser tests.
+  window.kafkatail = Object.freeze({
+    rows: () => list.items.filter((i) => i.rec).map((i) => [i.rec.partition, i.rec.offset]),
+    records: () => list.items.filter((i) => i.rec).map((i) => i.rec),
+    markers: () => list.items.filter((i) => !i.rec).map((i) => i.text),
+    state: () => ({
+      conn: ui.conn.dataset.state,
+      paused,
+      autoPaused,
+      follow,
+      rows: list.items.length,
+      records: list.records,
+      pending: queue.length,
+      received: session ? session.received : lastTotals.received,
+      dropped: session ? session.dropped : lastTotals.dropped,
+      serverStatus: session ? session.serverStatus : null,
+      lag: session ? Object.fromEntries(lagByPartition(session).map(([p, l]) => [p, l])) : {},
+      settings: JSON.parse(JSON.stringify(settings)),
+    }),
+  });
+
+  applyTheme();
+  compileHighlights();
   loadTopics();
   if (readUrl()) {
     showTopicInfo();
     start();
   }
   updateButtons();
+  updateStats();
 })();

@@ -1,0 +1,346 @@
+"""The page's own features in headless Chromium, against the in-process server and the real broker:
+the virtual list and its row limit, autoscroll, keyboard, hidden-tab pause, the record pane, copy,
+NDJSON download, highlight rules, the status bar and the themes.
+
+Ordering, live filters, pause/resume, server restarts, markup and binary values: test_page.py.
+"""
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pytest
+
+By = pytest.importorskip("selenium.webdriver.common.by", reason="selenium not installed (dev extra)").By
+ActionChains = pytest.importorskip("selenium.webdriver.common.action_chains").ActionChains
+
+from .conftest import wait_for
+from .test_page import by_partition, conn_state, dom_rows, markers, open_page, probe, rows, state, wait_rows
+
+pytestmark = pytest.mark.timeout(60)
+
+HIDE_JS = """
+Object.defineProperty(document, 'hidden', {configurable: true, get: () => arguments[0]});
+Object.defineProperty(document, 'visibilityState', {configurable: true,
+                                                    get: () => arguments[0] ? 'hidden' : 'visible'});
+document.dispatchEvent(new Event('visibilitychange'));
+"""
+
+
+def press(browser, keys: str) -> None:
+    ActionChains(browser).send_keys(keys).perform()
+
+
+def js_state(browser, key: str):
+    return state(browser)[key]
+
+
+def stays(check, seconds: float, what: str) -> None:
+    """Assert ``check()`` holds on every look for ``seconds`` (for "nothing happens" claims)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert check(), what
+        time.sleep(0.05)
+
+
+def test_row_limit_holds_under_a_fast_topic(cluster, server, browser):
+    """15k records through a list limited to 1,000 rows: never more in the list, a few in the DOM."""
+    t = cluster.create_topic()
+    total, cap = 15_000, 1_000
+    cluster.produce(t, [(f"k{i}", json.dumps({"n": i})) for i in range(total)])
+    open_page(browser, server, f"topic={t}&from=earliest", settings={"maxRows": cap})
+    peak_rows = peak_dom = 0
+
+    def done():
+        nonlocal peak_rows, peak_dom
+        s, dom = browser.execute_script(
+            "return [window.kafkatail.state(), document.querySelectorAll('#records .record').length];")
+        peak_rows, peak_dom = max(peak_rows, s["rows"]), max(peak_dom, dom)
+        return s["received"] == total and s["pending"] == 0
+
+    wait_for(done, timeout=30, what=f"all {total} records", interval=0.02)
+    assert peak_rows <= cap and peak_dom < 200, (peak_rows, peak_dom)
+    found = rows(browser)
+    assert found == [(0, o) for o in range(total - cap, total)]
+    # Following: the newest record is the last row in the DOM.
+    wait_for(lambda: dom_rows(browser)[-1:] == [(0, total - 1)], what="the newest row in view")
+    assert browser.find_element(By.ID, "shown").text == f"{cap} shown"
+    # Lowering the limit in the settings trims the list at once.
+    browser.find_element(By.ID, "open-settings").click()
+    box = browser.find_element(By.ID, "set-max")
+    box.clear()
+    box.send_keys("500\t")
+    wait_for(lambda: js_state(browser, "records") == 500, what="the list trimmed to 500")
+    assert rows(browser)[0] == (0, total - 500)
+    assert js_state(browser, "settings")["maxRows"] == 500
+    assert json.loads(browser.execute_script("return localStorage.getItem('kafkatail.settings');"))["maxRows"] == 500
+
+
+def test_autoscroll_stops_when_scrolled_up_and_jump_resumes(cluster, server, browser):
+    t = cluster.create_topic()
+    cluster.produce(t, [(None, f"a{i}") for i in range(300)])
+    open_page(browser, server, f"topic={t}&from=earliest")
+    wait_rows(browser, 300)
+    jump = browser.find_element(By.ID, "jump")
+    wait_for(lambda: dom_rows(browser)[-1:] == [(0, 299)], what="following the tail")
+    assert not jump.is_displayed()
+    browser.execute_script("document.getElementById('records').scrollTop = 0;")
+    wait_for(lambda: not js_state(browser, "follow"), what="autoscroll off after scrolling up")
+    cluster.produce(t, [(None, f"b{i}") for i in range(50)])
+    wait_rows(browser, 350)
+    wait_for(lambda: jump.is_displayed() and "+50" in jump.text, what="the jump button with 50 new")
+    assert dom_rows(browser)[0] == (0, 0)  # the view stayed where the user put it
+    assert browser.execute_script("return document.getElementById('records').scrollTop;") == 0
+    jump.click()
+    wait_for(lambda: dom_rows(browser)[-1:] == [(0, 349)], what="the newest row after the jump")
+    assert js_state(browser, "follow") and not jump.is_displayed()
+    cluster.produce(t, [(None, "c")])
+    wait_for(lambda: dom_rows(browser)[-1:] == [(0, 350)], what="following again")
+
+
+def test_keyboard_shortcuts(cluster, server, browser):
+    t = cluster.create_topic()
+    cluster.produce(t, [(None, f"v{i}") for i in range(200)])
+    open_page(browser, server, f"topic={t}&from=earliest")
+    wait_rows(browser, 200)
+    # space pauses and resumes, even with the focus on a button (it must not restart the tail)
+    browser.execute_script("document.getElementById('start').focus();")
+    press(browser, " ")
+    wait_for(lambda: conn_state(browser) == "paused", what="paused by space")
+    wait_for(lambda: js_state(browser, "serverStatus") == "paused", what="the server's pause")
+    assert browser.find_element(By.ID, "pause").text == "Resume"
+    press(browser, " ")
+    wait_for(lambda: conn_state(browser) == "live", what="resumed by space")
+    assert probe(browser)["sockets"] == 1
+    # / focuses the filter without typing the slash; Esc leaves it
+    press(browser, "/")
+    assert browser.execute_script("return document.activeElement.id;") == "filter"
+    assert browser.find_element(By.ID, "filter").get_attribute("value") == ""
+    press(browser, "x")  # typing in the filter is typing, not a shortcut
+    assert browser.find_element(By.ID, "filter").get_attribute("value") == "x"
+    press(browser, "\ue00c")  # Escape
+    assert browser.execute_script("return document.activeElement === document.body;")
+    assert browser.find_element(By.ID, "filter").get_attribute("value") == "x"
+    # g jumps to the latest row
+    browser.execute_script("document.getElementById('records').scrollTop = 0;")
+    wait_for(lambda: not js_state(browser, "follow"), what="scrolled up")
+    press(browser, "g")
+    wait_for(lambda: js_state(browser, "follow") and dom_rows(browser)[-1:] == [(0, 199)], what="jumped by g")
+
+
+def test_hidden_tab_pauses_the_tail_and_loses_nothing(cluster, server, browser):
+    t = cluster.create_topic(partitions=2)
+    cluster.produce(t, [(None, f"a{i}", i % 2) for i in range(10)])
+    open_page(browser, server, f"topic={t}&from=earliest")
+    wait_rows(browser, 10)
+    wait_for(lambda: conn_state(browser) == "live", what="live")
+    browser.execute_script(HIDE_JS, True)
+    wait_for(lambda: js_state(browser, "autoPaused") and conn_state(browser) == "paused", what="auto-pause")
+    assert "tab hidden" in browser.find_element(By.ID, "status-detail").text
+    # The server confirms, so it stops delivering (and, alone on the topic, fetching).
+    wait_for(lambda: js_state(browser, "serverStatus") == "paused", what="the server's pause")
+    cluster.produce(t, [(None, f"b{i}", i % 2) for i in range(30)])
+    stays(lambda: js_state(browser, "received") == 10, 1.0, "records arrived while hidden")
+    browser.execute_script(HIDE_JS, False)
+    wait_for(lambda: conn_state(browser) == "live" and not js_state(browser, "autoPaused"), what="resumed")
+    found = wait_rows(browser, 40)
+    assert len(found) == len(set(found)) == 40
+    assert by_partition(found) == {0: list(range(20)), 1: list(range(20))}
+    assert probe(browser)["sockets"] == 1
+
+
+def test_hidden_tab_keeps_tailing_when_auto_pause_is_off(cluster, server, browser):
+    t = cluster.create_topic()
+    cluster.produce(t, [(None, "a")])
+    open_page(browser, server, f"topic={t}&from=earliest", settings={"autoPause": False})
+    wait_rows(browser, 1)
+    browser.execute_script(HIDE_JS, True)
+    cluster.produce(t, [(None, "b")])
+    wait_rows(browser, 2)
+    assert conn_state(browser) == "live" and not js_state(browser, "paused")
+
+
+def test_record_pane_and_copy_as_json(cluster, server, browser):
+    t = cluster.create_topic()
+    doc = {"order": {"id": 7, "lines": [{"sku": "<b>a</b>", "qty": 2}]}, "ok": True}
+    blob = bytes([0, 255, 254, 1]) + b"kafka"
+    cluster.produce(t, [("k-json", json.dumps(doc), None, [("trace", b"t-1")]), (b"\x01", blob)])
+    open_page(browser, server, f"topic={t}&from=earliest")
+    wait_rows(browser, 2)
+    browser.execute_script("""
+        window.__copied = [];
+        navigator.clipboard.writeText = (text) => { window.__copied.push(text); return Promise.resolve(); };
+    """)
+    browser.find_element(By.CSS_SELECTOR, '#records .record[data-offset="0"]').click()
+    pane = browser.find_element(By.ID, "detail")
+    wait_for(pane.is_displayed, what="the record pane")
+    assert browser.find_element(By.ID, "detail-title").text == "p0 · offset 0"
+    body = browser.find_element(By.ID, "detail-body")
+    assert "trace" in body.text and "t-1" in body.text
+    # JSON as a collapsible tree, every string as text
+    assert browser.execute_script("return document.querySelectorAll('#detail-body details.jt').length;") >= 3
+    # deeper levels are built when opened
+    browser.find_element(By.XPATH, "//details[summary='[ 1 item ]']/summary").click()
+    inner = "//details[summary='[ 1 item ]']//details/summary"
+    wait_for(lambda: browser.find_elements(By.XPATH, inner), what="the array built on opening")
+    browser.find_element(By.XPATH, inner).click()
+    wait_for(lambda: '"sku": "<b>a</b>"' in body.text, what="the opened array")
+    browser.find_element(By.XPATH, "//div[@id='detail-body']//button[text()='text']").click()
+    assert '"sku": "<b>a</b>",' in body.find_element(By.CSS_SELECTOR, ".views pre").text
+    assert browser.execute_script("return document.querySelectorAll('#detail-body b').length;") == 0
+    browser.find_element(By.ID, "copy").click()
+    wait_for(lambda: browser.execute_script("return window.__copied.length;") == 1, what="a copy")
+    copied = json.loads(browser.execute_script("return window.__copied[0];"))
+    assert copied == browser.execute_script("return window.kafkatail.records()[0];")
+    assert copied["value"] == doc and copied["key"] == "k-json" and copied["offset"] == 0
+    assert copied["headers"] == [["trace", "t-1"]]
+    # A binary value: base64 first, hex on the toggle; c copies the selected record.
+    browser.find_element(By.CSS_SELECTOR, '#records .record[data-offset="1"]').click()
+    wait_for(lambda: browser.find_element(By.ID, "detail-title").text == "p0 · offset 1", what="record 1")
+    browser.find_element(By.XPATH, "//div[@id='detail-body']//button[text()='hex']").click()
+    hexdump = browser.find_element(By.CSS_SELECTOR, "#detail-body pre.hex").text
+    assert hexdump.startswith("00000000  00 ff fe 01 6b 61 66 6b 61") and hexdump.endswith("|....kafka|")
+    press(browser, "c")
+    wait_for(lambda: browser.execute_script("return window.__copied.length;") == 2, what="a copy by c")
+    assert json.loads(browser.execute_script("return window.__copied[1];"))["encoding"] == "base64"
+    press(browser, "\ue00c")  # Escape closes the pane
+    wait_for(lambda: not pane.is_displayed(), what="the pane closed")
+
+
+def test_download_visible_records_as_ndjson(cluster, server, browser, tmp_path):
+    t = cluster.create_topic(partitions=2)
+    cluster.produce(t, [(f"k{i}", json.dumps({"i": i}) if i % 3 else f"<i>text {i}</i>", i % 2)
+                        for i in range(20)] + [(None, b"\xff\xfe", 0)])
+    open_page(browser, server, f"topic={t}&from=earliest", settings={"maxRows": 100})
+    wait_rows(browser, 21)
+    browser.execute_cdp_cmd("Browser.setDownloadBehavior",
+                            {"behavior": "allow", "downloadPath": str(tmp_path)})
+    browser.find_element(By.ID, "download").click()
+    done = wait_for(lambda: [p for p in tmp_path.glob("*.ndjson")], what="the downloaded file")
+    assert done[0].name.startswith(f"{t}-")
+    lines = done[0].read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == browser.execute_script("return window.kafkatail.records();")
+    got = {(r["partition"], r["offset"]): r for r in map(json.loads, lines)}
+    assert len(got) == 21
+    assert got[(1, 0)]["value"] == {"i": 1} and got[(1, 0)]["encoding"] == "json"
+    assert got[(0, 0)]["value"] == "<i>text 0</i>" and got[(0, 0)]["encoding"] == "text"
+    assert got[(0, 10)]["encoding"] == "base64" and got[(0, 10)]["value"] == "//4="
+
+
+def test_highlight_rules(cluster, server, browser):
+    t = cluster.create_topic()
+    cluster.produce(t, [("a", "all good"), ("b", "disk ERROR on node 3"), ("c", "<b>error</b> again"),
+                        ("d", "slow request")])
+    open_page(browser, server, f"topic={t}&from=earliest")
+    wait_rows(browser, 4)
+    browser.find_element(By.ID, "open-settings").click()
+    browser.find_element(By.ID, "hl-term").send_keys("error")
+    browser.execute_script("document.getElementById('hl-color').value = '#ff0000';")
+    browser.find_element(By.ID, "hl-add").click()
+    browser.find_element(By.ID, "hl-term").send_keys("slow\n")  # Enter adds too, in the next colour
+    browser.find_element(By.ID, "settings-close").click()
+
+    def row_marks():
+        return browser.execute_script("""
+            return Array.from(document.querySelectorAll('#records .record'), (r) => [
+              Number(r.dataset.offset), r.classList.contains('hl'), r.style.getPropertyValue('--hl'),
+              Array.from(r.querySelectorAll('mark'), (m) => [m.textContent, m.style.backgroundColor])]);""")
+
+    marks = wait_for(lambda: [m for m in row_marks() if m[1]] and row_marks(), what="highlighted rows")
+    assert marks == [
+        [0, False, "", []],
+        [1, True, "#ff0000", [["ERROR", "rgb(255, 0, 0)"]]],
+        [2, True, "#ff0000", [["error", "rgb(255, 0, 0)"]]],
+        [3, True, "#ff8c8c", [["slow", "rgb(255, 140, 140)"]]],
+    ]
+    # The value still reads as text, markup and all.
+    assert browser.execute_script(
+        "return document.querySelector('#records .record[data-offset=\"2\"] .c-val').textContent;") == "<b>error</b> again"
+    saved = json.loads(browser.execute_script("return localStorage.getItem('kafkatail.settings');"))
+    assert saved["highlights"] == [{"term": "error", "color": "#ff0000"}, {"term": "slow", "color": "#ff8c8c"}]
+
+
+def test_status_bar_counts_drops_and_shows_lag(cluster, make_server_, browser):
+    srv = make_server_(outbox_max_records=20)
+    t = cluster.create_topic()
+    total = 2000
+    cluster.produce(t, [(f"k{i}", json.dumps({"n": i})) for i in range(total)])
+    open_page(browser, srv, f"topic={t}&from=earliest")
+    s = wait_for(lambda: (lambda s: s["received"] + s["dropped"] == total and not s["pending"] and s)(
+                 state(browser)),
+                 timeout=30, what="every record either shown or counted as dropped")
+    assert s["dropped"] > 0
+    skipped = [int(m.split()[1]) for m in markers(browser) if m.startswith("skipped ")]
+    assert sum(skipped) == s["dropped"]
+    wait_for(lambda: browser.find_element(By.ID, "dropped").text == f"{s['dropped']} dropped", what="drops")
+    wait_for(lambda: browser.find_element(By.ID, "lag").text == "lag p0 0", what="caught up, lag 0")
+    # Paused, the lag grows with what is produced (the page asks for fresh end offsets).
+    press(browser, " ")
+    wait_for(lambda: js_state(browser, "serverStatus") == "paused", what="the server's pause")
+    # (one record a batch: Tansu's end offset is the last batch's base offset + 1)
+    cluster.produce(t, [(None, f"late {i}") for i in range(25)], flush_each=True)
+    wait_for(lambda: browser.find_element(By.ID, "lag").text == "lag p0 25", timeout=15, what="lag 25")
+    press(browser, " ")
+    wait_for(lambda: browser.find_element(By.ID, "lag").text == "lag p0 0", what="lag 0 after resume")
+    assert rows(browser)[-1] == (0, total + 24)
+    # The flame graph link opens the profiler in a new tab.
+    flame = browser.find_element(By.ID, "flame")
+    assert flame.get_attribute("target") == "_blank"
+    href = flame.get_attribute("href")
+    assert href == srv.url("/debug/profile?seconds=5&format=svg")
+    with urllib.request.urlopen(href.replace("seconds=5", "seconds=0.2"), timeout=10) as res:
+        assert res.headers["Content-Type"].startswith("image/svg+xml")
+
+
+@pytest.mark.parametrize("scheme,theme,expected", [
+    ("light", "system", "rgb(251, 251, 250)"),
+    ("dark", "system", "rgb(22, 24, 27)"),
+    ("dark", "light", "rgb(251, 251, 250)"),
+    ("light", "dark", "rgb(22, 24, 27)"),
+])
+def test_theme_follows_the_system_unless_set(server, browser, scheme, theme, expected):
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                            {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+    open_page(browser, server, "", settings={"theme": theme})
+    wait_for(lambda: browser.execute_script("return window.kafkatail !== undefined;"), what="the page")
+    assert browser.execute_script("return getComputedStyle(document.documentElement).backgroundColor;") == expected
+
+
+def test_narrow_window(cluster, server, browser):
+    t = cluster.create_topic()
+    cluster.produce(t, [(f"key-{i}", "v" * 500) for i in range(5)])
+    browser.set_window_size(420, 800)
+    open_page(browser, server, f"topic={t}&from=earliest")
+    wait_rows(browser, 5)
+    assert browser.execute_script(
+        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth;")
+    assert not browser.find_element(By.CSS_SELECTOR, "#records .record .c-hdrs").is_displayed()
+    browser.find_element(By.CSS_SELECTOR, '#records .record[data-offset="0"]').click()
+    pane = browser.find_element(By.ID, "detail")
+    wait_for(pane.is_displayed, what="the record pane")
+    assert pane.rect["width"] <= 420
+
+
+def test_since_time_shortcuts_and_picker(cluster, server, browser):
+    t = cluster.create_topic()
+    now = int(time.time() * 1000)
+    cluster.produce(t, [(f"old{i}", "old", 0, None, now - 2 * 3600_000) for i in range(5)]
+                    + [(f"new{i}", "new", 0, None, now - 60_000) for i in range(3)],
+                    flush_each=True)  # Tansu's end offset is the last batch's base + 1
+    open_page(browser, server, f"topic={t}")
+    wait_for(lambda: conn_state(browser) == "live", what="the live tail")
+    Select = pytest.importorskip("selenium.webdriver.support.select").Select
+    Select(browser.find_element(By.ID, "from-mode")).select_by_value("ts")
+    picker = browser.find_element(By.ID, "from-arg")
+    assert picker.get_attribute("type") == "datetime-local"
+    browser.find_element(By.CSS_SELECTOR, '#ts-quick button[data-minutes="60"]').click()
+    wait_for(lambda: probe(browser)["sockets"] == 2, what="the tail restarted")
+    found = wait_rows(browser, 3)
+    assert found == [(0, 5), (0, 6), (0, 7)]
+    typed = picker.get_attribute("value")
+    assert typed and "from=ts%3A" in browser.current_url
+    # The address is a bookmark: a reload starts the same tail with the same picker value.
+    browser.refresh()
+    assert wait_rows(browser, 3) == [(0, 5), (0, 6), (0, 7)]
+    assert browser.find_element(By.ID, "from-arg").get_attribute("value") == typed

@@ -33,6 +33,11 @@
   };
   const FROM_RE = /^(latest|earliest|-[1-9]\d*|ts:.+|offsets:\d+:\d+(,\d+:\d+)*)$/;
 
+  const TOKEN_KEY = 'kafkatail.token';
+  // Everything is addressed relative to where the page is served, so a host app may mount
+  // kafkatail under a URL prefix.
+  const BASE = location.pathname.replace(/\/[^/]*$/, '');
+
   const $ = (id) => document.getElementById(id);
   const ui = {
     form: $('controls'), topic: $('topic'), topicList: $('topic-list'), topicInfo: $('topic-info'),
@@ -45,7 +50,8 @@
     pane: $('detail'), paneTitle: $('detail-title'), paneBody: $('detail-body'),
     copy: $('copy'), paneClose: $('detail-close'),
     settings: $('settings'), openSettings: $('open-settings'), setMax: $('set-max'),
-    setAutoPause: $('set-autopause'), setTheme: $('set-theme'),
+    setAutoPause: $('set-autopause'), setTheme: $('set-theme'), setToken: $('set-token'),
+    flame: $('flame'),
     hlList: $('hl-list'), hlTerm: $('hl-term'), hlColor: $('hl-color'), hlAdd: $('hl-add'),
   };
 
@@ -789,7 +795,9 @@
     if (s.regex) q.set('regex', s.regex);
     if (s.format !== 'auto') q.set('format', s.format);
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const ws = new WebSocket(`${proto}//${location.host}/ws/tail/${encodeURIComponent(s.topic)}?${q}`);
+    const token = bearerToken();
+    const ws = new WebSocket(`${proto}//${location.host}${BASE}/ws/tail/${encodeURIComponent(s.topic)}?${q}`,
+      token ? [`kafkatail.bearer.${token}`, 'kafkatail'] : []);
     s.ws = ws;
     s.resumeFrom = resume;
     setConn(s.lost ? 'reconnecting' : 'connecting');
@@ -998,8 +1006,21 @@
 
   // ---------- topics ----------
 
+  function bearerToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY) || '';
+    } catch {
+      return '';
+    }
+  }
+
+  function authFetch(path) {
+    const token = bearerToken();
+    return fetch(BASE + path, token ? { headers: { Authorization: `Bearer ${token}` } } : {});
+  }
+
   async function getJson(url) {
-    const res = await fetch(url);
+    const res = await authFetch(url);
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     return res.json();
   }
@@ -1158,6 +1179,24 @@
     saveSettings();
     render(trim());
     updateStats();
+  });
+  ui.setToken.value = bearerToken();
+  ui.setToken.addEventListener('change', () => {
+    try {
+      sessionStorage.setItem(TOKEN_KEY, ui.setToken.value.trim());
+    } catch {
+      // storage disabled: no token
+    }
+    loadTopics();
+  });
+  // The profile may need the token too, which a plain link cannot send: fetch it, then show it.
+  ui.flame.addEventListener('click', async (ev) => {
+    if (!bearerToken()) return;
+    ev.preventDefault();
+    const tab = window.open('', '_blank');
+    const res = await authFetch('/debug/profile?seconds=5&format=svg');
+    const body = res.ok ? await res.blob() : new Blob([`HTTP ${res.status}`], { type: 'text/plain' });
+    if (tab) tab.location = URL.createObjectURL(body);
   });
   ui.setAutoPause.addEventListener('change', () => {
     settings.autoPause = ui.setAutoPause.checked;

@@ -383,7 +383,8 @@ class ConsumerThread(threading.Thread):
         broker_down = False
         missing = 0
         caught_up = False
-        next_check = next_share = time.monotonic() + status_every
+        next_check = next_share = next_ends = time.monotonic() + status_every
+        last_ends: dict[int, int | None] = {}
         self.state = "live"
         if not self.shared:
             self._broadcast(frames.status("live"))
@@ -413,6 +414,12 @@ class ConsumerThread(threading.Thread):
                 if caught_up:
                     self._announce_caught_up()
             now = time.monotonic()
+            if now >= next_ends:
+                next_ends = now + status_every
+                ends = {tp.partition: consumer.highwater(tp) for tp in tps}
+                if ends != last_ends and None not in ends.values():
+                    last_ends = ends
+                    self._broadcast(frames.ends(ends))
             if not polled and now >= next_check:
                 next_check = now + status_every
                 # Twice in a row: a broker restarted empty may answer before its topics return.

@@ -48,5 +48,11 @@ def dropped(count: int, partitions: Mapping[int, list[int]]) -> str:
                    "partitions": {str(p): r for p, r in partitions.items()}})
 
 
+def ends(partitions: Mapping[int, int]) -> str:
+    """The high watermark per partition, as the last fetch saw it: the client's lag is this minus
+    its next offset, with no request of its own."""
+    return dumps({"type": "ends", "partitions": {str(p): o for p, o in partitions.items()}})
+
+
 def error(code: int, message: str) -> str:
     return dumps({"type": "error", "code": code, "message": message})

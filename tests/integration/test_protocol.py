@@ -316,3 +316,13 @@ def test_two_viewers_of_one_topic_each_get_every_record(cluster, server):
     cluster.produce(t, [(None, f"v{i}", i % 3) for i in range(30)])
     for c in (a, b):
         assert sorted(r["value"] for r in c.collect(30)) == sorted(f"v{i}" for i in range(30))
+
+
+def test_ends_frames_carry_the_high_watermark_for_the_lag(cluster, server):
+    t = cluster.create_topic(partitions=2)
+    c = tail(server, t, "filter=nothing-matches")
+    c.status("live")
+    cluster.produce(t, [(None, f"v{i}", i % 2) for i in range(30)])
+    frame = c.until(lambda f: f["type"] == "ends" and f["partitions"] == {"0": 15, "1": 15})
+    assert not c.records  # the filter hid every record, yet the client knows how far the topic is
+    assert frame["partitions"] == {"0": 15, "1": 15}

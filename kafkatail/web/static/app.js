@@ -831,6 +831,14 @@
         s.dropped += Number(msg.count) || 0;
         enqueueMarker('dropped', droppedText(msg));
         break;
+      case 'ends':
+        for (const [p, end] of Object.entries(msg.partitions || {})) {
+          const part = Number(p);
+          if (s.ends.has(part) && end > s.ends.get(part)) s.ends.set(part, end);
+        }
+        s.endsAt = performance.now();
+        updateLag();
+        break;
       case 'error': s.lastError = { code: msg.code, message: msg.message || '' }; break;
       default: console.warn('kafkatail: unknown frame type', msg.type);
     }
@@ -982,13 +990,15 @@
     // The marker is added when the server echoes the change (status "filter").
   }
 
-  // The end offsets from hello age; while the tab is visible (paused too: that is when the lag
-  // grows), ask for fresh ones now and then.
+  // The server sends fresh end offsets ('ends' frames) while its consumer fetches. When it does
+  // not (every viewer of the topic paused, so it stopped fetching) and the tab is visible, ask
+  // for them now and then: that is when the lag grows.
   let endsInFlight = false;
 
   async function refreshEnds() {
     const s = session;
     if (!s || document.hidden || endsInFlight || !s.ends.size) return;
+    if (s.endsAt && performance.now() - s.endsAt < 2 * LAG_REFRESH_MS) return;
     if (!s.ws || s.ws.readyState !== WebSocket.OPEN) return;
     endsInFlight = true;
     try {

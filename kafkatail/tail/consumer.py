@@ -381,7 +381,7 @@ class ConsumerThread(threading.Thread):
         status_every = cfg.status_interval_s
         linger = cfg.feed_linger_s
         broker_down = False
-        missing = 0
+        absent = 0
         caught_up = False
         next_check = next_share = next_ends = time.monotonic() + status_every
         last_ends: dict[int, int | None] = {}
@@ -423,10 +423,10 @@ class ConsumerThread(threading.Thread):
             if not polled and now >= next_check:
                 next_check = now + status_every
                 # Twice in a row: a broker restarted empty may answer before its topics return.
-                missing = 0 if self._topic_listed(consumer) else missing + 1
-                if missing >= 2:
+                absent = 0 if self._topic_listed(consumer) else absent + 1
+                if absent >= 2:
                     raise frames.Close(frames.NOT_FOUND, f"topic {self.topic} was deleted")
-                reachable = missing > 0 or self._probe(consumer, tps)
+                reachable = absent > 0 or self._probe(consumer, tps)
                 if reachable == broker_down:
                     broker_down = not reachable
                     self.state = "broker-unavailable" if broker_down else (

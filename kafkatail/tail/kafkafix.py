@@ -1,18 +1,24 @@
-"""A fix for kafka-python 3.0.x: close the socket of a failed connection attempt.
+"""Fixes for kafka-python 3.0.x, applied on import of the tail core.
 
-``KafkaNetSocket.connect`` creates a socket and awaits the connect; when the broker refuses or
-times out, the exception leaves the socket open, held only by the failed coroutine's frames. It
-closes when the cyclic garbage collector next runs, so during a broker outage every reconnect
-attempt of every tail holds an fd for an unbounded time. The patched ``connect`` closes it at once.
-Applied on import of the tail core; ``tests/integration/test_lifecycle.py`` measures the fds.
+1. ``KafkaNetSocket.connect`` creates a socket and awaits the connect; when the broker refuses
+   or times out, the exception leaves the socket open, held only by the failed coroutine's
+   frames. It closes when the cyclic garbage collector next runs, so during a broker outage every
+   reconnect attempt of every tail holds an fd for an unbounded time. The patched ``connect``
+   closes it at once. ``tests/integration/test_lifecycle.py`` measures the fds.
+2. ``KafkaConnectionManager`` builds its ``ClusterMetadata`` without the client's
+   ``allow_auto_create_topics``, so every metadata request for an assigned topic asks the broker
+   to create it: a topic deleted while tailed comes straight back. The patched constructor passes
+   the setting on. ``tests/regression/test_faults.py`` deletes a tailed topic.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from kafka.net.inet import KafkaNetSocket
+from kafka.net.manager import KafkaConnectionManager
 
 _original = KafkaNetSocket.connect
+_original_manager_init = KafkaConnectionManager.__init__
 
 
 async def _connect(self: Any, net: Any, addrinfo: tuple, socket_options: Any = (),
@@ -29,6 +35,14 @@ async def _connect(self: Any, net: Any, addrinfo: tuple, socket_options: Any = (
         raise
 
 
+def _manager_init(self: Any, net: Any, **configs: Any) -> None:
+    _original_manager_init(self, net, **configs)
+    if "allow_auto_create_topics" in configs:
+        self.cluster.config["allow_auto_create_topics"] = configs["allow_auto_create_topics"]
+
+
 def apply() -> None:
     if KafkaNetSocket.connect is _original:
         KafkaNetSocket.connect = _connect  # type: ignore[method-assign]
+    if KafkaConnectionManager.__init__ is _original_manager_init:
+        KafkaConnectionManager.__init__ = _manager_init  # type: ignore[method-assign]

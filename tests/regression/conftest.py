@@ -22,12 +22,14 @@ WORKERS = ["gthread", "gevent"]
 class ServerProcess:
     """``python -m kafkatail serve`` on a free port; ``worker`` is its one gunicorn worker."""
 
-    def __init__(self, bootstrap: str, worker_class: str, **config: object) -> None:
-        self.port = free_port()
+    def __init__(self, bootstrap: str, worker_class: str, host: str = "127.0.0.1",
+                 **config: object) -> None:
+        self.host = host
+        self.port = free_port(host)
         env = {**os.environ, **{f"KAFKATAIL_{k.upper()}": str(v) for k, v in config.items()}}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kafkatail", "serve", "--bootstrap-servers", bootstrap,
-             "--bind", f"127.0.0.1:{self.port}", "--worker-class", worker_class],
+             "--bind", f"{host}:{self.port}", "--worker-class", worker_class],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         # Drain the server's output as a journal or terminal would: an unread pipe would block
         # every thread that logs (the blocked-sink case has its own test).
@@ -35,17 +37,17 @@ class ServerProcess:
         self._drain = threading.Thread(target=self._lines.extend, args=(self.proc.stdout,),
                                        name="kt-test-drain", daemon=True)
         self._drain.start()
-        if not wait_for_port("127.0.0.1", self.port, 30):
+        if not wait_for_port(host, self.port, 30):
             self.stop()
             raise RuntimeError("server did not start")
         self.health()  # answered by the worker: its handlers are installed
         self.worker = psutil.Process(self.proc.pid).children()[0]
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.host}:{self.port}{path}"
 
     def ws_url(self, path: str) -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
+        return f"ws://{self.host}:{self.port}{path}"
 
     def health(self) -> dict:
         deadline = time.monotonic() + 30
@@ -88,10 +90,12 @@ class ServerProcess:
 def server_process(request, cluster) -> Iterator:
     made: list[ServerProcess] = []
 
-    def make(bootstrap_servers_override: str | None = None, **config: object) -> ServerProcess:
+    def make(bootstrap_servers_override: str | None = None, host: str = "127.0.0.1",
+             **config: object) -> ServerProcess:
         config.setdefault("ping_interval_s", 2)
         config.setdefault("poll_timeout_ms", 250)
-        s = ServerProcess(bootstrap_servers_override or cluster.bootstrap, request.param, **config)
+        s = ServerProcess(bootstrap_servers_override or cluster.bootstrap, request.param, host,
+                          **config)
         made.append(s)
         return s
 

@@ -11,7 +11,8 @@ It samples every thread of the process over a short window (``--samples`` x ``--
 with kafkatail's ``ThreadSampler``, shows the busiest threads like ``top -H`` with CPU% over the
 whole window, the thread and fd trend, and Python stacks for the threads it flags. Stacks come
 from the best source available: a JSON snapshot the server wrote (``--snapshot``), the server's
-``/debug/threads`` (``--url``), else ``py-spy dump`` if installed and permitted, else none.
+``/debug/threads`` (``--url``; an admin token in ``$KAFKATAIL_TOKEN`` is sent as a header), else
+``py-spy dump`` if installed and permitted, else none.
 
 Findings and the exit status follow the monitoring-plugin convention (0 OK, 1 WARNING,
 2 CRITICAL, 3 UNKNOWN), so the same command serves a human at a terminal and a Nagios check:
@@ -46,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -129,10 +131,19 @@ def load_given(args: argparse.Namespace) -> tuple[str, int, dict[int, PyThread]]
     url = args.url.rstrip("/") + "/debug/threads"
     label = f"GET {url}"
     try:
-        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as resp:
+        with open_url(url, URL_TIMEOUT_S) as resp:
             return (label, *parse_snapshot(json.load(resp)))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"{label} failed: {exc}"
+
+
+def open_url(url: str, timeout: float) -> Any:
+    """GET with the admin token from $KAFKATAIL_TOKEN, if set: /debug is admin-only by default."""
+    req = urllib.request.Request(url)
+    token = os.environ.get("KAFKATAIL_TOKEN")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    return urllib.request.urlopen(req, timeout=timeout)
 
 
 def pyspy_exe() -> str | None:
@@ -390,7 +401,7 @@ def profile_from_url(base: str, seconds: float, hz: int, mode: str) -> Flame | s
                                     "format": "folded"})
     url = f"{base.rstrip('/')}/debug/profile?{query}"
     try:
-        with urllib.request.urlopen(url, timeout=seconds + PROFILE_GRACE_S) as resp:
+        with open_url(url, seconds + PROFILE_GRACE_S) as resp:
             text = resp.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         with exc:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -19,6 +20,7 @@ import psutil
 import pytest
 
 from kafkatail.broker import free_port, wait_for_port
+from kafkatail.security.tokens import hash_token
 
 from .wsclient import TailClient
 
@@ -280,3 +282,15 @@ def test_profile_says_why_when_pyspy_may_not_attach(spawn):
                                f"{proc.pid} (")
     assert "Permission denied" in r.stdout and "CAP_SYS_PTRACE" in r.stdout
     assert "use --url BASE" in r.stdout
+
+
+def test_profile_of_a_locked_server_needs_the_admin_token(make_server_, hot_thread, monkeypatch):
+    admin = "admin-" + uuid.uuid4().hex
+    server = make_server_(tokens={"ops": {"sha256": hash_token(admin), "topics": ["**"],
+                                          "admin": True}}, debug_access="admin")
+    monkeypatch.delenv("KAFKATAIL_TOKEN", raising=False)
+    r = leakcheck("--profile", "0.5", "--url", server.url(""))
+    assert r.returncode == 3 and "answered 403" in r.stdout, r.stdout  # anonymous, not admin
+    monkeypatch.setenv("KAFKATAIL_TOKEN", admin)
+    r = leakcheck("--profile", "0.5", "--url", server.url(""))
+    assert r.returncode == 0 and " hottest spin (" in r.stdout.splitlines()[-1], r.stdout

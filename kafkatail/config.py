@@ -217,19 +217,23 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
     return value
 
 
+def read_toml(path: str, where: str) -> dict[str, Any]:
+    """A TOML file's contents, or a one-line ConfigError that starts with ``where``."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{where}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 def load(path: str | None = None, env: Mapping[str, str] | None = None,
          overrides: Mapping[str, Any] | None = None) -> Config:
     """Build the Config from an optional TOML file, the environment and CLI overrides."""
     values: dict[str, Any] = {}
     if path:
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except OSError as exc:
-            raise ConfigError(f"config file {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
-        for name, raw in data.items():
+        for name, raw in read_toml(path, f"config file {path}").items():
             values[name] = _coerce(name, raw, path)
     env = os.environ if env is None else env
     for key, raw in env.items():

@@ -13,11 +13,10 @@ import logging.config
 import logging.handlers
 import os
 import sys
-import tomllib
 from collections import Counter
 from typing import Any, TextIO
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, read_toml
 from .profiler import OSThread
 
 LISTENER_NAME = "kt-log-listener"
@@ -141,13 +140,7 @@ def _configured_sinks(path: str) -> list[logging.Handler]:
     """Apply the ``log_config`` file (dictConfig's schema in TOML) and take its root handlers
     away from the root logger: they become the listener's sinks, behind the queue."""
     where = f"log_config {path}"
-    try:
-        with open(path, "rb") as fh:
-            spec = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"{where}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    spec = read_toml(path, where)
     spec.setdefault("version", 1)
     spec.setdefault("disable_existing_loggers", False)
     root = spec.get("root", {})

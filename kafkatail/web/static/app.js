@@ -108,10 +108,13 @@
     }
   }
 
+  const systemDark = matchMedia('(prefers-color-scheme: dark)');
+
   function applyTheme() {
-    if (settings.theme === 'system') delete document.documentElement.dataset.theme;
-    else document.documentElement.dataset.theme = settings.theme;
+    const dark = settings.theme === 'dark' || (settings.theme === 'system' && systemDark.matches);
+    document.documentElement.dataset.theme = dark ? 'dark' : 'light';
   }
+  systemDark.addEventListener('change', applyTheme);
 
   // ---------- small DOM helpers ----------
 

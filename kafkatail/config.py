@@ -83,8 +83,10 @@ FIELDS: tuple[Field, ...] = (
     Field("outbox_max_records", int, 5000,
           "Records buffered per socket before the full policy applies.", _positive),
     Field("outbox_full_policy", str, "drop-oldest",
-          "drop-oldest: discard the oldest buffered records and send a 'dropped' frame; "
-          "disconnect: close the slow client with 1008.", _one_of("drop-oldest", "disconnect")),
+          "For viewers of a shared live feed, when their outbox is full. drop-oldest: discard "
+          "the oldest buffered records and send a 'dropped' frame; disconnect: close the slow "
+          "client with 1008. A historical tail never needs it: its thread waits for the client.",
+          _one_of("drop-oldest", "disconnect")),
     Field("send_timeout_s", float, 10.0,
           "A client that does not accept a frame within this time is disconnected.", _positive),
     Field("ping_interval_s", float, 20.0,

@@ -63,7 +63,9 @@ def open_consumer(config: Config, client_id: str, **owner: Any) -> KafkaConsumer
             enable_auto_commit=False,
             # A viewer must never create a topic: not a typo's, not one just deleted.
             allow_auto_create_topics=False,
-            max_poll_records=config.max_poll_records,
+            # At most half an outbox per poll: a dedicated tail stops polling at half full, so
+            # a poll can never overflow it (see ConsumerThread._hold).
+            max_poll_records=min(config.max_poll_records, max(1, config.outbox_max_records // 2)),
             request_timeout_ms=config.request_timeout_ms,
             bootstrap_timeout_ms=config.request_timeout_ms,
             fetch_max_wait_ms=min(500, config.poll_timeout_ms, config.request_timeout_ms // 2),
@@ -399,6 +401,8 @@ class ConsumerThread(threading.Thread):
                     if not pause:
                         self._rewind(consumer, tps)
                     self._broadcast(frames.status(self.state))
+            if self._hold(poll_ms / 1000):
+                continue
             polled = consumer.poll(timeout_ms=poll_ms)
             if stop.is_set():
                 break
@@ -450,6 +454,20 @@ class ConsumerThread(threading.Thread):
                     consumer.seek(tp, v.cursor[tp.partition])
                     self._next[tp.partition] = v.cursor[tp.partition]
 
+    def _hold(self, timeout: float) -> bool:
+        """A dedicated tail whose socket is behind waits for it instead of fetching on: reading
+        history, the client sets the pace and nothing is dropped. A feed never waits (one slow
+        viewer must not hold back the others); its viewers' outboxes apply the full policy."""
+        if self.shared or not self._viewers:
+            return False
+        v = self._viewers[0]
+        if v.done or not v.outbox.behind():
+            return False
+        v.outbox.wait_drained(timeout)
+        if v.outbox.check_stall(self.config.send_timeout_s):
+            v.done = True
+        return True
+
     def _take(self, polled: dict) -> None:
         with self._lock:
             viewers = self._viewers
@@ -477,7 +495,7 @@ class ConsumerThread(threading.Thread):
         """A caught-up dedicated tail joins the shared feed at its exact next offsets."""
         viewer = self._viewers[0] if self._viewers else None
         if (viewer is None or not self.config.share_live_feeds or viewer.paused or viewer.done
-                or self._not_before):
+                or self._not_before or viewer.outbox.behind()):
             return False
         try:
             positions = {tp.partition: consumer.position(tp, timeout_ms=self.config.poll_timeout_ms)

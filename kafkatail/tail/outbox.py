@@ -34,6 +34,9 @@ class Outbox:
         self._dropped_ranges: dict[int, list[int]] = {}
         self._close: frames.Close | None = None
         self._sending_since = 0.0
+        # Set while the backlog is under half the cap: a dedicated tail waits on it (see below).
+        self._drained = threading.Event()
+        self._drained.set()
         self.dropped_total = 0
 
     def put_frame(self, frame: str) -> None:
@@ -53,6 +56,8 @@ class Outbox:
                 return
             self._items.append(batch)
             self._records += len(batch)
+            if self._records * 2 >= self.max_records:
+                self._drained.clear()
             if self._records > self.max_records:
                 if self.policy == DISCONNECT:
                     self._close = frames.Close(frames.POLICY, "client too slow: outbox full")
@@ -96,6 +101,7 @@ class Outbox:
         with self._lock:
             items, self._items = self._items, deque()
             self._records = 0
+            self._drained.set()
             dropped, ranges = self._dropped, self._dropped_ranges
             self._dropped, self._dropped_ranges = 0, {}
             close = self._close
@@ -112,6 +118,15 @@ class Outbox:
         if pending:
             out.append(frames.messages_joined(pending))
         return out, close
+
+    def behind(self) -> bool:
+        """Half the cap or more is queued: the socket is not keeping up."""
+        return not self._drained.is_set()
+
+    def wait_drained(self, timeout: float) -> bool:
+        """For a producer that can wait instead of dropping: until the socket side took the
+        backlog, or ``timeout``."""
+        return self._drained.wait(timeout)
 
     def sending(self, active: bool) -> None:
         self._sending_since = time.monotonic() if active else 0.0

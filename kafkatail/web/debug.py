@@ -88,18 +88,21 @@ def profile():
 
 @bp.get("/debug/runtime")
 def runtime():
-    """How this worker runs: concurrency model and whether kafka-python got gevent's selector."""
+    """How this worker runs: concurrency model, whether kafka-python got gevent's selector, and
+    whether it checks batch CRCs in C (in pure Python they cost most of a fetch's CPU)."""
     import selectors
     import sys
 
     from kafka import KafkaConsumer
+    from kafka.record import util as record_util
 
     kafka_selector = KafkaConsumer.DEFAULT_CONFIG["selector"]
     return jsonify(
         python=sys.version.split()[0], pid=os.getpid(), green=green(),
         worker_class=_ext()["config"].worker_class,
         kafka_selector=f"{kafka_selector.__module__}.{kafka_selector.__name__}",
-        kafka_selector_is_default=kafka_selector is selectors.DefaultSelector)
+        kafka_selector_is_default=kafka_selector is selectors.DefaultSelector,
+        kafka_crc32c_native=record_util.crc32c_c is not None)
 
 
 class _Collector:

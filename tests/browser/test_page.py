@@ -261,8 +261,10 @@ def test_skipped_records_marker_while_paused(cluster, make_server_, browser):
     """A tiny server outbox drops records in a burst; the page says so, and pause keeps it."""
     srv = make_server_(outbox_max_records=20)
     t = cluster.create_topic()
+    open_page(browser, srv, f"topic={t}")
+    wait_state(browser, "live")
+    # A burst on a live feed: a historical tail would make the server wait for the page instead.
     cluster.produce(t, [(f"sensor-{i % 5}", json.dumps({"reading": i, "unit": "C"})) for i in range(2000)])
-    open_page(browser, srv, f"topic={t}&from=earliest")
     wait_for(lambda: any("skipped" in m for m in markers(browser)),
              timeout=30, what="a skipped-records marker")
     browser.find_element(By.ID, "pause").click()

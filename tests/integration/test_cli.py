@@ -86,6 +86,7 @@ def test_serve_runs_gunicorn_and_sigterm_closes_tails_1001(cluster, worker):
         assert runtime["worker_class"] == worker and runtime["green"] is (worker == "gevent")
         # Patched before kafka was imported: kafka-python's captured selector is gevent's.
         assert runtime["kafka_selector_is_default"] is True
+        assert runtime["kafka_crc32c_native"] is True
         if worker == "gevent":
             assert runtime["kafka_selector"].startswith("gevent.")
         clients = [TailClient(f"ws://127.0.0.1:{port}/ws/tail/{topic}") for _ in range(5)]

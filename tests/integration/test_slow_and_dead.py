@@ -50,6 +50,22 @@ def test_slow_client_gets_dropped_frame_and_fast_client_is_not_held_back(cluster
           f"stalled client dropped {slow_dropped}")
 
 
+def test_a_historical_tail_waits_for_its_client_and_drops_nothing(cluster, make_server_):
+    """From earliest the client sets the pace: its thread stops fetching while the socket is
+    behind, so a client that stalls, then reads, gets every record and no dropped frame."""
+    server = make_server_(outbox_max_records=100, send_timeout_s=60, ping_interval_s=60)
+    t = cluster.create_topic()
+    n = 3000
+    cluster.produce(t, [(None, "h" * 2000) for _ in range(n)])
+    slow = TailClient.adopt(stalled_client(server.ws_url(f"/ws/tail/{t}?from=earliest")))
+    wait_for(lambda: server.pool.tails() and server.pool.tails()[0].outbox.behind(), 10,
+             lambda: [x.describe() for x in server.pool.tails()])
+    [tail] = server.pool.tails()
+    assert tail.is_alive() and tail.outbox.dropped_total == 0
+    assert slow.account(n, timeout=60) == 0
+    assert [r["offset"] for r in slow.records] == list(range(n))
+
+
 def test_disconnect_policy_closes_slow_client_1008(cluster, make_server_):
     server = make_server_(outbox_max_records=100, outbox_full_policy="disconnect",
                           ping_interval_s=30)

@@ -24,8 +24,11 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-# Cost of a log call (caller lookup on/off) and of the in-process profiler at 100 Hz.
+# Not in CI, needs a quiet machine: the issue #9 table (delivery, latency, idle tails, stop,
+# shared vs dedicated fan-out, filter scan, the outage design), then the cost of a log call and
+# of the in-process profiler. BENCH_ARGS="--quick" for a smoke run, "--out bench.json" for JSON.
 bench: $(STAMP)
+	$(PY) scripts/bench.py $(BENCH_ARGS)
 	$(PY) scripts/bench_logging_profiler.py
 
 # Not part of `make test`: churn, idle and live tails on demo traffic, measured from outside.

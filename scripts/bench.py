@@ -1,0 +1,440 @@
+#!/usr/bin/env python3
+"""kafkatail's benchmark (issue #9): one table, every row measured in the same run.
+
+Starts an embedded Tansu broker and ``kafkatail serve`` processes as production runs them, drives
+them from this process (WebSocket clients, paced producers, a plain kafka-python consumer for the
+reference rate) and measures the server's gunicorn worker with psutil. Rows:
+
+- ``delivery``: records/s to one WebSocket client from ``earliest`` (connect to last record) vs a
+  plain KafkaConsumer loop here (construction to last record), best of alternating runs
+- ``filter``:   records/s scanned from ``earliest`` by a filter that matches nothing (connect to
+  the ``caught-up`` status)
+- ``latency``:  produce-to-client latency at 1k records/s to 10 live clients (each value carries
+  its send time), next to a plain KafkaConsumer here reading the same records
+- ``idle``:     worker CPU and RSS with idle tails of one topic open (gevent and gthread)
+- ``stop``:     socket close (at a random point of the consumer's poll) until /metrics, read
+  every 5 ms, no longer counts the consumer thread: a dedicated tail, and a feed's last viewer
+- ``fanout``:   live viewers at 2k records/s, shared feed vs dedicated consumers: worker CPU,
+  and Fetch requests counted by a proxy between the server and the broker
+- ``outage``:   the original design (a consumer thread per page view, never stopped) vs kafkatail
+  after 300 page views: threads, fds, idle CPU
+
+Usage::
+
+    python scripts/bench.py [--quick] [--rows delivery,latency,...] [--out bench.json]
+                            [--profile DIR]
+
+Not part of CI; needs a quiet machine for numbers worth comparing (the load average is printed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Callable
+
+import websocket
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import (  # noqa: E402
+    Drain, LeakyApp, PacedProducer, ProxiedBroker, RawLatency, Server, Usage, close_all, connect,
+    machine, open_tails, percentile, produce_bulk, raise_fd_limit, raw_consume_rate,
+    top_self_frames, wait_until)
+from compare_threadleak import rst_table  # noqa: E402
+
+from kafkatail.broker import EmbeddedBroker  # noqa: E402
+from kafkatail.testing.kafka import Cluster  # noqa: E402
+
+ROWS = ("delivery", "filter", "latency", "idle", "stop", "fanout", "outage")
+NO_MATCH = "zq-no-such-text-zq"
+
+
+class Bench:
+    """Sizes for one run, the shared broker, the rows measured so far, optional profiles."""
+
+    def __init__(self, opts: argparse.Namespace) -> None:
+        q = opts.quick
+        self.records = opts.records or (20_000 if q else 200_000)
+        self.window = opts.window or (3.0 if q else 15.0)
+        self.idle = {"gevent": [10, 100] if q else [10, 200, 1000],
+                     "gthread": [10] if q else [10, 100]}
+        self.viewers = 20 if q else 200
+        self.views = 30 if q else 300
+        self.stop_samples = 5 if q else 30
+        self.repeats = 1 if q else 3
+        self.worker_class = opts.worker_class
+        self.profile_dir = Path(opts.profile) if opts.profile else None
+        self.rows: list[dict[str, Any]] = []
+        self.cluster: Cluster | None = None
+
+    def add(self, measure: str, setup: str, result: str, target: str = "",
+            met: bool | None = None, **values: Any) -> None:
+        if target and met is not None:
+            target += " (met)" if met else " (missed)"
+        row = {"measure": measure, "setup": setup, "result": result, "target": target,
+               "values": values}
+        self.rows.append(row)
+        print(f"  {measure} | {setup} | {result} | {target}", file=sys.stderr, flush=True)
+
+    def profile(self, server: Server, label: str, seconds: float) -> None:
+        """With --profile: a folded profile of the worker under the row's load, saved and
+        summarised (top self frames) in the last row's values."""
+        if self.profile_dir is None:
+            return
+        try:
+            folded = server.profile(seconds)
+        except OSError as exc:  # a saturated worker may not answer in time
+            self.rows[-1]["values"]["profile_top"] = [[f"no profile: {exc}", 0]]
+            return
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        (self.profile_dir / f"{label}.folded").write_text(folded)
+        self.rows[-1]["values"]["profile_top"] = [
+            [frame, round(pct, 1)] for frame, pct in top_self_frames(folded, 8)]
+
+    def topic(self, prefix: str) -> str:
+        return self.cluster.create_topic(self.cluster.unique_topic(prefix))
+
+
+# -- rows ------------------------------------------------------------------------------------
+def stop_all(*stops: Callable[[], None] | None) -> None:
+    """Call every stop in order even if one fails: a server left running skews later rows."""
+    with ExitStack() as stack:
+        for stop in reversed(stops):
+            if stop:
+                stack.callback(stop)
+
+
+def read_records(ws: websocket.WebSocket, n: int, until: Callable[[str], bool] | None = None
+                 ) -> tuple[int, int]:
+    """Read frames until n records (plus reported drops) arrived, or ``until(frame)``; counts
+    records without decoding them (the client must not be the bottleneck)."""
+    got = dropped = 0
+    while got + dropped < n:
+        opcode, data = ws.recv_data()
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            break
+        text = data.decode()
+        if text.startswith('{"type":"messages"'):
+            got += text.count('"offset":')
+        elif text.startswith('{"type":"dropped"'):
+            dropped += json.loads(text)["count"]
+        elif until and until(text):
+            break
+    return got, dropped
+
+
+def row_delivery_and_filter(b: Bench, rows: set[str]) -> None:
+    topic = b.topic("bulk")
+    t = time.monotonic()
+    produce_bulk(b.cluster.bootstrap, topic, b.records)
+    print(f"  produced {b.records:,} records in {time.monotonic() - t:.1f} s", file=sys.stderr)
+    server = Server(b.cluster.bootstrap, b.worker_class)
+    try:
+        if "delivery" in rows:
+            raw_rates, ws_rates, drops = [], [], 0
+            for _ in range(b.repeats):
+                raw_rates.append(raw_consume_rate(b.cluster.bootstrap, topic, b.records))
+                start = time.monotonic()
+                ws = connect(server.ws_url(f"/ws/tail/{topic}?from=earliest&max={b.records}"))
+                got, dropped = read_records(ws, b.records)
+                ws_rates.append(got / (time.monotonic() - start))
+                drops += dropped
+                ws.close()
+            raw, rate = max(raw_rates), max(ws_rates)
+            b.add(f"delivery from earliest, {b.records:,} records",
+                  f"1 client, {b.worker_class}, best of {b.repeats}",
+                  f"{rate:,.0f} rec/s = {rate / raw:.2f}x raw kafka-python ({raw:,.0f} rec/s)"
+                  + (f"; {drops} dropped" if drops else ""),
+                  ">= 0.80x", rate / raw >= 0.8, rate=rate, raw=raw, ratio=rate / raw,
+                  dropped=drops, runs=ws_rates, raw_runs=raw_rates)
+            if b.profile_dir:
+                profiler = threading.Thread(target=b.profile, args=(server, "delivery", 5))
+                profiler.start()
+                ws = connect(server.ws_url(f"/ws/tail/{topic}?from=earliest"))
+                while profiler.is_alive():
+                    read_records(ws, b.records)
+                    ws.close()
+                    ws = connect(server.ws_url(f"/ws/tail/{topic}?from=earliest"))
+                ws.close()
+        if "filter" in rows:
+            for kind, query in (("substring", f"filter={NO_MATCH}"),
+                                ("regex", f"regex={NO_MATCH}-(a|b)\\d+")):
+                start = time.monotonic()
+                ws = connect(server.ws_url(f"/ws/tail/{topic}?from=earliest&{query}"))
+                read_records(ws, 1, lambda text: '"caught-up"' in text)
+                rate = b.records / (time.monotonic() - start)
+                ws.close()
+                b.add(f"filter scan from earliest, {b.records:,} records",
+                      f"{kind}, matches nothing, {b.worker_class}",
+                      f"{rate:,.0f} rec/s (connect to caught-up)", rate=rate)
+    finally:
+        server.stop()
+
+
+def row_latency(b: Bench, rate: int = 1000, clients: int = 10) -> None:
+    # Tansu answers a Fetch late (up to its max wait) even when records are there, so the
+    # default poll_timeout_ms (which caps fetch_max_wait_ms) is also run against a short one.
+    for poll_ms in (500, 50):
+        _latency(b, rate, clients, poll_ms)
+
+
+def _latency(b: Bench, rate: int, clients: int, poll_ms: int) -> None:
+    topic = b.topic("latency")
+    server = Server(b.cluster.bootstrap, b.worker_class, poll_timeout_ms=poll_ms)
+    latencies: list[float] = []
+    live = set()
+    measuring = threading.Event()
+
+    def on_text(ws: Any, text: str, now: float) -> None:
+        if text.startswith('{"type":"messages"'):
+            if measuring.is_set():
+                latencies.extend(now - m["value"]["t"] for m in json.loads(text)["messages"])
+        elif '"status":"live"' in text:
+            live.add(ws)
+
+    drain = Drain(on_text)
+    drain.start()
+    producer = raw = None
+    try:
+        raw = RawLatency(b.cluster.bootstrap, topic, measuring, fetch_max_wait_ms=poll_ms)
+        raw.start()
+        sockets = open_tails(server, f"/ws/tail/{topic}", clients, drain)
+        wait_until(lambda: len(live) == clients, 30, "clients live")
+        producer = PacedProducer(b.cluster.bootstrap, topic, rate)
+        producer.start()
+        time.sleep(2)  # warm-up: the first records pay for connections and metadata
+        measuring.set()
+        sent = producer.sent
+        time.sleep(b.window)
+        measuring.clear()
+        sent = producer.sent - sent
+        ms = [1000 * x for x in latencies]
+        p50, p99 = percentile(ms, 50), percentile(ms, 99)
+        raw_ms = [1000 * x for x in raw.latencies]
+        raw50, raw99 = percentile(raw_ms, 50), percentile(raw_ms, 99)
+        b.add(f"latency, produce to client, {rate:,} rec/s", f"{clients} clients, "
+              f"{b.worker_class}, poll_timeout_ms={poll_ms}",
+              f"p50 {p50:.0f} ms, p99 {p99:.0f} ms; plain kafka-python: "
+              f"p50 {raw50:.0f} ms, p99 {raw99:.0f} ms",
+              "p99 <= 50 ms", p99 <= 50, p50_ms=p50, p99_ms=p99, max_ms=max(ms),
+              received=len(ms), sent=sent, raw_p50_ms=raw50, raw_p99_ms=raw99)
+        b.profile(server, f"latency-{poll_ms}", 10)
+        close_all(sockets)
+    finally:
+        stop_all(producer and producer.stop, raw and raw.stop, drain.stop, server.stop)
+
+
+def row_idle(b: Bench) -> None:
+    for worker_class, counts in b.idle.items():
+        topic = b.topic("idle")
+        server = Server(b.cluster.bootstrap, worker_class)
+        drain = Drain(lambda *_: None)  # answers the server's pings, as a browser does
+        drain.start()
+        sockets: list[Any] = []
+        try:
+            for n in counts:
+                sockets += open_tails(server, f"/ws/tail/{topic}", n - len(sockets), drain)
+                time.sleep(3)  # greetings sent, feed settled
+                with Usage(server.worker) as u:
+                    time.sleep(b.window)
+                consumers = server.consumer_threads()
+                target, met = "", None
+                if worker_class == "gevent" and n >= 1000:
+                    target, met = "< 5% CPU, < 300 MB", u.cpu_pct < 5 and u.rss_mb < 300
+                b.add(f"{n:,} idle tails", f"{worker_class}, one topic",
+                      f"{u.cpu_pct:.2f}% CPU, {u.rss_mb:.0f} MB RSS, {u.threads} threads, "
+                      f"{consumers} consumer{'s' if consumers != 1 else ''}",
+                      target, met, tails=n, cpu_pct=u.cpu_pct, rss_mb=u.rss_mb,
+                      threads=u.threads, consumer_threads=consumers)
+            b.profile(server, f"idle-{worker_class}-{counts[-1]}", 10)
+        finally:
+            stop_all(lambda: close_all(sockets), drain.stop, server.stop)
+
+
+def row_stop(b: Bench) -> None:
+    for label, config in (("dedicated tail", {"share_live_feeds": False}),
+                          ("feed's last viewer, linger 0", {"feed_linger_s": 0})):
+        topic = b.topic("stop")
+        server = Server(b.cluster.bootstrap, b.worker_class, **config)
+        samples = []
+        try:
+            for _ in range(b.stop_samples):
+                ws = connect(server.ws_url(f"/ws/tail/{topic}"))
+                read_records(ws, 1, lambda text: '"status":"live"' in text)
+                wait_until(lambda: server.consumer_threads() == 1, 10, "consumer thread up")
+                # A close lands anywhere in the thread's poll, as a user's does.
+                time.sleep(random.uniform(0, 0.5))
+                start = time.monotonic()
+                ws.close(timeout=2)
+                wait_until(lambda: server.consumer_threads() == 0, 10, "consumer thread gone",
+                           every=0.005)
+                samples.append(1000 * (time.monotonic() - start))
+        finally:
+            server.stop()
+        p50, p99 = percentile(samples, 50), percentile(samples, 99)
+        b.add("stop latency, close to thread exit", f"{label}, {b.worker_class}, "
+              f"{len(samples)} closes",
+              f"p50 {p50:.0f} ms, p99 {p99:.0f} ms (poll_timeout_ms 500)",
+              p50_ms=p50, p99_ms=p99, samples=samples)
+
+
+def delivered(server: Server) -> tuple[float | None, float]:
+    """Records delivered so far (sent minus dropped by full outboxes) and when that was read;
+    None if a saturated worker did not answer /metrics within two minutes."""
+    try:
+        m = server.metrics(timeout=120)
+    except OSError:
+        return None, time.monotonic()
+    return (m["kafkatail_records_sent_total"] - m["kafkatail_records_dropped_total"],
+            time.monotonic())
+
+
+def row_fanout(b: Bench, rate: int = 2000) -> None:
+    broker = ProxiedBroker().start()
+    cluster = Cluster(broker.bootstrap, broker)
+    cpu_one = None
+    try:
+        for n, shared in ((1, True), (b.viewers, True), (b.viewers, False)):
+            topic = cluster.create_topic(cluster.unique_topic("fanout"))
+            # Clients here read raw bytes and answer no pings: a long ping interval.
+            server = Server(broker.bootstrap, b.worker_class, share_live_feeds=shared,
+                            ping_interval_s=600)
+            drain = Drain(raw=True)
+            drain.start()
+            producer = None
+            try:
+                sockets = open_tails(server, f"/ws/tail/{topic}", n, drain)
+                wait_until(lambda: server.consumer_threads() == (1 if shared else n), 60,
+                           "consumers up")
+                time.sleep(3)
+                producer = PacedProducer(broker.bootstrap, topic, rate)
+                producer.start()
+                time.sleep(3)  # warm-up
+                m0, f0, d0 = delivered(server), broker.proxy.fetches(), drain.bytes
+                with Usage(server.worker) as u:
+                    time.sleep(b.window)
+                f1, d1, m1 = broker.proxy.fetches(), drain.bytes, delivered(server)
+                fetch_rate = (f1 - f0) / u.seconds
+                mb_s = (d1 - d0) / u.seconds / 2**20
+                answered = m0[0] is not None and m1[0] is not None
+                rate_out = (m1[0] - m0[0]) / (m1[1] - m0[1]) if answered else None
+                kind = "shared feed" if shared else "dedicated consumers"
+                target, met = "", None
+                if n == 1:
+                    cpu_one = u.cpu_pct
+                elif shared and cpu_one:
+                    target, met = "< 2x the CPU of 1 viewer", u.cpu_pct < 2 * cpu_one
+                b.add(f"{n} viewer{'s' if n > 1 else ''}, {rate:,} rec/s",
+                      f"{kind}, {b.worker_class}",
+                      f"{u.cpu_pct:.1f}% CPU, {fetch_rate:.1f} Fetch/s to the broker, "
+                      + (f"{rate_out:,.0f}" if rate_out is not None else "? (/metrics timed out)")
+                      + f" of {n * rate:,} rec/s delivered ({mb_s:.1f} MB/s)",
+                      target, met, viewers=n, shared=shared, cpu_pct=u.cpu_pct,
+                      fetch_per_s=fetch_rate, delivered_per_s=rate_out, client_mb_s=mb_s,
+                      rss_mb=u.rss_mb)
+                b.profile(server, f"fanout-{n}-{'shared' if shared else 'dedicated'}", 10)
+                close_all(sockets)
+            finally:
+                stop_all(producer and producer.stop, drain.stop, server.stop)
+    finally:
+        broker.stop()
+
+
+def _settled(proc: Any, timeout: float = 120) -> None:
+    """Wait until a process's thread count stops changing (3 reads 0.5 s apart)."""
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (len(seen) < 3 or len(set(seen[-3:])) > 1):
+        seen.append(proc.num_threads())
+        time.sleep(0.5)
+
+
+def row_outage(b: Bench) -> None:
+    topic = b.topic("outage")
+    leaky = LeakyApp(b.cluster.bootstrap, topic)
+    try:
+        for _ in range(b.views):
+            leaky.view()
+        _settled(leaky.worker)
+        with Usage(leaky.worker) as u:
+            time.sleep(b.window)
+        b.add(f"after {b.views} page views, idle", "outage design: thread per view, never "
+              "stopped",
+              f"{u.threads} threads, {u.fds} fds, {u.cpu_pct:.1f}% CPU, {u.rss_mb:.0f} MB RSS",
+              threads=u.threads, fds=u.fds, cpu_pct=u.cpu_pct, rss_mb=u.rss_mb)
+    finally:
+        leaky.stop()
+    server = Server(b.cluster.bootstrap, b.worker_class)
+    try:
+        for _ in range(b.views):
+            ws = connect(server.ws_url(f"/ws/tail/{topic}"))
+            read_records(ws, 1, lambda text: '"type":"hello"' in text)
+            ws.close(timeout=2)
+        wait_until(lambda: server.tails() == 0 and server.consumer_threads() == 0, 60,
+                   "tails and feeds gone")
+        with Usage(server.worker) as u:
+            time.sleep(b.window)
+        b.add(f"after {b.views} page views, idle", f"kafkatail, {b.worker_class}: each tail "
+              "opened, closed",
+              f"{u.threads} threads, {u.fds} fds, {u.cpu_pct:.1f}% CPU, {u.rss_mb:.0f} MB RSS",
+              threads=u.threads, fds=u.fds, cpu_pct=u.cpu_pct, rss_mb=u.rss_mb)
+    finally:
+        server.stop()
+
+
+# -- main ------------------------------------------------------------------------------------
+def render(info: dict[str, Any], rows: list[dict[str, Any]], window: float) -> str:
+    table = rst_table(["measure", "setup", "result", "target"],
+                      [[r["measure"], r["setup"], r["result"], r["target"]] for r in rows])
+    return (f"{table}\n\n{info['date']}; {info['nproc']} x {info['cpu']}, Python "
+            f"{info['python']}, kafka-python {info['kafka_python']} (CRC-32C in "
+            f"{info['kafka_crc32c']}), load average {info['load_avg'][0]} at the start. CPU is "
+            f"% of one core used by the gunicorn worker over {window:g} s.")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"comma list of: {', '.join(ROWS)}")
+    ap.add_argument("--records", type=int, help="records for delivery and filter rows")
+    ap.add_argument("--window", type=float, help="seconds each CPU measurement lasts")
+    ap.add_argument("--worker-class", default="gthread", choices=("gthread", "gevent"),
+                    help="worker for every row but idle (which runs both)")
+    ap.add_argument("--out", help="also write the table and every number as JSON here")
+    ap.add_argument("--profile", metavar="DIR",
+                    help="profile the worker under each row's load; folded files go to DIR")
+    opts = ap.parse_args()
+    rows = set(opts.rows.split(","))
+    if rows - set(ROWS):
+        ap.error(f"unknown rows: {', '.join(sorted(rows - set(ROWS)))}")
+    raise_fd_limit()
+    info = machine()
+    b = Bench(opts)
+    with ExitStack() as stack:
+        broker = EmbeddedBroker().start()
+        stack.callback(broker.stop)
+        b.cluster = Cluster(broker.bootstrap, broker)
+        if rows & {"delivery", "filter"}:
+            row_delivery_and_filter(b, rows)
+        for name, fn in (("latency", row_latency), ("idle", row_idle), ("stop", row_stop),
+                         ("fanout", row_fanout), ("outage", row_outage)):
+            if name in rows:
+                fn(b)
+    text = render(info, b.rows, b.window)
+    print(text)
+    for row in b.rows:
+        if "profile_top" in row["values"]:
+            print(f"\nprofile, {row['measure']} ({row['setup']}): "
+                  + "; ".join(f"{f} {p}%" for f, p in row["values"]["profile_top"]))
+    if opts.out:
+        Path(opts.out).write_text(json.dumps({"machine": info, "quick": opts.quick,
+                                              "rows": b.rows, "table": text}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,536 @@
+"""The tools behind ``scripts/bench.py``: a server process, WebSocket clients, paced producers,
+a Kafka request-counting proxy, the outage design rebuilt, and the arithmetic of the table.
+
+Kept apart from bench.py so the pure parts (percentiles, the Kafka frame counter, the profile
+summary) have unit tests, and bench.py reads as the list of measurements it makes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import psutil
+import websocket
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from kafkatail.broker import (BrokerError, EmbeddedBroker, _die_with_parent, free_port,
+                              tansu_binary, wait_for_port)
+from kafkatail.ops.profiler import parse_folded
+
+# What every bench server runs with: the suite's open access, no per-address connection limit,
+# room for 1,000 tails on one gevent worker (a sixteenth of worker_connections is kept for HTTP).
+BASE_CONFIG: dict[str, object] = {
+    "anonymous_topics": "**", "debug_access": "open", "connect_rate_per_client": 0,
+    "max_tails": 5000, "max_tails_per_client": 5000, "max_tails_per_topic": 5000,
+    "worker_connections": 1200, "threads": 300,
+}
+FETCH = 1  # Kafka API key of a Fetch request
+
+
+# -- arithmetic ------------------------------------------------------------------------------
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) with linear interpolation between ranks, as numpy's default."""
+    if not values:
+        raise ValueError("percentile of no values")
+    s = sorted(values)
+    pos = (len(s) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def top_self_frames(folded: str, n: int = 5) -> list[tuple[str, float]]:
+    """The n functions holding the most samples at the top of their stack, with their share (%)
+    of all samples: where the CPU of a folded profile went."""
+    stacks = parse_folded(folded)
+    total = sum(count for _, count in stacks)
+    own: Counter[str] = Counter()
+    for stack, count in stacks:
+        own[stack[-1]] += count
+    return [(frame, 100 * count / total) for frame, count in own.most_common(n)] if total else []
+
+
+def machine() -> dict[str, object]:
+    """What the numbers were measured on."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((line.split(":", 1)[1].strip() for line in fh
+                          if line.startswith("model name")), "")
+    except OSError:
+        pass
+    import kafka
+    from kafka.record import util
+    return {"nproc": os.cpu_count(), "cpu": model or platform.processor(),
+            "python": platform.python_version(), "load_avg": [round(x, 2) for x in os.getloadavg()],
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            # kafka-python checks every batch's CRC-32C, in pure Python unless crc32c is installed:
+            # most of its consume cost, so it decides the delivery rows.
+            "kafka_python": kafka.__version__,
+            "kafka_crc32c": "C (crc32c package)" if util.crc32c_c else "pure Python"}
+
+
+def raise_fd_limit() -> None:
+    """Thousands of sockets (clients here, tails in the server, which inherits the limit)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str, every: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:g} s")
+        time.sleep(every)
+
+
+# -- the server under test -----------------------------------------------------------------
+class Server:
+    """``python -m kafkatail serve`` as production starts it, extra config as KAFKATAIL_* env;
+    ``worker`` is its one gunicorn worker, the process every CPU and RSS figure is about."""
+
+    def __init__(self, bootstrap: str, worker_class: str = "gthread", **config: object) -> None:
+        self.port = free_port()
+        env = {**os.environ, **{f"KAFKATAIL_{k.upper()}": str(v)
+                                for k, v in {**BASE_CONFIG, **config}.items()}}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kafkatail", "serve", "--bootstrap-servers", bootstrap,
+             "--bind", f"127.0.0.1:{self.port}", "--worker-class", worker_class],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        # An unread pipe would block every thread in the server that logs.
+        self._drain = threading.Thread(target=self.lines.extend, args=(self.proc.stdout,),
+                                       name="bench-server-log", daemon=True)
+        self._drain.start()
+        try:
+            if not wait_for_port("127.0.0.1", self.port, 30):
+                raise RuntimeError("server did not start: " + "".join(self.lines[-20:]))
+            wait_until(self._healthy, 30, "server health")
+            self.worker = psutil.Process(self.proc.pid).children()[0]
+        except BaseException:
+            self.stop()
+            raise
+
+    def _healthy(self) -> bool:
+        try:
+            self.get("/healthz")
+            return True
+        except OSError:
+            return False
+
+    def get(self, path: str, timeout: float = 30) -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as r:
+            return r.read()
+
+    def ws_url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def tails(self) -> int:
+        return json.loads(self.get("/healthz"))["tails"]
+
+    def metrics(self, timeout: float = 30) -> dict[str, float]:
+        """``/metrics`` as {"name{labels}": value}."""
+        out = {}
+        for line in self.get("/metrics", timeout).decode().splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def consumer_threads(self) -> int:
+        m = self.metrics()
+        return int(sum(v for k, v in m.items() if k.startswith("kafkatail_consumer_threads{")))
+
+    def cpu_seconds(self) -> float:
+        t = self.worker.cpu_times()
+        return t.user + t.system
+
+    def profile(self, seconds: float) -> str:
+        """A folded on-CPU profile of the worker, taken inside it."""
+        return self.get(f"/debug/profile?seconds={seconds:g}&format=folded",
+                        timeout=seconds + 30).decode()
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._drain.join(10)
+        self.proc.stdout.close()
+
+
+class Usage:
+    """CPU (% of one core) and RSS of a process over a window: ``with Usage(p) as u: ...``."""
+
+    def __init__(self, proc: psutil.Process) -> None:
+        self.proc = proc
+
+    def __enter__(self) -> "Usage":
+        t = self.proc.cpu_times()
+        self._cpu, self._t = t.user + t.system, time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        t = self.proc.cpu_times()
+        self.seconds = time.monotonic() - self._t
+        self.cpu_pct = 100 * (t.user + t.system - self._cpu) / self.seconds
+        self.rss_mb = self.proc.memory_info().rss / 2**20
+        self.threads = self.proc.num_threads()
+        self.fds = self.proc.num_fds()
+
+
+# -- clients ---------------------------------------------------------------------------------
+def connect(url: str) -> websocket.WebSocket:
+    return websocket.create_connection(url, timeout=30, skip_utf8_validation=True)
+
+
+class Drain(threading.Thread):
+    """Reads many WebSockets on one thread so a thousand clients cost one thread here.
+
+    ``raw``: bytes are read and dropped, nothing parsed (pings go unanswered: give the server
+    a long ping interval). Otherwise each frame is read whole, pings are answered, and each
+    text frame goes to ``on_text(ws, text, received_at)``.
+    """
+
+    def __init__(self, on_text: Callable[[Any, str, float], None] | None = None,
+                 raw: bool = False) -> None:
+        super().__init__(name="bench-drain", daemon=True)
+        self.on_text = on_text
+        self.raw = raw
+        self.bytes = 0
+        self.closed = 0
+        # epoll: registering from another thread while this one waits in select is safe.
+        self._sel = selectors.EpollSelector()
+        self._halt = threading.Event()
+
+    def add(self, ws: websocket.WebSocket) -> None:
+        self._sel.register(ws.sock, selectors.EVENT_READ, ws)
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            for key, _ in self._sel.select(0.05):
+                ws = key.data
+                try:
+                    if self.raw:
+                        data = ws.sock.recv(1 << 20)
+                        self.bytes += len(data)
+                        if data:
+                            continue
+                        raise ConnectionError
+                    opcode, data = ws.recv_data(control_frame=True)
+                    now = time.time()
+                    if opcode == websocket.ABNF.OPCODE_TEXT and self.on_text:
+                        self.on_text(ws, data.decode() if isinstance(data, bytes) else data, now)
+                    elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                        raise ConnectionError
+                except (OSError, websocket.WebSocketException):
+                    self._sel.unregister(key.fileobj)
+                    self.closed += 1
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+        self._sel.close()
+
+
+def open_tails(server: Server, path: str, n: int, drain: Drain) -> list[websocket.WebSocket]:
+    """n tails of ``path``, read by ``drain``; returns once the server counts them all."""
+    before = server.tails()
+    sockets = []
+    for _ in range(n):
+        ws = connect(server.ws_url(path))
+        sockets.append(ws)
+        drain.add(ws)
+    wait_until(lambda: server.tails() >= before + n, 60, f"{n} tails open", 0.2)
+    return sockets
+
+
+def close_all(sockets: list[websocket.WebSocket]) -> None:
+    for ws in sockets:
+        sock = ws.sock  # None once websocket-client closed it itself
+        if sock is None:
+            continue
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+
+
+# -- records ---------------------------------------------------------------------------------
+def value(seq: int, size: int = 200) -> bytes:
+    """A JSON record value of about ``size`` bytes carrying its produce time (epoch seconds)."""
+    head = {"t": time.time(), "seq": seq, "user": f"user-{seq % 977}", "event": "page_view",
+            "path": f"/shop/items/{seq % 5003}", "status": 200}
+    raw = json.dumps(head, separators=(",", ":"))
+    return (raw[:-1] + ',"pad":"' + "x" * max(0, size - len(raw) - 9) + '"}').encode()
+
+
+def producer(bootstrap: str, **kw: Any) -> KafkaProducer:
+    return KafkaProducer(bootstrap_servers=bootstrap, acks=1, **kw)
+
+
+def produce_bulk(bootstrap: str, topic: str, n: int) -> None:
+    p = producer(bootstrap, linger_ms=20, batch_size=1 << 18)
+    try:
+        for seq in range(n):
+            p.send(topic, value(seq), partition=0)
+        p.flush(120)
+    finally:
+        p.close(10)
+
+
+class PacedProducer(threading.Thread):
+    """Produces ``rate`` records a second in 5 ms ticks, each stamped as it is sent."""
+
+    def __init__(self, bootstrap: str, topic: str, rate: float) -> None:
+        super().__init__(name="bench-producer", daemon=True)
+        self.topic, self.rate = topic, rate
+        self.sent = 0
+        self._producer = producer(bootstrap, linger_ms=0)
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        while not self._halt.wait(0.005):
+            due = int((time.monotonic() - start) * self.rate)
+            while self.sent < due:
+                self._producer.send(self.topic, value(self.sent), partition=0)
+                self.sent += 1
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+        self._producer.close(10)
+
+
+def raw_consume_rate(bootstrap: str, topic: str, n: int, max_poll_records: int = 500,
+                     fetch_max_wait_ms: int = 500) -> float:
+    """Records a second a plain kafka-python consumer loop reads from offset 0, construction
+    included (as the server's includes its own), with the server's poll settings."""
+    start = time.monotonic()
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                      max_poll_records=max_poll_records, fetch_max_wait_ms=fetch_max_wait_ms)
+    try:
+        tp = TopicPartition(topic, 0)
+        c.assign([tp])
+        c.seek(tp, 0)
+        got = 0
+        while got < n:
+            got += sum(len(recs) for recs in c.poll(timeout_ms=1000).values())
+        return got / (time.monotonic() - start)
+    finally:
+        c.close()
+
+
+class RawLatency(threading.Thread):
+    """A plain kafka-python consumer in this process reading the paced records from offset 0:
+    the latency the broker and client library give before kafkatail adds anything."""
+
+    def __init__(self, bootstrap: str, topic: str, measuring: threading.Event,
+                 fetch_max_wait_ms: int = 500) -> None:
+        super().__init__(name="bench-raw-latency", daemon=True)
+        self.measuring = measuring
+        self.latencies: list[float] = []
+        self._halt = threading.Event()
+        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                       enable_auto_commit=False,
+                                       fetch_max_wait_ms=fetch_max_wait_ms)
+        tp = TopicPartition(topic, 0)
+        self._consumer.assign([tp])
+        self._consumer.seek(tp, 0)
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            for recs in self._consumer.poll(timeout_ms=200).values():
+                now = time.time()
+                if self.measuring.is_set():
+                    self.latencies.extend(now - json.loads(r.value)["t"] for r in recs)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+        self._consumer.close()
+
+
+# -- a broker behind a proxy that counts requests -----------------------------------------------
+class RequestCounter:
+    """Parses the client-to-broker byte stream of one connection into Kafka request frames
+    (4-byte big-endian size, then int16 api_key, int16 version, int32 correlation id, int16-length
+    client id) and counts them by (api_key, client_id). Bytes may arrive split anywhere."""
+
+    HEADER = 10  # api_key, api_version, correlation_id, client_id length
+
+    def __init__(self, counts: Counter) -> None:
+        self.counts = counts
+        self._buf = bytearray()
+        self._skip = 0
+
+    def feed(self, data: bytes) -> None:
+        if self._skip:
+            taken = min(self._skip, len(data))
+            self._skip -= taken
+            data = data[taken:]
+        self._buf += data
+        while len(self._buf) >= 4 + self.HEADER:
+            size = int.from_bytes(self._buf[:4], "big")
+            id_len = int.from_bytes(self._buf[12:14], "big", signed=True)
+            need = 4 + min(size, self.HEADER + max(id_len, 0))
+            if len(self._buf) < need:
+                return
+            api_key = int.from_bytes(self._buf[4:6], "big", signed=True)
+            client = self._buf[14:14 + id_len].decode("utf-8", "replace") if id_len > 0 else ""
+            self.counts[(api_key, client)] += 1
+            if len(self._buf) >= 4 + size:
+                del self._buf[:4 + size]
+            else:
+                self._skip = 4 + size - len(self._buf)
+                self._buf.clear()
+
+
+class CountingProxy(threading.Thread):
+    """TCP proxy to a broker, two pump threads per connection; counts requests as it relays."""
+
+    def __init__(self, upstream: tuple[str, int], port: int) -> None:
+        super().__init__(name="bench-proxy", daemon=True)
+        self.upstream = upstream
+        self.counts: Counter = Counter()
+        self._listen = socket.create_server(("127.0.0.1", port))
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def fetches(self, prefix: str = "kt-") -> int:
+        """Fetch requests so far from clients whose id starts with ``prefix`` (the server's)."""
+        with self._lock:
+            return sum(n for (key, client), n in self.counts.items()
+                       if key == FETCH and client.startswith(prefix))
+
+    def run(self) -> None:
+        while True:
+            try:
+                down, _ = self._listen.accept()
+                up = socket.create_connection(self.upstream)
+            except OSError:
+                return
+            for s in (down, up):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._socks += [down, up]
+            counter = RequestCounter(Counter())
+            threading.Thread(target=self._pump, args=(down, up, counter), daemon=True,
+                             name="bench-proxy-up").start()
+            threading.Thread(target=self._pump, args=(up, down, None), daemon=True,
+                             name="bench-proxy-down").start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, counter: RequestCounter | None) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                if counter is not None:
+                    counter.feed(data)
+                    with self._lock:
+                        self.counts.update(counter.counts)
+                    counter.counts.clear()
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self._listen.close()
+        self.join(5)
+        for s in self._socks:
+            s.close()
+
+
+class ProxiedBroker(EmbeddedBroker):
+    """A Tansu broker that advertises a counting proxy's address, so every connection a client
+    makes after bootstrap goes through the proxy too."""
+
+    def start(self, timeout: float = 20.0) -> "ProxiedBroker":
+        self.proxy = CountingProxy((self.host, self.port), free_port(self.host))
+        proxy_url = f"tcp://{self.host}:{self.proxy._listen.getsockname()[1]}"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [tansu_binary(), "broker", "--listener-url", f"tcp://{self.host}:{self.port}",
+                 "--advertised-listener-url", proxy_url, "--storage-engine", "memory://tansu/"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_die_with_parent,
+                env={**os.environ, "RUST_LOG": "warn"})
+        if not wait_for_port(self.host, self.port, timeout):
+            self.stop()
+            raise BrokerError(f"tansu did not start: {self.log_tail()}")
+        self.proxy.start()
+        return self
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.proxy._listen.getsockname()[1]}"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if getattr(self, "proxy", None) is not None:
+            self.proxy.stop()
+        super().stop(timeout)
+
+
+# -- the outage design -----------------------------------------------------------------------
+LEAKY_APP = '''
+import sys, threading
+from flask import Flask
+from kafka import KafkaConsumer
+BOOTSTRAP, TOPIC, PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
+app = Flask(__name__)
+
+def tail_forever():
+    consumer = KafkaConsumer(TOPIC, bootstrap_servers=BOOTSTRAP)
+    for message in consumer:   # the outage: no timeout, no stop, no close
+        pass
+
+@app.get("/")
+def page():
+    threading.Thread(target=tail_forever, daemon=True).start()
+    return "tailing\\n"
+
+app.run(host="127.0.0.1", port=PORT, threaded=True)
+'''
+
+
+class LeakyApp:
+    """The original server's design: every page view starts a consumer thread nobody stops."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, "-c", LEAKY_APP, bootstrap, topic,
+                                      str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_for_port("127.0.0.1", self.port, 30):
+            self.stop()
+            raise RuntimeError("leaky app did not start")
+        self.worker = psutil.Process(self.proc.pid)
+
+    def view(self) -> None:
+        urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=30).read()
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()

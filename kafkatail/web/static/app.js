@@ -993,15 +993,15 @@
     // The marker is added when the server echoes the change (status "filter").
   }
 
-  // The server sends fresh end offsets ('ends' frames) while its consumer fetches. When it does
-  // not (every viewer of the topic paused, so it stopped fetching) and the tab is visible, ask
-  // for them now and then: that is when the lag grows.
+  // The server sends fresh end offsets ('ends' frames) while its consumer fetches. While paused
+  // (the feed may have stopped fetching) or when none come, and the tab is visible, ask for them
+  // now and then: that is when the lag grows.
   let endsInFlight = false;
 
   async function refreshEnds() {
     const s = session;
     if (!s || document.hidden || endsInFlight || !s.ends.size) return;
-    if (s.endsAt && performance.now() - s.endsAt < 2 * LAG_REFRESH_MS) return;
+    if (!paused && s.endsAt && performance.now() - s.endsAt < 2 * LAG_REFRESH_MS) return;
     if (!s.ws || s.ws.readyState !== WebSocket.OPEN) return;
     endsInFlight = true;
     try {

@@ -10,7 +10,6 @@ import json
 import os
 import platform
 import selectors
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafkatail.broker import (BrokerError, EmbeddedBroker, _die_with_parent, free_port,
                               tansu_binary, wait_for_port)
 from kafkatail.ops.profiler import parse_folded
+from kafkatail.testing.server import ServerProcess
 
 # What every bench server runs with: the suite's open access, no per-address connection limit,
 # room for 1,000 tails on one gevent worker (a sixteenth of worker_connections is kept for HTTP).
@@ -99,81 +99,11 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str, every: float
 
 
 # -- the server under test -----------------------------------------------------------------
-class Server:
-    """``python -m kafkatail serve`` as production starts it, extra config as KAFKATAIL_* env;
-    ``worker`` is its one gunicorn worker, the process every CPU and RSS figure is about."""
+class Server(ServerProcess):
+    """``kafkatail serve`` with the bench's base config (open access, room for many tails)."""
 
     def __init__(self, bootstrap: str, worker_class: str = "gthread", **config: object) -> None:
-        self.port = free_port()
-        env = {**os.environ, **{f"KAFKATAIL_{k.upper()}": str(v)
-                                for k, v in {**BASE_CONFIG, **config}.items()}}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kafkatail", "serve", "--bootstrap-servers", bootstrap,
-             "--bind", f"127.0.0.1:{self.port}", "--worker-class", worker_class],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        # An unread pipe would block every thread in the server that logs.
-        self._drain = threading.Thread(target=self.lines.extend, args=(self.proc.stdout,),
-                                       name="bench-server-log", daemon=True)
-        self._drain.start()
-        try:
-            if not wait_for_port("127.0.0.1", self.port, 30):
-                raise RuntimeError("server did not start: " + "".join(self.lines[-20:]))
-            wait_until(self._healthy, 30, "server health")
-            self.worker = psutil.Process(self.proc.pid).children()[0]
-        except BaseException:
-            self.stop()
-            raise
-
-    def _healthy(self) -> bool:
-        try:
-            self.get("/healthz")
-            return True
-        except OSError:
-            return False
-
-    def get(self, path: str, timeout: float = 30) -> bytes:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as r:
-            return r.read()
-
-    def ws_url(self, path: str) -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
-
-    def tails(self) -> int:
-        return json.loads(self.get("/healthz"))["tails"]
-
-    def metrics(self, timeout: float = 30) -> dict[str, float]:
-        """``/metrics`` as {"name{labels}": value}."""
-        out = {}
-        for line in self.get("/metrics", timeout).decode().splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name] = float(value)
-        return out
-
-    def consumer_threads(self) -> int:
-        m = self.metrics()
-        return int(sum(v for k, v in m.items() if k.startswith("kafkatail_consumer_threads{")))
-
-    def cpu_seconds(self) -> float:
-        t = self.worker.cpu_times()
-        return t.user + t.system
-
-    def profile(self, seconds: float) -> str:
-        """A folded on-CPU profile of the worker, taken inside it."""
-        return self.get(f"/debug/profile?seconds={seconds:g}&format=folded",
-                        timeout=seconds + 30).decode()
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._drain.join(10)
-        self.proc.stdout.close()
+        super().__init__(bootstrap, worker_class, **{**BASE_CONFIG, **config})
 
 
 class Usage:

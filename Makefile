@@ -29,7 +29,7 @@ integration: $(STAMP)
 # of the in-process profiler. BENCH_ARGS="--quick" for a smoke run, "--out bench.json" for JSON.
 bench: $(STAMP)
 	$(PY) scripts/bench.py $(BENCH_ARGS)
-	$(PY) scripts/bench_logging_profiler.py
+	$(PY) scripts/bench_logging_profiler.py --live
 
 # Not part of `make test`: churn, idle and live tails on demo traffic, measured from outside.
 # SOAK_ARGS="--minutes 30 --worker-class gevent" to change it.

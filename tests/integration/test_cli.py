@@ -19,6 +19,15 @@ from .wsclient import TailClient
 KT = [sys.executable, "-m", "kafkatail"]
 
 
+
+def assert_worker_runtime(runtime: dict, worker: str) -> None:
+    """``/debug/runtime`` of a worker: its class, and under gevent kafka-python imported after
+    monkey-patching (it captured gevent's selector, not the blocking one)."""
+    assert runtime["worker_class"] == worker and runtime["green"] is (worker == "gevent")
+    assert runtime["kafka_selector_is_default"] is True
+    if worker == "gevent":
+        assert runtime["kafka_selector"].startswith("gevent.")
+
 def test_help_lists_commands():
     out = subprocess.run(KT + ["--help"], capture_output=True, text=True, check=True).stdout
     assert "demo" in out and "serve" in out
@@ -83,12 +92,8 @@ def test_serve_runs_gunicorn_and_sigterm_closes_tails_1001(cluster, worker):
     try:
         assert wait_for_port("127.0.0.1", port, 30)
         runtime = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/debug/runtime"))
-        assert runtime["worker_class"] == worker and runtime["green"] is (worker == "gevent")
-        # Patched before kafka was imported: kafka-python's captured selector is gevent's.
-        assert runtime["kafka_selector_is_default"] is True
+        assert_worker_runtime(runtime, worker)
         assert runtime["kafka_crc32c_native"] is True
-        if worker == "gevent":
-            assert runtime["kafka_selector"].startswith("gevent.")
         clients = [TailClient(f"ws://127.0.0.1:{port}/ws/tail/{topic}") for _ in range(5)]
         for c in clients:
             c.status("live")

@@ -84,13 +84,19 @@ def test_each_viewer_keeps_its_own_filter_and_budget(cluster, server):
     assert [r["value"] for r in every.collect(42)[-2:]] == ["even-40", "odd-41"]
 
 
-def test_pause_on_a_feed_loses_nothing_and_never_holds_back_the_others(cluster, server):
-    t = cluster.create_topic()
-    paused, live = tail(server, t), tail(server, t)
+def paused_and_live(server, topic: str) -> tuple[TailClient, TailClient]:
+    """Two live viewers of one feed, the first paused."""
+    paused, live = tail(server, topic), tail(server, topic)
     paused.status("live")
     live.status("live")
     paused.send({"op": "pause"})
     paused.status("paused")
+    return paused, live
+
+
+def test_pause_on_a_feed_loses_nothing_and_never_holds_back_the_others(cluster, server):
+    t = cluster.create_topic()
+    paused, live = paused_and_live(server, t)
     cluster.produce(t, [(None, f"v{i}") for i in range(50)])
     assert_exact(live.collect(50), [50])
     assert not paused.records
@@ -117,11 +123,7 @@ def test_every_viewer_paused_pauses_the_fetch(cluster, server):
 def test_resume_behind_the_replay_window_reads_alone_then_rejoins(cluster, make_server_):
     server = make_server_(feed_replay_records=10)
     t = cluster.create_topic()
-    behind, live = tail(server, t), tail(server, t)
-    behind.status("live")
-    live.status("live")
-    behind.send({"op": "pause"})
-    behind.status("paused")
+    behind, live = paused_and_live(server, t)
     cluster.produce(t, [(None, f"v{i}") for i in range(100)])
     live.collect(100)
     behind.send({"op": "resume"})

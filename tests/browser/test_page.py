@@ -63,6 +63,25 @@ def dom_rows(browser) -> list[tuple[int, int]]:
         " (r) => [Number(r.dataset.partition), Number(r.dataset.offset)]);")]
 
 
+def overflow(cluster, browser, topic: str, burst: int = 500, bursts: int = 20) -> int:
+    """Produce bursts on the page's live feed until the page counts a drop; returns how many.
+
+    Each value is ~4 KB, so the socket and the page, not the feed, set the pace and a tiny
+    server outbox overflows; a burst is accounted (shown or counted as dropped) before the next.
+    """
+    samples = [round(20 + (j % 50) / 10, 1) for j in range(600)]
+    total = 0
+    for _ in range(bursts):
+        cluster.produce(topic, [(f"sensor-{n % 5}", json.dumps({"reading": n, "unit": "C", "samples": samples}))
+                                for n in range(total, total + burst)])
+        total += burst
+        s = wait_for(lambda: (lambda s: s["received"] + s["dropped"] == total and not s["pending"] and s)(
+                     state(browser)), timeout=30, what=f"all {total} records shown or counted as dropped")
+        if s["dropped"]:
+            return total
+    raise AssertionError(f"{total} records in {bursts} bursts and the page never fell behind")
+
+
 def conn_state(browser) -> str:
     return browser.find_element(By.ID, "conn").get_attribute("data-state")
 
@@ -267,10 +286,9 @@ def test_skipped_records_marker_while_paused(cluster, make_server_, browser):
     t = cluster.create_topic()
     open_page(browser, srv, f"topic={t}")
     wait_state(browser, "live")
-    # A burst on a live feed: a historical tail would make the server wait for the page instead.
-    cluster.produce(t, [(f"sensor-{i % 5}", json.dumps({"reading": i, "unit": "C"})) for i in range(2000)])
-    wait_for(lambda: any("skipped" in m for m in markers(browser)),
-             timeout=30, what="a skipped-records marker")
+    # On a live feed: a historical tail would make the server wait for the page instead.
+    overflow(cluster, browser, t)
+    assert any("skipped" in m for m in markers(browser)), markers(browser)
     browser.find_element(By.ID, "pause").click()
     wait_state(browser, "paused")
     found = rows(browser)

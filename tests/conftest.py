@@ -5,7 +5,7 @@ import gc
 import os
 import threading
 import time
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 import pytest
 from werkzeug.serving import make_server
@@ -21,6 +21,14 @@ from integration.wsclient import close_all
 def cluster(kafka_cluster) -> Cluster:
     """The plugin's session broker (embedded Tansu, or KAFKATAIL_TEST_BOOTSTRAP)."""
     return kafka_cluster
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test whose program or privilege this machine lacks; fail instead under CI
+    (``.ci/run`` sets CI=1 and installs everything), where a skip would hide a broken install."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; .ci/run should have provided it")
+    pytest.skip(reason)
 
 
 # The suite's servers, in-process and subprocesses alike, admit anonymous tails, open /debug and

@@ -21,6 +21,7 @@ from kafka import KafkaAdminClient
 
 from kafkatail.testing.probe import ProcessProbe
 
+from conftest import unavailable
 from integration.test_lifecycle import wait_for
 from integration.test_slow_and_dead import stalled_client
 from integration.wsclient import TailClient
@@ -57,9 +58,9 @@ def ip(*args: str) -> None:
 @contextmanager
 def peer_namespace() -> Iterator[str]:
     """A network namespace joined to the host by a veth pair (HOST_IP here, PEER_IP there);
-    yields its name. Skips if this machine cannot make one (needs root / CAP_NET_ADMIN)."""
+    yields its name. Skips (fails under CI) if this machine cannot make one (root / CAP_NET_ADMIN)."""
     if shutil.which("ip") is None:
-        pytest.skip("needs the ip command (Debian package iproute2)")
+        unavailable("needs the ip command (Debian package iproute2)")
     ns, host_if, peer_if = f"kt-peer-{os.getpid()}", f"kth{os.getpid() % 100000}", "ktp0"
     try:
         try:
@@ -72,7 +73,7 @@ def peer_namespace() -> Iterator[str]:
             ip("-n", ns, "link", "set", "lo", "up")
             ip("netns", "exec", ns, "true")
         except subprocess.CalledProcessError as exc:
-            pytest.skip(f"cannot set up a network namespace with a veth pair (needs root / "
+            unavailable(f"cannot set up a network namespace with a veth pair (needs root / "
                         f"CAP_NET_ADMIN): {' '.join(exc.cmd)}: {exc.stderr.strip()}")
         yield ns
     finally:

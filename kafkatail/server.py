@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -28,7 +29,7 @@ from gunicorn.glogging import Logger as GunicornLogger
 
 from .config import Config, ConfigError, load
 from .ops import logsetup
-from .ops.threads import green
+from .ops.threads import green, name_pool_thread
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,14 @@ def _post_worker_init(worker: Any) -> None:
     from .app import shutdown
 
     if green():
-        from .ops import greencpu
+        from .ops import greencpu, greenpool
         greencpu.install()
+        greenpool.install()
+    elif getattr(worker, "tpool", None) is not None:
+        # gthread made its request pool in init_process and starts its threads on demand.
+        worker.tpool.shutdown(wait=False)
+        worker.tpool = ThreadPoolExecutor(max_workers=worker.cfg.threads,
+                                          initializer=name_pool_thread)
     pipeline = logsetup.current()
     if pipeline is not None:
         pipeline.start()  # the master's listener thread did not survive the fork

@@ -37,7 +37,13 @@ def green() -> bool:
 def set_native_name(name: str) -> None:
     """Set the calling thread's OS name (no-op off Linux, and under gevent: it would rename
     the one OS thread every greenlet shares)."""
-    if _libc is not None and not green():
+    if not green():
+        set_os_thread_name(name)
+
+
+def set_os_thread_name(name: str) -> None:
+    """Set the calling OS thread's name, greenlets or not: for real threads under gevent."""
+    if _libc is not None:
         _libc.prctl(_PR_SET_NAME, ctypes.c_char_p(native_name(name)), 0, 0, 0)
 
 
@@ -53,11 +59,19 @@ def rename(thread: threading.Thread, name: str) -> None:
         pass
 
 
+def name_pool_thread(thread: threading.Thread | None = None) -> None:
+    """A ThreadPoolExecutor thread (gunicorn gthread's request pool) as ``kt-http-N``, OS name
+    too; the executor's default leaves the interpreter's name on every one."""
+    thread = thread or threading.current_thread()
+    if thread.name.startswith("ThreadPoolExecutor-"):
+        rename(thread, "kt-http-" + thread.name.rpartition("_")[2])
+
+
 ROLES = ("consumer", "kafka-io", "websocket", "reaper", "server", "unknown")
 
 # Threads kafkatail does not start itself but expects, by the names their libraries give them.
 _LIBRARY_ROLES = (
-    ("kt-http-", "server"),              # gunicorn gthread's request pool, renamed on first tail
+    ("kt-http-", "server"),              # gunicorn gthread's request pool (name_pool_thread)
     ("ThreadPoolExecutor-", "server"),
     ("MainThread", "server"),
     ("kt-test-http", "server"),

@@ -17,7 +17,7 @@ from typing import Any
 from simple_websocket import ConnectionClosed
 
 from ..config import Config
-from ..ops.threads import REGISTRY, rename
+from ..ops.threads import REGISTRY, name_pool_thread, rename
 from . import frames
 from .outbox import Outbox
 from .pool import ConsumerPool
@@ -78,10 +78,8 @@ class TailSession:
 
     def run(self) -> None:
         self._running = True
-        handler = self._handler
-        if handler.name.startswith("ThreadPoolExecutor-"):
-            # gunicorn's pool threads keep the interpreter's OS name; give it one once.
-            rename(handler, "kt-http-" + handler.name.rpartition("_")[2])
+        # A host app's own gthread pool: kafkatail serve names its pool threads as they start.
+        name_pool_thread(self._handler)
         try:
             try:
                 viewer = self.pool.open(self.request, self.outbox, self.client, owner=self)

@@ -272,6 +272,7 @@ class ConsumerThread(threading.Thread):
                        earliest: dict, latest: dict, timeout: int) -> dict[TopicPartition, int]:
         viewer = self._origin
         cursor = self._start if self.shared else viewer.cursor
+        # Starts below the earliest offset are clamped to it here and reported by _greet.
         if cursor is not None:
             return {tp: max(cursor.get(tp.partition, latest[tp]), earliest[tp]) for tp in tps}
         if self.shared:
@@ -295,19 +296,38 @@ class ConsumerThread(threading.Thread):
         return dict(latest)
 
     def _greet(self, viewer: Viewer) -> None:
-        """Under the lock, once positioned: a new viewer's hello, and its cursor if it has none."""
-        if viewer.cursor is None:
+        """Under the lock, once positioned: a new viewer's hello, and its cursor if it has none;
+        then, to any viewer, a ``dropped`` frame for what retention deleted before it read it."""
+        wanted = viewer.cursor
+        if wanted is None:
+            start = viewer.request.start
+            wanted = dict(start.offsets) if start.kind == "offsets" else {}
             viewer.cursor = dict(self._next)
-        if viewer.greeted:
-            return
-        viewer.greeted = True
-        viewer.outbox.put_frame(frames.hello(
-            self.topic,
-            [{"partition": p, "start": viewer.cursor[p], "end": self._end[p],
-              "earliest": self._earliest[p]} for p in self._next],
-            viewer.request.describe()))
-        if self.shared:
+        gaps = self._retention_gaps(viewer.cursor, wanted)
+        greeted, viewer.greeted = viewer.greeted, True
+        if not greeted:
+            viewer.outbox.put_frame(frames.hello(
+                self.topic,
+                [{"partition": p, "start": viewer.cursor[p], "end": self._end[p],
+                  "earliest": self._earliest[p]} for p in self._next],
+                viewer.request.describe()))
+        if gaps:
+            viewer.outbox.put_frame(frames.dropped(
+                sum(last - first + 1 for first, last in gaps.values()), gaps, reason="retention"))
+        if not greeted and self.shared:
             viewer.outbox.put_frame(frames.status("live"))
+
+    def _retention_gaps(self, cursor: dict[int, int],
+                        wanted: dict[int, int]) -> dict[int, list[int]]:
+        """Under the lock: per partition, the [first, last] offsets from ``wanted`` to just before
+        the earliest one the broker still keeps; ``cursor`` moves past them."""
+        gaps = {}
+        for p, earliest in self._earliest.items():
+            want = wanted.get(p)
+            if want is not None and want < earliest:
+                gaps[p] = [want, earliest - 1]
+                cursor[p] = max(cursor[p], earliest)
+        return gaps
 
     def _covers(self, viewer: Viewer) -> bool:
         """Under the lock: can the viewer continue from its cursor here with no gap?"""

@@ -43,9 +43,14 @@ def status(state: str, **detail: Any) -> str:
     return dumps({"type": "status", "status": state, **detail})
 
 
-def dropped(count: int, partitions: Mapping[int, list[int]]) -> str:
-    return dumps({"type": "dropped", "count": count,
-                   "partitions": {str(p): r for p, r in partitions.items()}})
+def dropped(count: int, partitions: Mapping[int, list[int]], reason: str | None = None) -> str:
+    """Records this client will never get, as [first, last] offsets per partition. No reason:
+    its outbox overflowed; ``retention``: they were deleted before it could read them."""
+    frame = {"type": "dropped", "count": count,
+             "partitions": {str(p): r for p, r in partitions.items()}}
+    if reason:
+        frame["reason"] = reason
+    return dumps(frame)
 
 
 def ends(partitions: Mapping[int, int]) -> str:

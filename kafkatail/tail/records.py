@@ -1,7 +1,7 @@
 """Turn a batch of Kafka ConsumerRecords into JSON-ready dicts, filtering as it goes.
 
 Batch-shaped on purpose: the format, matcher and size limit are looked up once per batch,
-and a record that does not match is dropped before anything is allocated for it.
+and a record that does not match is dropped before its dict is built.
 """
 from __future__ import annotations
 
@@ -76,12 +76,12 @@ def select(decoded: list[Decoded], matcher: Matcher) -> list[dict[str, Any]]:
     if not matcher.active:
         return [d[0] for d in decoded]
     matches = matcher.matches
-    return [item for item, key, text in decoded if matches(key, text)]
+    return [item for item, key, text in decoded if matches(key, text, item["headers"])]
 
 
 def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
                  matcher: Matcher | None = None) -> list[Decoded]:
-    """Each record as (protocol dict, key text, value text); the texts are what filters see.
+    """Each record as (protocol dict, key text, value text): filters see these texts and headers.
 
     With a ``matcher``, a record that does not match is dropped before its dict is built.
     A feed decodes a poll once per format and lets each viewer ``select`` from it.
@@ -98,7 +98,8 @@ def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
             if len(raw) > max_value_bytes:
                 raw, truncated = raw[:max_value_bytes], True
             value, encoding, text = _value(raw, fmt, truncated)
-        if active and not matcher.matches(key, text):
+        headers = _headers(rec.headers) if rec.headers else []
+        if active and not matcher.matches(key, text, headers):
             continue
         item = {
             "partition": rec.partition,
@@ -108,7 +109,7 @@ def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
             "key_encoding": key_encoding,
             "value": value,
             "encoding": encoding,
-            "headers": _headers(rec.headers) if rec.headers else [],
+            "headers": headers,
             "size": max(rec.serialized_key_size, 0) + max(rec.serialized_value_size, 0)
             + max(rec.serialized_header_size, 0),
         }

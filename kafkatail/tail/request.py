@@ -12,7 +12,7 @@ import re._constants as sre_constants
 import re._parser as sre_parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import regex
 
@@ -61,7 +61,7 @@ class _Trip:
 
 @dataclass(frozen=True)
 class Matcher:
-    """Case-insensitive substring and/or regex over a record's key and value text.
+    """Case-insensitive substring and/or regex over a record's key, value and headers.
 
     A regex search that takes longer than ``REGEX_BUDGET_S`` stops and counts as no match, with
     a warning; after ``REGEX_OVERRUNS`` of them the matcher trips and matches nothing from then
@@ -82,31 +82,53 @@ class Matcher:
         """The regex overran its time budget REGEX_OVERRUNS times and now matches nothing."""
         return self._trip.overruns >= REGEX_OVERRUNS
 
-    def matches(self, key: str | None, value: str | None) -> bool:
-        if self.substring:
-            needle = self.substring
-            if not ((key and needle in key.lower()) or (value and needle in value.lower())):
-                return False
-        if self.pattern is not None:
-            trip = self._trip
-            if trip.overruns >= REGEX_OVERRUNS:
-                return False
-            search = self.pattern.search
-            try:
-                if not ((key and search(key, timeout=REGEX_BUDGET_S))
-                        or (value and search(value, timeout=REGEX_BUDGET_S))):
-                    return False
-            except TimeoutError:
-                trip.overruns += 1
-                log.warning("regex %r overran its %g s budget on one record (%d of %d)%s",
-                            self.pattern.pattern[:80], REGEX_BUDGET_S, trip.overruns,
-                            REGEX_OVERRUNS, "; it now matches nothing"
-                            if trip.overruns >= REGEX_OVERRUNS else "")
-                return False
-        return True
+    def matches(self, key: str | None, value: str | None,
+                headers: Sequence[Sequence[Any]] = ()) -> bool:
+        """Does the record pass? Both the substring and the regex (when set) must be found,
+        each in the key, the value or a header name or value. ``headers`` are as the protocol
+        sends them (``[name, value]``, or ``[name, base64, "base64"]``), decoded once per record."""
+        if self.substring and not self._contains(key, value, headers):
+            return False
+        return self.pattern is None or self._search(key, value, headers)
+
+    def _contains(self, key: str | None, value: str | None,
+                  headers: Sequence[Sequence[Any]]) -> bool:
+        needle = self.substring
+        if (key and needle in key.lower()) or (value and needle in value.lower()):
+            return True
+        return bool(headers) and any(needle in text.lower() for text in _header_texts(headers))
+
+    def _search(self, key: str | None, value: str | None,
+                headers: Sequence[Sequence[Any]]) -> bool:
+        trip = self._trip
+        if trip.overruns >= REGEX_OVERRUNS:
+            return False
+        search = self.pattern.search
+        try:
+            if ((key and search(key, timeout=REGEX_BUDGET_S))
+                    or (value and search(value, timeout=REGEX_BUDGET_S))):
+                return True
+            return bool(headers) and any(search(text, timeout=REGEX_BUDGET_S)
+                                         for text in _header_texts(headers))
+        except TimeoutError:
+            trip.overruns += 1
+            log.warning("regex %r overran its %g s budget on one record (%d of %d)%s",
+                        self.pattern.pattern[:80], REGEX_BUDGET_S, trip.overruns,
+                        REGEX_OVERRUNS, "; it now matches nothing"
+                        if trip.overruns >= REGEX_OVERRUNS else "")
+            return False
 
     def describe(self) -> dict[str, str]:
         return {"filter": self.substring, "regex": self.pattern.pattern if self.pattern else ""}
+
+
+def _header_texts(headers: Sequence[Sequence[Any]]) -> Iterator[str]:
+    """The non-empty names and values of decoded headers: what a filter searches in them."""
+    for header in headers:
+        if header[0]:
+            yield header[0]
+        if header[1]:
+            yield header[1]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import os
 import uuid
 from typing import Iterable, Iterator
 
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from ..broker import EmbeddedBroker
@@ -44,6 +44,17 @@ class Cluster:
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="kt-test-admin")
         try:
             admin.delete_topics([name])
+        finally:
+            admin.close()
+
+    def delete_records(self, topic: str, before: dict[int, int], timeout_ms: int = 5000) -> None:
+        """Delete each partition's records below the given offset, so its earliest offset moves
+        up as retention would move it. Raises KafkaError where the broker cannot (Tansu 0.6's
+        memory storage advertises DeleteRecords but drops the connection)."""
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="kt-test-admin")
+        try:
+            admin.delete_records({TopicPartition(topic, p): o for p, o in before.items()},
+                                 timeout_ms=timeout_ms)
         finally:
             admin.close()
 

@@ -2,7 +2,7 @@ import base64
 import json
 from types import SimpleNamespace
 
-from kafkatail.tail.records import encode_batch
+from kafkatail.tail.records import decode_batch, encode_batch, select
 from kafkatail.tail.request import Matcher, compile_matcher
 
 
@@ -68,3 +68,14 @@ def test_filter_drops_before_building():
     recs = [rec(b"error one", offset=0), rec(b"fine", offset=1), rec(b"ERROR two", offset=2)]
     out = encode_batch(recs, "auto", compile_matcher("error", None), 1000)
     assert [r["offset"] for r in out] == [0, 2]
+
+
+def test_filter_matches_headers_in_both_decode_paths():
+    recs = [rec(b"v", offset=0, headers=[("tenant", b"acme")]),
+            rec(b"v", offset=1, headers=[("tenant", b"other")]),
+            rec(b"acme", offset=2),
+            rec(b"v", offset=3, headers=[("tenant", b"\xff\xfe")])]
+    matcher = compile_matcher(None, r"^ac.e$")
+    assert [r["offset"] for r in encode_batch(recs, "auto", matcher, 1000)] == [0, 2]
+    decoded = decode_batch(recs, "auto", 1000)
+    assert [r["offset"] for r in select(decoded, matcher)] == [0, 2]

@@ -72,3 +72,19 @@ def test_matcher_regex_and_substring_both_apply():
     assert m.matches("svc", "took 120ms")
     assert not m.matches("svc", "took 1s")
     assert not m.matches("other", "took 120ms")
+
+
+def test_matcher_substring_and_regex_search_header_names_and_values():
+    headers = [["trace-id", "Abc-123"], ["empty", None], ["bin", "3q2+7w==", "base64"]]
+    assert parse("t", {"filter": "abc-1"}).matcher.matches("k", "v", headers)
+    assert parse("t", {"filter": "TRACE"}).matcher.matches("k", "v", headers)
+    assert parse("t", {"regex": r"^Abc-\d+$"}).matcher.matches("k", "v", headers)
+    assert parse("t", {"regex": r"^bin$"}).matcher.matches(None, None, headers)
+    assert not parse("t", {"regex": r"^abc"}).matcher.matches("k", "v", headers)
+    assert not parse("t", {"filter": "zzz"}).matcher.matches("k", "v", headers)
+
+
+def test_matcher_substring_and_regex_may_match_different_parts():
+    m = parse("t", {"filter": "svc", "regex": r"^eu-\w+$"}).matcher
+    assert m.matches("svc", "v", [["region", "eu-west"]])
+    assert not m.matches("svc", "v", [["region", "us-east"]])

@@ -832,6 +832,7 @@
       case 'status': onStatus(s, msg); break;
       case 'dropped':
         s.dropped += Number(msg.count) || 0;
+        if (msg.reason === 'retention') skipDeleted(s, msg.partitions || {});
         enqueueMarker('dropped', droppedText(msg));
         break;
       case 'ends':
@@ -913,9 +914,18 @@
     setConn(msg.status);
   }
 
+  // Records retention deleted can never come back: a later resume starts after them, not at them.
+  function skipDeleted(s, partitions) {
+    for (const [p, [, last]] of Object.entries(partitions)) {
+      const part = Number(p);
+      if (!(s.cursor.get(part) > last)) s.cursor.set(part, last + 1);
+    }
+  }
+
   function droppedText(msg) {
     const ranges = Object.entries(msg.partitions || {}).map(([p, [first, last]]) => `p${p} ${first}–${last}`);
-    return `skipped ${plural(msg.count, 'record')} (client fell behind)${ranges.length ? `: ${ranges.join(', ')}` : ''}`;
+    const why = msg.reason === 'retention' ? 'deleted by retention' : 'client fell behind';
+    return `skipped ${plural(msg.count, 'record')} (${why})${ranges.length ? `: ${ranges.join(', ')}` : ''}`;
   }
 
   function describeClose(code, reason) {

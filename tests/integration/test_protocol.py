@@ -195,6 +195,8 @@ def test_large_frames_arrive_whole(cluster, make_server_):
 @pytest.mark.parametrize("query,needle", [
     ("from=bogus", "from:"), ("regex=(", "regex:"), ("partitions=7", "no partition 7"),
     ("format=xml", "format:"), ("max=-1", "max:"),
+    # The caps, one past each: a client cannot ask for an unbounded replay or budget.
+    ("max=10000001", "max <= 10000000"), ("from=-100001", "N <= 100000"),
 ])
 def test_bad_requests_close_4400_with_reason(server, topic10, query, needle):
     c = tail(server, topic10, query)
@@ -295,12 +297,16 @@ def test_http_api(cluster, server, topic10):
         assert e.value.code == status
 
 
-def test_cross_site_origin_refused_4403(server, make_server_, topic10):
+def test_cross_site_origin_refused_4403(server, make_server_, topic10, caplog):
     ws = websocket.create_connection(server.ws_url(f"/ws/tail/{topic10}"),
                                      origin="http://evil.example", timeout=10)
     evil = TailClient.adopt(ws)
     assert evil.until(lambda f: f["type"] == "error")["code"] == 4403
     assert evil.closed() == (4403, "origin not allowed")
+    refused = [r for r in caplog.records
+               if r.name == "kafkatail.web.socket" and "refused" in r.getMessage()]
+    assert len(refused) == 1 and "'http://evil.example'" in refused[0].getMessage(), caplog.text
+    assert not refused[0].exc_info  # one line for an operator, no stack trace for user input
     same = websocket.create_connection(server.ws_url(f"/ws/tail/{topic10}"),
                                        origin=f"http://127.0.0.1:{server.port}", timeout=10)
     assert TailClient.adopt(same).hello()["topic"] == topic10

@@ -13,7 +13,15 @@ from .frames import dumps
 from .request import Matcher
 
 _b64 = base64.b64encode
-_loads = json.loads
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+# NaN and Infinity are Python's extensions, not JSON: such a value stays text (frames are
+# strict JSON, so a browser's JSON.parse can read them).
+_loads = json.JSONDecoder(parse_constant=_not_json).decode
 _JSON_START = frozenset(b'{["-0123456789tfn')
 
 
@@ -140,5 +148,17 @@ class Batch:
     def json(self) -> str:
         """The records as the inside of a JSON array (no brackets), ready to join."""
         if self._json is None:
-            self._json = dumps(self.records)[1:-1]
+            try:
+                self._json = dumps(self.records)[1:-1]
+            except ValueError:
+                self._json = ",".join(map(_dumps_record, self.records))
         return self._json
+
+
+def _dumps_record(rec: dict[str, Any]) -> str:
+    """One record, its value as text if it will not encode: a float past double range
+    (``1e400``) parses as inf, which strict JSON cannot carry."""
+    try:
+        return dumps(rec)
+    except ValueError:
+        return dumps({**rec, "value": json.dumps(rec["value"]), "encoding": "text"})

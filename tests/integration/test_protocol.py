@@ -355,3 +355,19 @@ def test_resume_below_retention_reports_the_deleted_offsets(cluster, server):
     kinds = [f["type"] for f in c.frames]
     assert kinds.index("hello") < kinds.index("dropped") < kinds.index("messages")
 
+
+
+def test_values_strict_json_cannot_carry_reach_every_viewer_as_text(cluster, server, caplog):
+    """One record whose value is NaN or 1e400 used to make a poll's frame unencodable: every
+    session of the feed raised on it, and a resumed page met it again in the replay window."""
+    t = cluster.create_topic()
+    viewers = [tail(server, t) for _ in range(2)]
+    for v in viewers:
+        v.status("live")
+    cluster.produce(t, [(None, b'{"n": 0}'), (None, b'{"x": NaN}'), (None, b'{"y": 1e400}'),
+                        (None, b'{"n": 3}')])
+    for v in viewers:
+        recs = v.collect(4)
+        assert [r["encoding"] for r in recs] == ["json", "text", "text", "json"], recs
+        assert recs[1]["value"] == '{"x": NaN}'
+    assert not [r for r in caplog.records if r.exc_info], caplog.text

@@ -2,7 +2,9 @@ import base64
 import json
 from types import SimpleNamespace
 
-from kafkatail.tail.records import decode_batch, encode_batch, select
+import pytest
+
+from kafkatail.tail.records import Batch, decode_batch, encode_batch, select
 from kafkatail.tail.request import Matcher, compile_matcher
 
 
@@ -79,3 +81,16 @@ def test_filter_matches_headers_in_both_decode_paths():
     assert [r["offset"] for r in encode_batch(recs, "auto", matcher, 1000)] == [0, 2]
     decoded = decode_batch(recs, "auto", 1000)
     assert [r["offset"] for r in select(decoded, matcher)] == [0, 2]
+
+
+def test_values_strict_json_cannot_carry_never_break_a_batch():
+    """NaN/Infinity (Python's JSON extensions) and a float past double range would make the
+    whole batch's frame unencodable, for every viewer of a feed: such values go as text."""
+    values = [b'{"a": NaN}', b'[Infinity, -Infinity]', b'{"big": 1e400}', b'{"ok": 1.5}',
+              b'{"id": 123456789012345678901234567890}']
+    batch = Batch(encode_batch([rec(v, offset=i) for i, v in enumerate(values)], "auto",
+                               Matcher(), 1000))
+    sent = json.loads(f"[{batch.json()}]", parse_constant=lambda c: pytest.fail(f"{c} sent"))
+    assert [(r["encoding"], r["value"]) for r in sent] == [
+        ("text", '{"a": NaN}'), ("text", "[Infinity, -Infinity]"), ("text", '{"big": Infinity}'),
+        ("json", {"ok": 1.5}), ("json", {"id": 123456789012345678901234567890})]

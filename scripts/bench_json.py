@@ -1,0 +1,50 @@
+"""Is a faster JSON library worth a dependency? kafkatail's decode and encode of one batch
+against orjson's, per record (issue #9). Needs ``pip install orjson``; not part of make bench.
+
+    .venv/bin/python scripts/bench_json.py
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+import orjson
+
+from kafkatail.tail.frames import dumps
+from kafkatail.tail.records import _loads
+
+BATCH, CALLS, REPEATS = 100, 200, 15
+
+VALUES = [json.dumps({"order_id": 100000 + i, "customer": f"c-{i % 977}",
+                      "items": [{"sku": f"sku-{i % 50}", "qty": i % 5 + 1, "price": 12.5}],
+                      "total": 62.5, "currency": "EUR", "status": "created"})
+          for i in range(BATCH)]
+RECORDS = [{"partition": 0, "offset": i, "timestamp": 1764700000000 + i, "key": f"k{i}",
+            "key_encoding": "text", "value": json.loads(v), "encoding": "json", "headers": [],
+            "size": len(v) + 4} for i, v in enumerate(VALUES)]
+
+CASES = {
+    "decode: kafkatail (json)": lambda: [_loads(v) for v in VALUES],
+    "decode: orjson.loads": lambda: [orjson.loads(v) for v in VALUES],
+    "encode: kafkatail (json)": lambda: dumps(RECORDS),
+    "encode: orjson.dumps": lambda: orjson.dumps(RECORDS).decode(),
+}
+
+
+def main() -> None:
+    per_record: dict[str, list[float]] = {name: [] for name in CASES}
+    for _ in range(REPEATS):  # interleaved, so a noisy neighbour hits every case alike
+        for name, case in CASES.items():
+            t = time.perf_counter()
+            for _ in range(CALLS):
+                case()
+            per_record[name].append((time.perf_counter() - t) / CALLS / BATCH * 1e6)
+    size = sum(map(len, VALUES)) / BATCH
+    print(f"{BATCH}-record batches of {size:.0f} B JSON values, median of {REPEATS}:")
+    for name, us in per_record.items():
+        print(f"  {name:26s} {statistics.median(us):5.2f} us/record")
+
+
+if __name__ == "__main__":
+    main()

@@ -343,3 +343,193 @@ def test_since_time_shortcuts_and_picker(cluster, server, browser):
     browser.refresh()
     assert wait_rows(browser, 3) == [(0, 5), (0, 6), (0, 7)]
     assert browser.find_element(By.ID, "from-arg").get_attribute("value") == typed
+
+
+# ---------- start modes, since-time shortcut, long values, row cells, rate, broker outage ----------
+
+def select_value(browser, element_id: str, value: str) -> None:
+    Select = pytest.importorskip("selenium.webdriver.support.select").Select
+    Select(browser.find_element(By.ID, element_id)).select_by_value(value)
+
+
+def retype(browser, element_id: str, text: str) -> None:
+    box = browser.find_element(By.ID, element_id)
+    box.clear()
+    if text:
+        box.send_keys(text)
+
+
+def query_of(browser) -> dict:
+    from urllib.parse import parse_qs, urlsplit
+    return {k: v[0] for k, v in parse_qs(urlsplit(browser.current_url).query).items()}
+
+
+def test_start_modes_chosen_in_the_page(cluster, server, browser):
+    """Partitions, last N per partition and exact offsets, picked in the form (not the URL)."""
+    t = cluster.create_topic(partitions=3)
+    # One record a batch: "last N" starts from the end offsets, which Tansu gets right only so.
+    cluster.produce(t, [(f"k{i}", f"v{i}", i % 3) for i in range(18)], flush_each=True)
+    open_page(browser, server, f"topic={t}")
+    wait_for(lambda: conn_state(browser) == "live", what="the live tail")
+    assert rows(browser) == []
+    # One partition, from the beginning.
+    retype(browser, "partitions", "1")
+    select_value(browser, "from-mode", "earliest")
+    browser.find_element(By.ID, "start").click()
+    wait_for(lambda: probe(browser)["sockets"] == 2, what="the tail restarted")
+    assert wait_rows(browser, 6) == [(1, o) for o in range(6)]
+    stays(lambda: rows(browser) == [(1, o) for o in range(6)], 0.5, "records of other partitions")
+    assert query_of(browser) == {"topic": t, "from": "earliest", "partitions": "1"}
+    # The last 2 of every partition.
+    retype(browser, "partitions", "")
+    select_value(browser, "from-mode", "last")
+    assert browser.find_element(By.ID, "from-arg").is_displayed()
+    retype(browser, "from-arg", "2")
+    browser.find_element(By.ID, "start").click()
+    wait_for(lambda: probe(browser)["sockets"] == 3, what="the tail restarted")
+    found = wait_rows(browser, 6)
+    assert by_partition(found) == {0: [4, 5], 1: [4, 5], 2: [4, 5]}
+    assert query_of(browser) == {"topic": t, "from": "-2"}
+    # Exact offsets: only the partitions named, from the offsets given.
+    select_value(browser, "from-mode", "offsets")
+    retype(browser, "from-arg", "0:3, 2:5")
+    browser.find_element(By.ID, "start").click()
+    wait_for(lambda: probe(browser)["sockets"] == 4, what="the tail restarted")
+    found = wait_rows(browser, 4)
+    assert by_partition(found) == {0: [3, 4, 5], 2: [5]}
+    assert query_of(browser) == {"topic": t, "from": "offsets:0:3,2:5"}
+    # Live records keep to the partitions named.
+    cluster.produce(t, [("late", f"late{p}", p) for p in range(3)], flush_each=True)
+    found = wait_rows(browser, 6)
+    assert by_partition(found) == {0: [3, 4, 5, 6], 2: [5, 6]}
+
+
+def test_since_five_minutes_shortcut(cluster, server, browser):
+    t = cluster.create_topic()
+    now = int(time.time() * 1000)
+    cluster.produce(t, [("old", "an hour ago", 0, None, now - 3600_000),
+                        ("old", "six minutes ago", 0, None, now - 6 * 60_000),
+                        ("new", "four minutes ago", 0, None, now - 4 * 60_000),
+                        ("new", "just now", 0, None, now)], flush_each=True)
+    open_page(browser, server, f"topic={t}")
+    wait_for(lambda: conn_state(browser) == "live", what="the live tail")
+    select_value(browser, "from-mode", "ts")
+    browser.find_element(By.CSS_SELECTOR, '#ts-quick button[data-minutes="5"]').click()
+    wait_for(lambda: probe(browser)["sockets"] == 2, what="the tail restarted")
+    found = wait_rows(browser, 2)
+    assert found == [(0, 2), (0, 3)]
+    values = browser.execute_script("return window.kafkatail.records().map((r) => r.value);")
+    assert values == ["four minutes ago", "just now"]
+    # The picker holds a time about five minutes ago, and the URL carries it.
+    picked = browser.find_element(By.ID, "from-arg").get_attribute("value")
+    picked_ms = browser.execute_script("return new Date(arguments[0]).getTime();", picked)
+    assert abs(picked_ms - (now - 5 * 60_000)) < 60_000, (picked, now)
+    assert query_of(browser)["from"] == f"ts:{picked}"
+
+
+def test_show_all_for_a_long_value(cluster, server, browser):
+    t = cluster.create_topic()
+    limit = 20_000  # DETAIL_CHARS in app.js
+    value = "".join(f"{i:08d}," for i in range(25_000 // 9 + 1))[:25_000]
+    cluster.produce(t, [("long", value)])
+    open_page(browser, server, f"topic={t}&from=earliest")
+    wait_rows(browser, 1)
+    cell = browser.find_element(By.CSS_SELECTOR, "#records .record .c-val").get_attribute("textContent")
+    assert cell == value[:300] + "…"  # the one-line row: PREVIEW_CHARS
+    browser.find_element(By.CSS_SELECTOR, '#records .record[data-offset="0"]').click()
+    wait_for(browser.find_element(By.ID, "detail").is_displayed, what="the record pane")
+    pre_js = "return document.querySelector('#detail-body section:last-of-type pre').textContent;"
+    assert browser.execute_script(pre_js) == value[:limit] + "…"
+    title = browser.find_element(By.CSS_SELECTOR, "#detail-body section:last-of-type h4").text
+    assert title.startswith("value · text"), title
+    more = browser.find_element(By.CSS_SELECTOR, "#detail-body button.more")
+    assert more.text == "show all (25,000 characters)"
+    more.click()
+    wait_for(lambda: browser.execute_script(pre_js) == value, what="the whole value")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#detail-body button.more")
+
+
+def test_row_time_and_size_cells(cluster, server, browser):
+    t = cluster.create_topic()
+    now = int(time.time() * 1000)
+    big = "x" * 3000
+    cluster.produce(t, [("k1", "hello", 0, [("h", b"vv"), ("trace", b"abc")], now - 30_000),
+                        ("key", big, 0, None, now - 2 * 3600_000),
+                        (None, "v", 0, None, now - 3 * 86400_000 - 60_000)])
+    open_page(browser, server, f"topic={t}&from=earliest")
+    wait_rows(browser, 3)
+    cells = browser.execute_script("""
+        return Array.from(document.querySelectorAll('#records .record'), (r) => ({
+          rel: r.querySelector('.c-time .rel').textContent,
+          title: r.querySelector('.c-time').title,
+          size: r.querySelector('.c-size').textContent}));""")
+    sizes = browser.execute_script("return window.kafkatail.records().map((r) => r.size);")
+    # key + value + header names and values, in bytes
+    assert sizes == [2 + 5 + (1 + 2) + (5 + 3), 3 + 3000, 1]
+    assert [c["size"] for c in cells] == ["18 B", "2.9 KB", "1 B"]
+    seconds = cells[0]["rel"]
+    assert seconds.endswith("s ago") and 25 <= int(seconds[:-len("s ago")]) <= 60, seconds
+    assert [c["rel"] for c in cells[1:]] == ["2h ago", "3d ago"]
+    iso = browser.execute_script("return new Date(arguments[0]).toISOString();", now - 30_000)
+    assert cells[0]["title"] == f"{iso} ({now - 30_000})"
+
+
+def rate(browser) -> float:
+    text = browser.find_element(By.ID, "rate").text
+    assert text.endswith("/s"), text
+    return float(text[:-2])
+
+
+def test_rate_rises_while_records_flow_and_falls_back(cluster, server, browser):
+    t = cluster.create_topic()
+    open_page(browser, server, f"topic={t}")
+    wait_for(lambda: conn_state(browser) == "live", what="the live tail")
+    assert rate(browser) == 0.0
+    cluster.produce(t, [(None, f"v{i}") for i in range(100)])
+    wait_for(lambda: rate(browser) > 0, timeout=5, what="a rate above 0")
+    wait_rows(browser, 100)
+    # RATE_WINDOW_MS is 5 s and the bar refreshes every second: 0 again well within 8 s.
+    stopped = time.monotonic()
+    wait_for(lambda: rate(browser) == 0.0, timeout=8, what="the rate back to 0")
+    assert time.monotonic() - stopped > 2  # not at once: the window still holds the burst
+    stays(lambda: rate(browser) == 0.0, 1.5, "the rate stays 0 with nothing flowing")
+
+
+@pytest.fixture
+def private_broker():
+    """A broker of this test's own, to stop and start again; stopped after the servers."""
+    from kafkatail.broker import EmbeddedBroker
+    broker = EmbeddedBroker().start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.mark.timeout(120)
+def test_broker_outage_shows_and_recovers(private_broker, make_server_, browser):
+    from kafkatail.testing.kafka import Cluster
+
+    broker = private_broker
+    own = Cluster(broker.bootstrap, broker)
+    t = own.create_topic()
+    srv = make_server_(bootstrap_servers=broker.bootstrap)
+    open_page(browser, srv, f"topic={t}")
+    wait_for(lambda: js_state(browser, "serverStatus") == "live", what="the live feed")
+    # Nothing produced before the outage: the broker comes back empty (memory storage), with
+    # offsets from 0 again, which a page that had seen records would take for a replay.
+    broker.stop()
+    wait_for(lambda: conn_state(browser) == "broker-unavailable", timeout=40, what="broker-unavailable")
+    # The marker reaches the list with the next flush (FLUSH_MS), just after the status.
+    wait_for(lambda: "broker unavailable — waiting for it to come back" in markers(browser),
+             what="the broker-unavailable marker")
+    assert browser.find_element(By.ID, "conn").text == "broker-unavailable"
+    broker.start()  # the same port; memory storage, so the topic is made again
+    own.create_topic(t)
+    wait_for(lambda: "broker connection restored" in markers(browser), timeout=60, what="the restored marker")
+    wait_for(lambda: conn_state(browser) == "live", what="live again")
+    assert markers(browser).index("broker connection restored") > markers(browser).index(
+        "broker unavailable — waiting for it to come back")
+    own.produce(t, [(None, "after the outage")])
+    assert wait_rows(browser, 1) == [(0, 0)]
+    assert browser.execute_script("return window.kafkatail.records()[0].value;") == "after the outage"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any, Iterable
 
 from .frames import dumps
@@ -22,7 +23,10 @@ def _not_json(constant: str) -> Any:
 # NaN and Infinity are Python's extensions, not JSON: such a value stays text (frames are
 # strict JSON, so a browser's JSON.parse can read them).
 _loads = json.JSONDecoder(parse_constant=_not_json).decode
-_JSON_START = frozenset(b'{["-0123456789tfn')
+_CONTAINER_START = frozenset(b'{["')
+# In auto format a value not opening a container is JSON only if it is one whole scalar: a log
+# line starting with a date would otherwise be parsed (and fail, raising) on every record.
+_SCALAR = re.compile(r"(?:-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null)\s*").fullmatch
 
 
 def _text(raw: bytes) -> str | None:
@@ -62,7 +66,8 @@ def _value(raw: bytes, fmt: str, truncated: bool) -> tuple[Any, str, str | None]
     text = _text(raw)
     if text is None:
         return _b64(raw).decode("ascii"), "base64", None
-    if fmt == "text" or truncated or not raw or raw[0] not in _JSON_START and fmt == "auto":
+    if fmt == "text" or truncated or not raw or (
+            fmt == "auto" and raw[0] not in _CONTAINER_START and _SCALAR(text) is None):
         return text, "text", text
     try:
         return _loads(text), "json", text

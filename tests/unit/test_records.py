@@ -94,3 +94,14 @@ def test_values_strict_json_cannot_carry_never_break_a_batch():
     assert [(r["encoding"], r["value"]) for r in sent] == [
         ("text", '{"a": NaN}'), ("text", "[Infinity, -Infinity]"), ("text", '{"big": Infinity}'),
         ("json", {"ok": 1.5}), ("json", {"id": 123456789012345678901234567890})]
+
+
+def test_auto_parses_a_scalar_only_when_the_whole_value_is_one(monkeypatch):
+    """A log line that starts with a digit is text without a JSON parse being tried."""
+    for value, parsed in [(b"42", 42), (b"-1.5e3\n", -1500.0), (b"true", True), (b"null", None)]:
+        assert (one(value)["value"], one(value)["encoding"]) == (parsed, "json")
+    assert one(b"2026-12-03", fmt="json")["encoding"] == "text"  # format=json tries, falls back
+    import kafkatail.tail.records as records
+    monkeypatch.setattr(records, "_loads", lambda text: pytest.fail(f"parsed {text!r}"))
+    for line in (b"2026-12-03 07:50:01 INFO started", b"42 apples", b"-v", b"nullable", b"t"):
+        assert one(line)["encoding"] == "text"

@@ -7,7 +7,7 @@ from flask import Flask
 from flask_sock import Sock
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .config import Config
+from .config import Config, check_backend
 from .security.access import Access, Authorize
 from .security.origin import parse_allowed
 from .security.tokens import SUBPROTOCOL
@@ -46,6 +46,7 @@ def init_app(app: Flask, config: Config, authorize: Authorize | None = None,
 
 def create_app(config: Config | None = None) -> Flask:
     config = config or Config()
+    check_backend(config)
     app = Flask(__name__, static_folder=None)
     if config.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops)  # type: ignore[method-assign]

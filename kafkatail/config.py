@@ -63,6 +63,11 @@ def _servers(v: str) -> str | None:
 FIELDS: tuple[Field, ...] = (
     Field("bootstrap_servers", str, "localhost:9092",
           "Kafka bootstrap servers, comma separated HOST:PORT.", _servers),
+    Field("consumer_backend", str, "kafka-python",
+          "Kafka client library behind each tail. kafka-python: pure Python (the default); "
+          "confluent: librdkafka through confluent-kafka (pip install 'kafkatail[confluent]'), "
+          "faster, with its own native rdk:* threads; gthread worker only (its poll would block "
+          "the gevent hub).", _one_of("kafka-python", "confluent")),
     Field("bind", str, "127.0.0.1:8080", "Address the HTTP/WebSocket server listens on.", _host_port),
     Field("workers", int, 1, "Server worker processes.", _positive),
     Field("worker_class", str, "gthread",
@@ -217,6 +222,27 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
         if problem:
             raise ConfigError(f"{name}: {value!r} {problem} (from {source})")
     return value
+
+
+def check_backend(config: Config) -> None:
+    """Raise ConfigError if the configured consumer backend cannot run here: confluent-kafka
+    not installed, or the gevent worker (librdkafka's poll blocks inside C, so it would stall
+    the gevent hub and every socket on the worker). Imports nothing: the gunicorn master calls
+    it before forking gevent workers."""
+    if config.consumer_backend != "confluent":
+        return
+    import importlib.util
+    try:
+        found = importlib.util.find_spec("confluent_kafka") is not None
+    except ValueError:  # in sys.modules as None (blocked)
+        found = False
+    if not found:
+        raise ConfigError("consumer_backend: 'confluent' needs confluent-kafka; install it with "
+                          "pip install 'kafkatail[confluent]'")
+    if config.worker_class == "gevent":
+        raise ConfigError("consumer_backend: 'confluent' does not run under worker_class = "
+                          "'gevent' (librdkafka's poll blocks the gevent hub); use gthread or "
+                          "the kafka-python backend")
 
 
 def read_toml(path: str, where: str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 
-from .config import Config, ConfigError, load
+from .config import Config, ConfigError, check_backend, load
 from .ops import logsetup
 from .ops.threads import green, name_pool_thread
 
@@ -70,6 +70,7 @@ def worker_config(config: Config) -> Config:
     life (a pool thread under gthread, one of ``worker_connections`` under gevent), and a
     request that finds every slot taken waits unanswered, so ``max_tails`` is lowered to leave
     ``http_reserve`` slots for everything else."""
+    check_backend(config)
     cap = _tail_cap(config)
     if config.max_tails <= cap:
         return config
@@ -162,6 +163,7 @@ def gunicorn_settings(config: Config) -> dict[str, Any]:
 def prepare_master(config: Config) -> None:
     """What the gunicorn master does before it forks workers: refuse a config no worker could
     run (ConfigError), cap malloc arenas and start the log pipeline (workers inherit both)."""
+    check_backend(config)
     _tail_cap(config)
     if sys.platform == "linux":
         _limit_malloc_arenas()

@@ -252,9 +252,12 @@ class PacedProducer(threading.Thread):
 
 
 def raw_consume_rate(bootstrap: str, topic: str, n: int, max_poll_records: int = 500,
-                     fetch_max_wait_ms: int = 500) -> float:
+                     fetch_max_wait_ms: int = 500, backend: str = "kafka-python") -> float:
     """Records a second a plain kafka-python consumer loop reads from offset 0, construction
-    included (as the server's includes its own), with the server's poll settings."""
+    included (as the server's includes its own), with the server's poll settings.
+    ``backend="confluent"``: the same loop with a confluent-kafka Consumer (assign, consume)."""
+    if backend == "confluent":
+        return raw_confluent_rate(bootstrap, topic, n, max_poll_records, fetch_max_wait_ms)
     start = time.monotonic()
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                       max_poll_records=max_poll_records, fetch_max_wait_ms=fetch_max_wait_ms)
@@ -265,6 +268,30 @@ def raw_consume_rate(bootstrap: str, topic: str, n: int, max_poll_records: int =
         got = 0
         while got < n:
             got += sum(len(recs) for recs in c.poll(timeout_ms=1000).values())
+        return got / (time.monotonic() - start)
+    finally:
+        c.close()
+
+
+def raw_confluent_rate(bootstrap: str, topic: str, n: int, max_poll_records: int = 500,
+                       fetch_max_wait_ms: int = 500) -> float:
+    """Records a second a plain confluent-kafka loop reads from offset 0 (construction
+    included): ``consume(max_poll_records, 1 s)`` batches, every message's value touched."""
+    from confluent_kafka import Consumer
+    from confluent_kafka import TopicPartition as CTP
+
+    start = time.monotonic()
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-raw",
+                  "enable.auto.commit": False, "fetch.wait.max.ms": fetch_max_wait_ms})
+    try:
+        c.assign([CTP(topic, 0, 0)])
+        got = 0
+        while got < n:
+            # Never ask for more than is left: consume() waits its timeout for a full batch.
+            for m in c.consume(min(max_poll_records, n - got), 1.0):
+                if m.error() is None:
+                    m.value()
+                    got += 1
         return got / (time.monotonic() - start)
     finally:
         c.close()

@@ -73,14 +73,15 @@ def _green_table(green_cpu: dict[int, tuple[float, float]]) -> list[dict[str, An
 
 def _row(tid: int, t: threading.Thread | None, frames: dict, now: float, comm: str | None,
          state: str | None, pct: float | None, total: float | None) -> dict[str, Any]:
-    info = REGISTRY.info(t) if t is not None else None
+    info = REGISTRY.info(t) if t is not None else REGISTRY.native_info(tid, comm)
     frame = frames.get(t.ident) if t is not None else None
     return {
         "native_id": tid, "nid": hex(tid), "os_name": comm, "name": t.name if t else None,
-        "role": info.role if info else "native", "owner": info.owner if info else "",
+        "role": info.role, "owner": info.owner,
         "topic": info.topic if info else None, "client": info.client if info else None,
         "tail_id": info.tail_id if info else None, "daemon": t.daemon if t else None,
-        "age_s": round(now - info.started, 1) if info and info.owner != "library" else None,
+        "age_s": (round(now - info.started, 1)
+                  if info.owner != "library" and (t is not None or info.owner) else None),
         "state": state, "cpu_pct": None if pct is None else round(pct, 1),
         "cpu_total_s": None if total is None else round(total, 3),
         "stack": stack_of(frame) if frame is not None else [],
@@ -174,8 +175,8 @@ class Reaper(threading.Thread):
         top = []
         for ts in sample.top(3):
             t = names.get(ts.tid)
-            info = REGISTRY.info(t) if t else None
-            label = f"{t.name if t else ts.comm}({info.role if info else 'native'}"
+            info = REGISTRY.info(t) if t else REGISTRY.native_info(ts.tid, ts.comm)
+            label = f"{t.name if t else ts.comm}({info.role}"
             label += f",{info.topic})" if info and info.topic else ")"
             top.append(f"{label} {ts.cpu_pct:.1f}%")
         log.info("threads=%d fds=%d rss=%.0fMB cpu=%.1f%% tails=%d unknown=%d top: %s",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 import threading
 import time
@@ -93,6 +94,38 @@ class ThreadInfo:
     started: float = field(default_factory=time.monotonic)
 
 
+# Native tasks with no threading.Thread, by the OS names their libraries give them.
+_NATIVE_ROLES = (
+    ("rdk:", "kafka-io"),                # librdkafka (consumer_backend = "confluent")
+)
+
+
+def native_role(comm: str | None) -> str:
+    """The role of a native task (no threading.Thread) from its OS name; "native" if unknown."""
+    for prefix, role in _NATIVE_ROLES:
+        if comm and comm.startswith(prefix):
+            return role
+    return "native"
+
+
+def native_tasks() -> dict[int, str]:
+    """This process's OS tasks with no threading.Thread (tid -> OS name): librdkafka's, say."""
+    if sys.platform != "linux":
+        return {}
+    known = {t.native_id for t in threading.enumerate()}
+    known.add(os.getpid())
+    out = {}
+    for tid in map(int, os.listdir("/proc/self/task")):
+        if tid in known:
+            continue
+        try:
+            with open(f"/proc/self/task/{tid}/comm", encoding="utf-8", errors="replace") as fh:
+                out[tid] = fh.read().rstrip("\n")
+        except OSError:
+            pass
+    return out
+
+
 class ThreadRegistry:
     """The one place that says what each thread is: the reaper, /debug/threads, /metrics and
     the test guard all ask it. Entries die with their threads (weak keys)."""
@@ -101,10 +134,40 @@ class ThreadRegistry:
         self._lock = threading.Lock()
         self._info: "weakref.WeakKeyDictionary[threading.Thread, ThreadInfo]" = (
             weakref.WeakKeyDictionary())
+        self._native: dict[int, ThreadInfo] = {}
 
     def register(self, thread: threading.Thread, role: str, **info: Any) -> None:
         with self._lock:
             self._info[thread] = ThreadInfo(role, **info)
+
+    def register_native(self, tids: "set[int] | frozenset[int]", role: str, **info: Any) -> None:
+        """Native tasks a library started for an owner (librdkafka's rdk:* for one client).
+        Entries of tasks that are gone are dropped here and by ``native_info``."""
+        with self._lock:
+            for tid in list(self._native):
+                if not os.path.exists(f"/proc/self/task/{tid}"):
+                    del self._native[tid]
+            for tid in tids:
+                self._native[tid] = ThreadInfo(role, **info)
+
+    def native_tids(self) -> set[int]:
+        with self._lock:
+            return set(self._native)
+
+    def forget_native(self, owner: str) -> None:
+        """Drop an owner's native tasks (its client was destroyed, which joined them)."""
+        with self._lock:
+            self._native = {tid: i for tid, i in self._native.items() if i.owner != owner}
+
+    def native_info(self, tid: int, comm: str | None) -> ThreadInfo:
+        """What a native task (no threading.Thread) is: registered, else by its OS name."""
+        role = native_role(comm)
+        with self._lock:
+            known = self._native.get(tid)
+            if known is not None and (role == known.role):
+                return known
+            self._native.pop(tid, None)
+        return ThreadInfo(role, owner="library" if role != "native" else "")
 
     def info(self, thread: threading.Thread) -> ThreadInfo:
         with self._lock:

@@ -2,7 +2,8 @@
 
 This is the fix for the original outage (a thread per page view looping ``for msg in consumer``
 forever): the loop waits at most ``poll_timeout_ms`` per turn, checks the stop Event every turn,
-and closes its own consumer (and with it kafka-python's ``kafka-io-*`` thread) in ``finally``.
+and closes its own consumer (and with it kafka-python's ``kafka-io-*`` thread, or librdkafka's
+``rdk:*`` native threads) in ``finally``. The consumer is a ``backend`` (``consumer_backend``).
 It never touches a socket: each poll goes to its viewers' bounded Outboxes.
 
 A thread is either *dedicated* (one viewer, any start: it hands the viewer to the shared feed
@@ -19,71 +20,25 @@ from bisect import bisect_left
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
-from kafka.net.compat import KafkaNetClient
+from kafka import TopicPartition
 
 from ..config import Config
-from ..ops.threads import REGISTRY, rename, set_native_name
-from . import frames, kafkafix
+from ..ops.threads import set_native_name
+from . import frames
+from .backend import BrokerUnavailable, open_backend, open_consumer  # noqa: F401 (re-exported)
 from .records import Batch, decode_batch, encode_batch, select
 from .request import REGEX_BUDGET_S
 from .viewer import Viewer
 
 if TYPE_CHECKING:
+    from .backend import ConfluentBackend, KafkaPythonBackend
     from .pool import ConsumerPool
 
+    Consumer = KafkaPythonBackend | ConfluentBackend
+else:
+    Consumer = Any
+
 log = logging.getLogger(__name__)
-kafkafix.apply()
-
-
-class BrokerUnavailable(Exception):
-    """The cluster could not be reached within the request timeout."""
-
-
-def open_consumer(config: Config, client_id: str, **owner: Any) -> KafkaConsumer:
-    """A group-less KafkaConsumer that leaves no IO thread behind when construction fails.
-
-    kafka-python 3 starts the client's ``kafka-io-*`` thread before it bootstraps, so a broker
-    that is down makes the constructor raise with that thread still running. The client factory
-    keeps a handle on the client so it can be closed here. ``owner`` describes the IO thread in
-    the thread registry (tail_id, topic, client).
-    """
-    made: list[KafkaNetClient] = []
-
-    def client_factory(**kw: Any) -> KafkaNetClient:
-        made.append(KafkaNetClient(**kw))
-        return made[-1]
-
-    try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=config.bootstrap_servers.split(","),
-            client_id=client_id,
-            group_id=None,
-            enable_auto_commit=False,
-            # A viewer must never create a topic: not a typo's, not one just deleted.
-            allow_auto_create_topics=False,
-            # At most half an outbox per poll: a dedicated tail stops polling at half full, so
-            # a poll can never overflow it (see ConsumerThread._hold).
-            max_poll_records=min(config.max_poll_records, max(1, config.outbox_max_records // 2)),
-            request_timeout_ms=config.request_timeout_ms,
-            bootstrap_timeout_ms=config.request_timeout_ms,
-            fetch_max_wait_ms=min(500, config.poll_timeout_ms, config.request_timeout_ms // 2),
-            reconnect_backoff_max_ms=2000,
-            kafka_client=client_factory,
-        )
-    except BaseException as exc:
-        for client in made:
-            client.close()
-        if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)):
-            raise BrokerUnavailable(str(exc)) from None
-        raise
-    io_name = "kafka-io-" + client_id
-    for t in threading.enumerate():
-        if t.name == io_name:
-            rename(t, io_name)
-            REGISTRY.register(t, "kafka-io", owner=client_id, **owner)
-    return consumer
 
 
 _offset = lambda rec: rec.offset  # noqa: E731
@@ -205,9 +160,9 @@ class ConsumerThread(threading.Thread):
         consumer = None
         try:
             origin = self._origin
-            consumer = open_consumer(self.config, self.client_id, topic=self.topic,
-                                     client="" if self.shared else origin.client,
-                                     tail_id=None if self.shared else origin.tail_id)
+            consumer = open_backend(self.config, self.client_id, topic=self.topic,
+                                    client="" if self.shared else origin.client,
+                                    tail_id=None if self.shared else origin.tail_id)
             tps = self._assign(consumer)
             self._loop(consumer, tps)
         except frames.Close as close:
@@ -221,7 +176,7 @@ class ConsumerThread(threading.Thread):
         finally:
             self.state = "closing"
             if consumer is not None:
-                consumer.close(autocommit=False, timeout_ms=self.config.poll_timeout_ms)
+                consumer.close(timeout_ms=self.config.poll_timeout_ms)
             self.state = "stopped"
 
     def _close_all(self, code: int, reason: str) -> None:
@@ -235,7 +190,7 @@ class ConsumerThread(threading.Thread):
         for v in self._viewers:
             v.outbox.put_frame(frame)
 
-    def _assign(self, consumer: KafkaConsumer) -> list[TopicPartition]:
+    def _assign(self, consumer: Consumer) -> list[TopicPartition]:
         available = consumer.partitions_for_topic(self.topic)
         if not available:
             raise frames.Close(frames.NOT_FOUND, f"unknown topic {self.topic}")
@@ -247,12 +202,10 @@ class ConsumerThread(threading.Thread):
         tps = [TopicPartition(self.topic, p) for p in wanted]
         consumer.assign(tps)
         timeout = self.config.request_timeout_ms
-        try:
-            earliest = consumer.beginning_offsets(tps, timeout_ms=timeout)
-            latest = consumer.end_offsets(tps, timeout_ms=timeout)
-            starts = self._start_offsets(consumer, tps, earliest, latest, timeout)
-        except (KafkaTimeoutError, KafkaConnectionError) as exc:
-            raise BrokerUnavailable(str(exc)) from None
+        # Lookups that time out raise BrokerUnavailable.
+        earliest = consumer.beginning_offsets(tps, timeout_ms=timeout)
+        latest = consumer.end_offsets(tps, timeout_ms=timeout)
+        starts = self._start_offsets(consumer, tps, earliest, latest, timeout)
         for tp in tps:
             consumer.seek(tp, starts[tp])
         replay = self.config.feed_replay_records
@@ -268,7 +221,7 @@ class ConsumerThread(threading.Thread):
                 self._greet(v)
         return tps
 
-    def _start_offsets(self, consumer: KafkaConsumer, tps: list[TopicPartition],
+    def _start_offsets(self, consumer: Consumer, tps: list[TopicPartition],
                        earliest: dict, latest: dict, timeout: int) -> dict[TopicPartition, int]:
         viewer = self._origin
         cursor = self._start if self.shared else viewer.cursor
@@ -396,7 +349,7 @@ class ConsumerThread(threading.Thread):
             v.outbox.put_frame(frames.status("end", reason="max reached"))
             v.outbox.close(frames.NORMAL, f"max {v.request.max_records} records reached")
 
-    def _loop(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> None:
+    def _loop(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
         cfg = self.config
         stop = self._stop_event
         poll_ms = cfg.poll_timeout_ms
@@ -465,7 +418,7 @@ class ConsumerThread(threading.Thread):
             elif caught_up and now >= next_share:
                 next_share = now + status_every
 
-    def _rewind(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> None:
+    def _rewind(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
         """A dedicated viewer resumes at its cursor: a poll that landed after the pause
         request was not delivered (a feed keeps such records in its replay window instead)."""
         with self._lock:
@@ -511,17 +464,14 @@ class ConsumerThread(threading.Thread):
                     v.caught_up = True
                     v.outbox.put_frame(frames.status("caught-up"))
 
-    def _hand_over(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> bool:
+    def _hand_over(self, consumer: Consumer, tps: list[TopicPartition]) -> bool:
         """A caught-up dedicated tail joins the shared feed at its exact next offsets."""
         viewer = self._viewers[0] if self._viewers else None
         if (viewer is None or not self.config.share_live_feeds or viewer.paused or viewer.done
                 or self._not_before or viewer.outbox.behind()):
             return False
-        try:
-            positions = {tp.partition: consumer.position(tp, timeout_ms=self.config.poll_timeout_ms)
-                         for tp in tps}
-        except KafkaError:
-            return False
+        positions = {tp.partition: consumer.position(tp, timeout_ms=self.config.poll_timeout_ms)
+                     for tp in tps}
         if None in positions.values():
             return False
         viewer.cursor = positions
@@ -537,7 +487,7 @@ class ConsumerThread(threading.Thread):
                 return recs[i:]
         return []
 
-    def _caught_up(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> bool:
+    def _caught_up(self, consumer: Consumer, tps: list[TopicPartition]) -> bool:
         for tp in tps:
             high = consumer.highwater(tp)
             end = self._end[tp.partition] if high is None else high
@@ -545,19 +495,13 @@ class ConsumerThread(threading.Thread):
                 return False
         return True
 
-    def _topic_listed(self, consumer: KafkaConsumer) -> bool:
-        """Does the consumer's last metadata answer still list the topic? From its cache, not a
-        request (``partitions_for_topic`` would wait with no timeout for an unknown topic); a
-        fetch of a deleted topic makes kafka-python refresh it, and a failed refresh keeps it."""
-        return consumer._cluster.partitions_for_topic(self.topic) is not None
+    def _topic_listed(self, consumer: Consumer) -> bool:
+        """Does the cluster still list the topic? (kafka-python: from its metadata cache.)"""
+        return consumer.topic_listed(self.topic)
 
-    def _probe(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> bool:
+    def _probe(self, consumer: Consumer, tps: list[TopicPartition]) -> bool:
         """Is the cluster answering? Bounded by the poll timeout so stop latency holds."""
-        try:
-            consumer.end_offsets(tps[:1], timeout_ms=self.config.poll_timeout_ms)
-            return True
-        except KafkaError:
-            return False
+        return consumer.probe(tps, timeout_ms=self.config.poll_timeout_ms)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "topic": self.topic, "shared": self.shared,

@@ -15,7 +15,7 @@ from ..ops import greencpu, logsetup
 from ..ops.profiler import MAX_HZ, MAX_SECONDS, MIN_HZ, MIN_SECONDS, MODES, Busy, Profiler
 from ..ops.reaper import thread_table
 from ..ops.sampling import ThreadSampler
-from ..ops.threads import REGISTRY, green
+from ..ops.threads import REGISTRY, green, native_role, native_tasks
 
 bp = Blueprint("kafkatail_debug", __name__)
 
@@ -117,6 +117,13 @@ class _Collector:
         roles = Counter(REGISTRY.info(t).role for t in threading.enumerate())
         g = GaugeMetricFamily("kafkatail_threads", "Python threads by role.", labels=["role"])
         for role, n in sorted(roles.items()):
+            g.add_metric([role], n)
+        yield g
+        native = Counter(native_role(comm) for comm in native_tasks().values())
+        g = GaugeMetricFamily("kafkatail_native_threads",
+                              "OS threads with no Python thread, by role (librdkafka's rdk:* "
+                              "are kafka-io).", labels=["role"])
+        for role, n in sorted(native.items()):
             g.add_metric([role], n)
         yield g
         totals = pool.totals()

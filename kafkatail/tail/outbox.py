@@ -5,6 +5,10 @@ decides. ``drop-oldest`` discards the oldest buffered records and remembers whic
 so the client gets an explicit ``dropped`` frame; ``disconnect`` closes the slow client. The
 socket side takes everything queued in one call and sends it as few frames as possible. A shared
 feed puts the same Batch in many outboxes; a batch is only ever replaced here, never changed.
+
+When nothing is queued and the socket side is not sending, ``put_records`` hands the batch to
+``writer`` (the socket's non-blocking write, see ``wire``) instead of waking the socket's thread:
+the order holds, since anything queued or being sent makes the batch queue behind it.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ class Outbox:
         self.policy = policy
         self.notify = notify
         self.abort: Callable[[], None] = lambda: None
+        self.writer: Callable[[Batch], bool | None] | None = None
         self._lock = threading.Lock()
         self._items: deque[str | Batch] = deque()
         self._records = 0
@@ -34,10 +39,14 @@ class Outbox:
         self._dropped_ranges: dict[int, list[int]] = {}
         self._close: frames.Close | None = None
         self._sending_since = 0.0
+        self._remainder = False
         # Set while the backlog is under half the cap: a dedicated tail waits on it (see below).
         self._drained = threading.Event()
         self._drained.set()
         self.dropped_total = 0
+        # Record frames written by the producing thread itself, and by the socket's thread.
+        self.frames_direct = 0
+        self.frames_queued = 0
 
     def put_frame(self, frame: str) -> None:
         """A control frame (hello, status): never dropped, order kept with records."""
@@ -54,6 +63,15 @@ class Outbox:
         with self._lock:
             if self._close is not None:
                 return
+            if (self.writer is not None and not self._items and not self._sending_since
+                    and not self._dropped):
+                written = self.writer(batch)
+                if written is not False:
+                    self.frames_direct += 1
+                    if written is None:  # a part is left for the socket side to send
+                        self._remainder = True
+                        self.notify()
+                    return
             self._items.append(batch)
             self._records += len(batch)
             if self._records * 2 >= self.max_records:
@@ -96,8 +114,10 @@ class Outbox:
                 self._close = frames.Close(code, reason)
         self.notify()
 
-    def take(self) -> tuple[list[str], frames.Close | None]:
-        """Everything queued, as encoded frames, and the close to send after them (if any)."""
+    def take(self) -> tuple[list[str | Batch], frames.Close | None]:
+        """Everything queued, as encoded frames (a lone Batch as itself: a feed's viewers share
+        its framing), and the close to send after them (if any). Until ``sent()``, the socket
+        side counts as sending, so nothing is written past what it took."""
         with self._lock:
             items, self._items = self._items, deque()
             self._records = 0
@@ -105,19 +125,31 @@ class Outbox:
             dropped, ranges = self._dropped, self._dropped_ranges
             self._dropped, self._dropped_ranges = 0, {}
             close = self._close
-        out = [frames.dropped(dropped, ranges)] if dropped else []
-        pending: list[str] = []
+            if items or dropped or self._remainder:
+                self._sending_since = time.monotonic()
+                self._remainder = False
+        out: list[str | Batch] = [frames.dropped(dropped, ranges)] if dropped else []
+        run: list[Batch] = []
         for item in items:
             if isinstance(item, Batch):
-                pending.append(item.json())
-            else:
-                if pending:
-                    out.append(frames.messages_joined(pending))
-                    pending = []
-                out.append(item)
-        if pending:
-            out.append(frames.messages_joined(pending))
+                run.append(item)
+                continue
+            self._end_run(run, out)
+            out.append(item)
+        self._end_run(run, out)
         return out, close
+
+    def _end_run(self, run: list[Batch], out: list[str | Batch]) -> None:
+        if run:
+            out.append(run[0] if len(run) == 1 else
+                       frames.messages_joined([batch.json() for batch in run]))
+            self.frames_queued += 1
+            run.clear()
+
+    def sent(self) -> None:
+        """The socket side has sent what it took."""
+        with self._lock:
+            self._sending_since = 0.0
 
     def behind(self) -> bool:
         """Half the cap or more is queued: the socket is not keeping up."""
@@ -127,9 +159,6 @@ class Outbox:
         """For a producer that can wait instead of dropping: until the socket side took the
         backlog, or ``timeout``."""
         return self._drained.wait(timeout)
-
-    def sending(self, active: bool) -> None:
-        self._sending_since = time.monotonic() if active else 0.0
 
     def check_stall(self, timeout: float) -> bool:
         """Called from the consumer side: abort the socket if one send has hung too long."""

@@ -8,10 +8,13 @@ from __future__ import annotations
 import base64
 import json
 import re
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-from .frames import dumps
+from .frames import dumps, messages_joined
 from .request import Matcher
+
+if TYPE_CHECKING:
+    from .wire import Wire
 
 _b64 = base64.b64encode
 
@@ -136,16 +139,18 @@ class Batch:
     """Encoded records on their way to one or many outboxes.
 
     A shared feed hands the same Batch to every viewer that takes the whole poll unfiltered,
-    so its JSON is built once however many sockets send it. The JSON is built lazily, by the
-    first socket to send it; two sockets racing both build the same string.
+    so its JSON is built once however many sockets send it, and its WebSocket frame once per
+    wire format. Both are built lazily, by the first socket to need them; two sockets racing
+    both build the same value.
     """
 
-    __slots__ = ("records", "size", "_json")
+    __slots__ = ("records", "size", "_json", "_frames")
 
     def __init__(self, records: list[dict[str, Any]]) -> None:
         self.records = records
         self.size = sum(r["size"] for r in records)
         self._json: str | None = None
+        self._frames: dict[str, bytes] = {}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -158,6 +163,13 @@ class Batch:
             except ValueError:
                 self._json = ",".join(map(_dumps_record, self.records))
         return self._json
+
+    def frame(self, wire: Wire) -> bytes:
+        """This batch as one ``messages`` frame, framed for ``wire`` (built once per format)."""
+        data = self._frames.get(wire.key)
+        if data is None:
+            data = self._frames[wire.key] = wire.frame(messages_joined([self.json()]))
+        return data
 
 
 def _dumps_record(rec: dict[str, Any]) -> str:

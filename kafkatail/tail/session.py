@@ -3,7 +3,9 @@
 It asks the pool for a Viewer (served by a shared feed or a thread of its own), then sleeps on
 one Event that both the socket reader (inbound frame, peer gone) and the Outbox (records queued,
 close requested) set. Each wake it reads control frames, sends everything queued, and leaves
-when the socket or the tail ends. Whatever ends it, ``finally`` releases the viewer; the pool
+when the socket or the tail ends. While it has nothing to send, the ConsumerThread writes records
+to the socket itself (``Wire.try_send``): a shared feed's 200 viewers cost 200 non-blocking
+writes per poll, not 200 thread wake-ups. Whatever ends it, ``finally`` releases the viewer; the pool
 joins its thread if no one else uses it.
 """
 from __future__ import annotations
@@ -21,8 +23,10 @@ from ..ops.threads import REGISTRY, name_pool_thread, rename
 from . import frames
 from .outbox import Outbox
 from .pool import ConsumerPool
+from .records import Batch
 from .request import BadRequest, TailRequest, compile_matcher
 from .viewer import Viewer
+from .wire import Wire, negotiated_deflate
 
 log = logging.getLogger(__name__)
 
@@ -30,27 +34,6 @@ log = logging.getLogger(__name__)
 _WAKE_S = 5.0
 # How long to wait for the peer's close reply before cutting the connection.
 _CLOSE_WAIT_S = 1.0
-
-
-class SerializedSocket:
-    """Socket proxy for simple-websocket: whole writes, one writer at a time.
-
-    simple-websocket writes with ``sock.send`` and ignores short writes, from the handler and
-    from its ping thread with no lock between them; a large frame can be cut or interleaved
-    with a ping. ``sendall`` under a lock keeps every frame whole on the wire.
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._lock = threading.Lock()
-
-    def send(self, data: bytes) -> int:
-        with self._lock:
-            self._sock.sendall(data)
-        return len(data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
 
 
 class TailSession:
@@ -61,10 +44,11 @@ class TailSession:
         self.request = request
         self.config = config
         self.client = client
-        ws.sock = SerializedSocket(ws.sock)
+        self.wire = ws.sock = Wire(ws.sock, negotiated_deflate(ws))
         self.outbox = Outbox(config.outbox_max_records, config.outbox_full_policy,
                              notify=ws.event.set)
         self.outbox.abort = self.abort
+        self.outbox.writer = self._write
         self._handler = threading.current_thread()
         self._running = False
 
@@ -99,7 +83,7 @@ class TailSession:
             finish(self.ws)
 
     def _pump(self, viewer: Viewer) -> None:
-        ws, outbox, event = self.ws, self.outbox, self.ws.event
+        ws, wire, outbox, event = self.ws, self.wire, self.outbox, self.ws.event
         while True:
             event.wait(_WAKE_S)
             event.clear()
@@ -111,13 +95,18 @@ class TailSession:
                 return
             out, ending = outbox.take()
             try:
-                outbox.sending(True)
+                wire.flush()
                 for frame in out:
-                    ws.send(frame)
+                    if isinstance(frame, Batch):
+                        if not ws.connected:
+                            return
+                        wire.send(frame.frame(wire))
+                    else:
+                        ws.send(frame)
             except (ConnectionClosed, OSError):
                 return
             finally:
-                outbox.sending(False)
+                outbox.sent()
             if ending is not None:
                 send_close(self.ws, ending)
                 return
@@ -150,6 +139,10 @@ class TailSession:
             self.ws.send(frames.status("filter", **viewer.matcher.describe()))
         else:
             raise BadRequest("control frame: op must be pause, resume or filter")
+
+    def _write(self, batch: Batch) -> bool | None:
+        """The outbox's writer: the feed's thread writes the shared frame itself, if it can."""
+        return self.ws.connected and self.wire.try_send(batch.frame(self.wire))
 
     def abort(self) -> None:
         abort(self.ws)

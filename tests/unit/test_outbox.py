@@ -9,7 +9,9 @@ def batch(start, n, partition=0):
 
 
 def decoded(out):
-    return [json.loads(f) for f in out]
+    """Frames as the client reads them (a lone batch comes back as the Batch itself)."""
+    return [json.loads(f if isinstance(f, str) else frames.messages_joined([f.json()]))
+            for f in out]
 
 
 def test_frames_keep_order_and_batches_merge():
@@ -59,6 +61,72 @@ def test_stall_detection():
     box = Outbox(10)
     box.abort = lambda: aborted.append(True)
     assert not box.check_stall(0.0)
-    box.sending(True)
+    box.put_records(batch(0, 1))
+    box.take()
     assert box.check_stall(-1.0)
     assert aborted and box.take()[1].code == frames.POLICY
+
+
+class Writer:
+    """A socket's non-blocking write, as the outbox sees it: answers what it is told to."""
+
+    def __init__(self, answer=True):
+        self.answer = answer
+        self.batches = []
+
+    def __call__(self, batch):
+        self.batches.append(batch)
+        return self.answer
+
+
+def test_an_idle_socket_is_written_by_the_producer():
+    calls = []
+    box = Outbox(10, notify=lambda: calls.append(1))
+    box.writer = writer = Writer()
+    box.put_records(batch(0, 2))
+    assert [len(b) for b in writer.batches] == [2] and not calls
+    assert box.take() == ([], None) and box.frames_direct == 1
+
+
+def test_nothing_is_written_past_what_is_queued_or_being_sent():
+    box = Outbox(100)
+    box.writer = writer = Writer()
+    box.put_frame(frames.status("live"))
+    box.put_records(batch(0, 1))  # behind a queued frame
+    assert not writer.batches
+    out, _ = box.take()  # the socket side is now sending
+    box.put_records(batch(1, 1))
+    assert not writer.batches
+    box.sent()
+    out2, _ = box.take()
+    box.sent()
+    assert [f["type"] for f in decoded(out + out2)] == ["status", "messages", "messages"]
+    box.put_records(batch(2, 1))
+    assert len(writer.batches) == 1 and box.frames_queued == 2
+
+
+def test_a_refused_write_queues_and_a_partial_one_wakes_the_socket():
+    calls = []
+    box = Outbox(100, notify=lambda: calls.append(1))
+    box.writer = Writer(False)
+    box.put_records(batch(0, 1))
+    out, _ = box.take()
+    assert [m["offset"] for m in decoded(out)[0]["messages"]] == [0]
+    box.sent()
+    calls.clear()
+    box.writer = Writer(None)
+    box.put_records(batch(1, 1))
+    assert calls == [1] and box.frames_direct == 1
+    assert box.take() == ([], None)
+    assert box.check_stall(-1.0)  # finishing the remainder counts as sending
+
+
+def test_drops_are_reported_before_anything_is_written_directly():
+    box = Outbox(2)
+    box.writer = writer = Writer(False)
+    box.put_records(batch(0, 3))
+    writer.answer = True
+    box.put_records(batch(3, 1))
+    assert len(writer.batches) == 1  # the first try only: a dropped frame is owed first
+    out, _ = box.take()
+    assert decoded(out)[0]["type"] == "dropped"

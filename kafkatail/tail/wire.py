@@ -1,0 +1,142 @@
+"""Wire: one socket's outgoing bytes, framed so that many sockets can share them.
+
+simple-websocket frames every message itself, per socket: with permessage-deflate (every browser
+asks for it) that is one zlib compression per viewer per batch, and each send is a wake-up of the
+socket's own thread. A shared feed instead frames a batch once per wire format (``Wire.key``:
+plain, or deflate at one window size, never with context kept between messages, so a message
+compresses to the same bytes whatever was sent before) and writes those bytes straight to every
+idle viewer's socket without blocking (``try_send``). Whatever a socket cannot take at once
+stays in the Wire, and the socket's session thread sends it before anything else.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import zlib
+from typing import Any
+
+from wsproto.extensions import PerMessageDeflate
+
+_FIN_TEXT = 0x81
+_RSV1 = 0x40
+_U16 = struct.Struct("!BBH").pack
+_U64 = struct.Struct("!BBQ").pack
+
+
+def text_frame(text: str, deflate_bits: int | None = None) -> bytes:
+    """A whole server-to-client text message (unmasked, one frame), compressed if asked."""
+    payload = text.encode("utf-8")
+    head = _FIN_TEXT
+    if deflate_bits is not None:
+        c = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -deflate_bits)
+        payload = (c.compress(payload) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        head |= _RSV1
+    n = len(payload)
+    if n < 126:
+        return bytes((head, n)) + payload
+    if n < 65536:
+        return _U16(head, 126, n) + payload
+    return _U64(head, 127, n) + payload
+
+
+def negotiated_deflate(ws: Any) -> PerMessageDeflate | None:
+    """The permessage-deflate state wsproto agreed for this socket, if any."""
+    connection = getattr(ws.ws, "connection", None)
+    proto = getattr(connection, "_proto", None)
+    for ext in getattr(proto, "extensions", ()):
+        if isinstance(ext, PerMessageDeflate) and ext.enabled():
+            return ext
+    return None
+
+
+class Wire:
+    """The socket proxy simple-websocket writes through, and the feed's non-blocking writer.
+
+    Every write is whole and in order: one writer at a time (the session, the ping thread or the
+    feed), ``sendall`` under a lock (simple-websocket's own ``sock.send`` ignores short writes),
+    and a remainder left by a non-blocking write goes out before anything else.
+    """
+
+    def __init__(self, sock: socket.socket, deflate: PerMessageDeflate | None) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+        self._pending = b""
+        self._closed = False
+        if deflate is not None:
+            # wsproto's own compressor (error and status frames) must also start each message
+            # afresh, or its back-references would reach into bytes it did not send.
+            deflate.server_no_context_takeover = True
+            self.deflate_bits: int | None = deflate.server_max_window_bits
+        else:
+            self.deflate_bits = None
+        self.key = "plain" if self.deflate_bits is None else f"deflate-{self.deflate_bits}"
+        self._nowait = _nonblocking_send(sock)
+
+    def frame(self, text: str) -> bytes:
+        return text_frame(text, self.deflate_bits)
+
+    # -- simple-websocket's socket ---------------------------------------------------------
+    def send(self, data: bytes) -> int:
+        with self._lock:
+            if self._pending:
+                pending, self._pending = self._pending, b""
+                self._sock.sendall(pending)
+            self._sock.sendall(data)
+        return len(data)
+
+    def close(self) -> None:
+        # Under the lock: the feed must never write to a closed (and perhaps reused) fd.
+        with self._lock:
+            self._closed = True
+            self._sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    # -- the feed's side --------------------------------------------------------------------
+    def try_send(self, data: bytes) -> bool | None:
+        """Write without blocking if no one else is writing: True if the socket took it all,
+        None if it took part (the rest waits for ``flush``), False if nothing was written."""
+        if self._nowait is None or not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._pending or self._closed:
+                return False
+            try:
+                sent = self._nowait(data)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                # The peer is gone: the session learns it from its reader; nothing is pending.
+                return True
+            if sent == len(data):
+                return True
+            self._pending = data[sent:]
+            return None
+        finally:
+            self._lock.release()
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
+
+    def flush(self) -> None:
+        """Send what a non-blocking write left, blocking (the session's thread only)."""
+        with self._lock:
+            if self._pending:
+                pending, self._pending = self._pending, b""
+                self._sock.sendall(pending)
+
+
+def _nonblocking_send(sock: Any) -> Any:
+    """A send that returns at once, for this kind of socket; None if there is none.
+
+    A blocking socket takes MSG_DONTWAIT; a gevent socket (non-blocking underneath) takes a zero
+    timeout. A socket with a Python timeout would wait for room even with MSG_DONTWAIT.
+    """
+    if type(sock).__module__.startswith("gevent"):
+        return lambda data: sock.send(data, 0, timeout=0.0)
+    if isinstance(sock, socket.socket) and sock.gettimeout() is None:
+        return lambda data: sock.send(data, socket.MSG_DONTWAIT)
+    return None

@@ -272,4 +272,6 @@ class ConsumerPool:
 
 
 def _totals(v: Viewer) -> dict[str, int]:
-    return {"records": v.sent, "bytes": v.sent_bytes, "dropped": v.outbox.dropped_total}
+    box = v.outbox
+    return {"records": v.sent, "bytes": v.sent_bytes, "dropped": box.dropped_total,
+            "frames_direct": box.frames_direct, "frames_queued": box.frames_queued}

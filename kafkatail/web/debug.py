@@ -134,6 +134,13 @@ class _Collector:
                 ("kafkatail_records_dropped", "dropped",
                  "Records dropped by full outboxes (drop-oldest policy).")):
             yield CounterMetricFamily(name, doc, value=totals[key])
+        frames_sent = CounterMetricFamily(
+            "kafkatail_record_frames_sent", "Record frames sent, by the thread that wrote them: "
+            "the consumer thread to an idle socket, or the socket's own session.",
+            labels=["writer"])
+        frames_sent.add_metric(["consumer"], totals["frames_direct"])
+        frames_sent.add_metric(["session"], totals["frames_queued"])
+        yield frames_sent
         yield CounterMetricFamily("kafkatail_tails_started", "Tails started.",
                                   value=pool.started_total)
         yield CounterMetricFamily("kafkatail_tails_reaped", "Orphaned tails joined by the reaper.",

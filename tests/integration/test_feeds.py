@@ -12,7 +12,7 @@ from kafkatail.ops.threads import REGISTRY
 
 from .test_lifecycle import wait_for
 from .test_observability import metrics
-from .wsclient import TailClient
+from .wsclient import DeflateClient, TailClient
 
 
 def tail(server, topic, query=""):
@@ -65,6 +65,29 @@ def test_twenty_live_viewers_share_one_consumer(cluster, server):
     cluster.produce(t, [(f"k{i}", f"v{i}", i % 2) for i in range(200)])
     for c in clients:
         assert_exact(c.collect(200), [100, 100], partitions=2)
+
+
+def test_compressed_and_plain_viewers_get_every_record_from_the_feeds_own_writes(cluster, server):
+    """The feed frames each batch once per wire format and writes it to idle sockets itself."""
+    t = cluster.create_topic()
+    plain = [tail(server, t) for _ in range(3)]
+    packed = [DeflateClient(server.ws_url(f"/ws/tail/{t}")) for _ in range(3)]
+    assert all(c.deflate.enabled() for c in packed)
+    for c in plain + packed:
+        c.status("live")
+    before = metrics(server)
+    n = 0
+    for size in (1, 30, 400, 3000):  # frames from 2 bytes of length to 8
+        n += cluster.produce(t, [(None, f"v{n + i}-" + "x" * (i % 50)) for i in range(size)])
+    for c in plain + packed:
+        assert_exact(c.collect(n), [n])
+        assert c.records[-1]["value"].startswith(f"v{n - 1}-")
+    m = metrics(server)
+    sent = {w: m[f"kafkatail_record_frames_sent_total{{writer={w}}}"]
+            - before.get(f"kafkatail_record_frames_sent_total{{writer={w}}}", 0)
+            for w in ("consumer", "session")}
+    # Idle, fast readers: the session threads should hardly ever have had to send.
+    assert sent["consumer"] > 0 and sent["consumer"] >= 2 * sent["session"], sent
 
 
 def test_each_viewer_keeps_its_own_filter_and_budget(cluster, server):

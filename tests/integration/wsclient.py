@@ -2,10 +2,17 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (AcceptConnection, CloseConnection, Ping, RejectConnection, Request,
+                            TextMessage)
+from wsproto.extensions import PerMessageDeflate
+from wsproto.utilities import LocalProtocolError
 
 
 class Closed(Exception):
@@ -52,6 +59,9 @@ class TailClient:
             code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
             self.close_code, self.close_reason = code, data[2:].decode("utf-8", "replace")
             raise Closed(self.close_code, self.close_reason)
+        return self._received(data)
+
+    def _received(self, data: str | bytes) -> dict[str, Any]:
         frame = json.loads(data)
         self.frames.append(frame)
         if frame["type"] == "messages":
@@ -125,3 +135,65 @@ class TailClient:
         """Clean close; websocket-client skips the socket once the server has closed, so shut it too."""
         self.ws.close(timeout=2)
         self.ws.shutdown()
+
+
+class DeflateClient(TailClient):
+    """A client that asks for permessage-deflate, as every browser does (websocket-client never
+    does): wsproto over a plain socket, read with the same deadlines."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        u = urlsplit(url)
+        self.sock = socket.create_connection((u.hostname, u.port), timeout=timeout)
+        OPEN.append(self)
+        self.frames, self.records = [], []
+        self.close_code, self.close_reason = None, ""
+        self.conn = WSConnection(ConnectionType.CLIENT)
+        self.deflate = PerMessageDeflate()
+        target = u.path + (f"?{u.query}" if u.query else "")
+        self.sock.sendall(self.conn.send(Request(host=u.netloc, target=target,
+                                                 extensions=[self.deflate])))
+        self._text: list[str] = []
+        event = self._event(time.monotonic() + timeout)
+        if isinstance(event, RejectConnection):
+            raise Closed(event.status_code, "rejected")
+        assert isinstance(event, AcceptConnection), event
+
+    def _event(self, deadline: float) -> Any:
+        while True:
+            for event in self.conn.events():
+                return event
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise websocket.WebSocketTimeoutException("timed out")
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(1 << 16)
+            except socket.timeout:
+                continue
+            self.conn.receive_data(data or None)
+
+    def recv(self, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self._event(deadline)
+            if isinstance(event, Ping):
+                self.sock.sendall(self.conn.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                self.close_code, self.close_reason = event.code, event.reason or ""
+                raise Closed(self.close_code, self.close_reason)
+            elif isinstance(event, TextMessage):
+                self._text.append(event.data)
+                if event.message_finished:
+                    text, self._text = "".join(self._text), []
+                    return self._received(text)
+
+    def send(self, obj: Any) -> None:
+        text = obj if isinstance(obj, str) else json.dumps(obj)
+        self.sock.sendall(self.conn.send(TextMessage(text)))
+
+    def close(self) -> None:
+        try:
+            self.sock.sendall(self.conn.send(CloseConnection(code=1000)))
+        except (OSError, LocalProtocolError):  # already closed by either side
+            pass
+        self.sock.close()

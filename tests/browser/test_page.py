@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 
 import pytest
 from kafka.errors import KafkaError
@@ -69,14 +70,16 @@ def dom_rows(browser) -> list[tuple[int, int]]:
 def overflow(cluster, browser, topic: str, burst: int = 500, bursts: int = 20) -> int:
     """Produce bursts on the page's live feed until the page counts a drop; returns how many.
 
-    Each value is ~4 KB, so the socket and the page, not the feed, set the pace and a tiny
-    server outbox overflows; a burst is accounted (shown or counted as dropped) before the next.
+    Each value is ~4 KB of random readings, so that even compressed (the page asks for
+    permessage-deflate) the socket and the page, not the feed, set the pace and a tiny server
+    outbox overflows; a burst is accounted (shown or counted as dropped) before the next.
     """
-    samples = [round(20 + (j % 50) / 10, 1) for j in range(600)]
+    rng = random.Random(topic)
     total = 0
     for _ in range(bursts):
-        cluster.produce(topic, [(f"sensor-{n % 5}", json.dumps({"reading": n, "unit": "C", "samples": samples}))
-                                for n in range(total, total + burst)])
+        cluster.produce(topic, [(f"sensor-{n % 5}", json.dumps(
+            {"reading": n, "unit": "C", "samples": [round(rng.uniform(15, 30), 4) for _ in range(450)]}))
+            for n in range(total, total + burst)])
         total += burst
         s = wait_for(lambda: (lambda s: s["received"] + s["dropped"] == total and not s["pending"] and s)(
                      state(browser)), timeout=30, what=f"all {total} records shown or counted as dropped")

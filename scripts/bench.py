@@ -15,7 +15,8 @@ reference rate) and measures the server's gunicorn worker with psutil. Rows:
 - ``stop``:     socket close (at a random point of the consumer's poll) until /metrics, read
   every 5 ms, no longer counts the consumer thread: a dedicated tail, and a feed's last viewer
 - ``fanout``:   live viewers at 2k records/s, shared feed vs dedicated consumers: worker CPU,
-  and Fetch requests counted by a proxy between the server and the broker
+  and Fetch requests counted by a proxy between the server and the broker; the shared feed
+  also with clients that ask for permessage-deflate, as browsers do
 - ``outage``:   the original design (a consumer thread per page view, never stopped) vs kafkatail
   after 300 page views: threads, fds, idle CPU
 
@@ -306,7 +307,8 @@ def row_fanout(b: Bench, rate: int = 2000) -> None:
     cluster = Cluster(broker.bootstrap, broker)
     cpu_one = None
     try:
-        for n, shared in ((1, True), (b.viewers, True), (b.viewers, False)):
+        for n, shared, deflate in ((1, True, False), (b.viewers, True, False),
+                                   (b.viewers, True, True), (b.viewers, False, False)):
             topic = cluster.create_topic(cluster.unique_topic("fanout"))
             # Clients here read raw bytes and answer no pings: a long ping interval.
             server = Server(broker.bootstrap, b.worker_class, share_live_feeds=shared,
@@ -315,7 +317,7 @@ def row_fanout(b: Bench, rate: int = 2000) -> None:
             drain.start()
             producer = None
             try:
-                sockets = open_tails(server, f"/ws/tail/{topic}", n, drain)
+                sockets = open_tails(server, f"/ws/tail/{topic}", n, drain, deflate)
                 wait_until(lambda: server.consumer_threads() == (1 if shared else n), 60,
                            "consumers up")
                 time.sleep(3)
@@ -331,6 +333,8 @@ def row_fanout(b: Bench, rate: int = 2000) -> None:
                 answered = m0[0] is not None and m1[0] is not None
                 rate_out = (m1[0] - m0[0]) / (m1[1] - m0[1]) if answered else None
                 kind = "shared feed" if shared else "dedicated consumers"
+                if deflate:
+                    kind += ", clients ask for deflate"
                 target, met = "", None
                 if n == 1:
                     cpu_one = u.cpu_pct
@@ -341,10 +345,11 @@ def row_fanout(b: Bench, rate: int = 2000) -> None:
                       f"{u.cpu_pct:.1f}% CPU, {fetch_rate:.1f} Fetch/s to the broker, "
                       + (f"{rate_out:,.0f}" if rate_out is not None else "? (/metrics timed out)")
                       + f" of {n * rate:,} rec/s delivered ({mb_s:.1f} MB/s)",
-                      target, met, viewers=n, shared=shared, cpu_pct=u.cpu_pct,
+                      target, met, viewers=n, shared=shared, deflate=deflate, cpu_pct=u.cpu_pct,
                       fetch_per_s=fetch_rate, delivered_per_s=rate_out, client_mb_s=mb_s,
                       rss_mb=u.rss_mb)
-                b.profile(server, f"fanout-{n}-{'shared' if shared else 'dedicated'}", 10)
+                b.profile(server, f"fanout-{n}-{'shared' if shared else 'dedicated'}"
+                          + ("-deflate" if deflate else ""), 10)
                 close_all(sockets)
             finally:
                 stop_all(producer and producer.stop, drain.stop, server.stop)

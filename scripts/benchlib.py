@@ -127,8 +127,13 @@ class Usage:
 
 
 # -- clients ---------------------------------------------------------------------------------
-def connect(url: str) -> websocket.WebSocket:
-    return websocket.create_connection(url, timeout=30, skip_utf8_validation=True)
+# What Chromium and Firefox send; websocket-client cannot decompress, so only raw readers ask.
+DEFLATE_OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"
+
+
+def connect(url: str, deflate: bool = False) -> websocket.WebSocket:
+    return websocket.create_connection(url, timeout=30, skip_utf8_validation=True,
+                                       header=[DEFLATE_OFFER] if deflate else None)
 
 
 class Drain(threading.Thread):
@@ -180,12 +185,15 @@ class Drain(threading.Thread):
         self._sel.close()
 
 
-def open_tails(server: Server, path: str, n: int, drain: Drain) -> list[websocket.WebSocket]:
-    """n tails of ``path``, read by ``drain``; returns once the server counts them all."""
+def open_tails(server: Server, path: str, n: int, drain: Drain,
+               deflate: bool = False) -> list[websocket.WebSocket]:
+    """n tails of ``path``, read by ``drain`` (raw, if they ask for ``deflate`` as browsers do);
+    returns once the server counts them all."""
+    assert drain.raw or not deflate
     before = server.tails()
     sockets = []
     for _ in range(n):
-        ws = connect(server.ws_url(path))
+        ws = connect(server.ws_url(path), deflate)
         sockets.append(ws)
         drain.add(ws)
     wait_until(lambda: server.tails() >= before + n, 60, f"{n} tails open", 0.2)

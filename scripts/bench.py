@@ -342,10 +342,12 @@ def row_fanout(b: Bench, rate: int = 2000) -> None:
                     target, met = "< 2x the CPU of 1 viewer", u.cpu_pct < 2 * cpu_one
                 b.add(f"{n} viewer{'s' if n > 1 else ''}, {rate:,} rec/s",
                       f"{kind}, {b.worker_class}",
-                      f"{u.cpu_pct:.1f}% CPU, {fetch_rate:.1f} Fetch/s to the broker, "
+                      f"{u.cpu_pct:.1f}% CPU (user {u.user_pct:.0f}, system {u.system_pct:.0f}), "
+                      f"{fetch_rate:.1f} Fetch/s to the broker, "
                       + (f"{rate_out:,.0f}" if rate_out is not None else "? (/metrics timed out)")
                       + f" of {n * rate:,} rec/s delivered ({mb_s:.1f} MB/s)",
                       target, met, viewers=n, shared=shared, deflate=deflate, cpu_pct=u.cpu_pct,
+                      user_pct=u.user_pct, system_pct=u.system_pct,
                       fetch_per_s=fetch_rate, delivered_per_s=rate_out, client_mb_s=mb_s,
                       rss_mb=u.rss_mb)
                 b.profile(server, f"fanout-{n}-{'shared' if shared else 'dedicated'}"

@@ -113,14 +113,16 @@ class Usage:
         self.proc = proc
 
     def __enter__(self) -> "Usage":
-        t = self.proc.cpu_times()
-        self._cpu, self._t = t.user + t.system, time.monotonic()
+        self._times, self._t = self.proc.cpu_times(), time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        t = self.proc.cpu_times()
+        t, t0 = self.proc.cpu_times(), self._times
         self.seconds = time.monotonic() - self._t
-        self.cpu_pct = 100 * (t.user + t.system - self._cpu) / self.seconds
+        # The kernel's share (system) is what sending bytes costs; user is Python's.
+        self.user_pct = 100 * (t.user - t0.user) / self.seconds
+        self.system_pct = 100 * (t.system - t0.system) / self.seconds
+        self.cpu_pct = self.user_pct + self.system_pct
         self.rss_mb = self.proc.memory_info().rss / 2**20
         self.threads = self.proc.num_threads()
         self.fds = self.proc.num_fds()

@@ -79,9 +79,7 @@ class Wire:
     # -- simple-websocket's socket ---------------------------------------------------------
     def send(self, data: bytes) -> int:
         with self._lock:
-            if self._pending:
-                pending, self._pending = self._pending, b""
-                self._sock.sendall(pending)
+            self._send_pending()
             self._sock.sendall(data)
         return len(data)
 
@@ -124,9 +122,12 @@ class Wire:
     def flush(self) -> None:
         """Send what a non-blocking write left, blocking (the session's thread only)."""
         with self._lock:
-            if self._pending:
-                pending, self._pending = self._pending, b""
-                self._sock.sendall(pending)
+            self._send_pending()
+
+    def _send_pending(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, b""
+            self._sock.sendall(pending)
 
 
 def _nonblocking_send(sock: Any) -> Any:

@@ -146,6 +146,14 @@ FIELDS: tuple[Field, ...] = (
     Field("feed_linger_s", float, 3.0,
           "How long a feed with no viewers keeps consuming, so a page reload does not restart "
           "it.", _non_negative),
+    Field("feed_writes_per_s", int, 4000,
+          "Socket writes per second a shared feed aims to stay under, across its viewers: it "
+          "gathers polls for viewers / this many seconds (200 viewers: 50 ms) and writes them as "
+          "one frame each. A write costs ~20 us, so 4,000/s is ~8 % of a core. 0: every poll.",
+          _non_negative),
+    Field("feed_max_delay_ms", int, 100,
+          "Longest a shared feed holds records to gather them (caps the delay above).",
+          _non_negative),
     Field("feed_replay_records", int, 2000,
           "Recent records a feed keeps per partition, so a resumed or catching-up viewer joins "
           "it with no gap; further behind, it reads on its own consumer first.", _positive),

@@ -90,6 +90,35 @@ def test_compressed_and_plain_viewers_get_every_record_from_the_feeds_own_writes
     assert sent["consumer"] > 0 and sent["consumer"] >= 2 * sent["session"], sent
 
 
+@pytest.mark.parametrize("writes_per_s", [1, 0])
+def test_a_feed_gathers_polls_into_fewer_writes_within_its_delay_cap(cluster, make_server_,
+                                                                     writes_per_s):
+    """3 viewers at 1 write/s: hold 3 s, capped at 1.5 s, so 12 produces over 1.1 s reach each
+    viewer in at most 2 frames, complete and in order. With 0 (every poll) they take several."""
+    server = make_server_(feed_writes_per_s=writes_per_s, feed_max_delay_ms=1500)
+    t = cluster.create_topic()
+    clients = [tail(server, t) for _ in range(3)]
+    for c in clients:
+        c.status("live")
+    pace = threading.Event()
+    started = time.monotonic()
+    for i in range(12):
+        cluster.produce(t, [(None, f"v{i * 5 + j}") for j in range(5)])
+        pace.wait(0.1)
+    for c in clients:
+        first = c.until(lambda f: f["type"] == "messages")
+        if writes_per_s:
+            # Held no longer than the cap (1.5 s) plus one fetch wait (poll_timeout_ms 200).
+            assert time.monotonic() - started < 1.5 + 1.0
+        assert_exact(c.collect(60), [60])
+        frames = [f for f in c.frames if f["type"] == "messages"]
+        assert frames[0] is first
+        if writes_per_s:
+            assert len(frames) <= 2, [len(f["messages"]) for f in frames]
+        else:
+            assert len(frames) >= 3, [len(f["messages"]) for f in frames]
+
+
 def test_each_viewer_keeps_its_own_filter_and_budget(cluster, server):
     t = cluster.create_topic()
     every, odd, five = tail(server, t), tail(server, t, "filter=odd"), tail(server, t, "max=5")

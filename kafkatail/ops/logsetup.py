@@ -225,12 +225,35 @@ def teardown(timeout: float = 5.0) -> bool:
     return done
 
 
+# Sinks whose lock the forking thread holds; a blocked sink is waited for this long at most.
+_held_at_fork: list[logging.Handler] = []
+_FORK_WAIT_S = 1.0
+
+
+def _before_fork() -> None:
+    """Hold every sink's lock across a fork (gunicorn's master forking a worker), so the
+    listener is not halfway through a write: the child would inherit that stream's buffer
+    locked by a thread it does not have, and its own listener die on it ("reentrant call")."""
+    if _current is not None:
+        for sink in _current.listener.handlers:
+            if sink.lock is not None and sink.lock.acquire(timeout=_FORK_WAIT_S):
+                _held_at_fork.append(sink)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_at_fork:
+        _held_at_fork.pop().release()
+
+
 def _after_fork_in_child() -> None:
+    # logging gives every handler a fresh lock in the child (it registered its hook first).
+    _held_at_fork.clear()
     if _current is not None:
         _current.forget_parent()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 def current() -> LogPipeline | None:

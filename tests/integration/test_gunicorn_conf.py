@@ -111,10 +111,10 @@ def test_gunicorn_conf_serves_and_sigterm_closes_tails_1001(cluster, gunicorn, w
         assert c.closed() == (1001, "server shutting down")
     assert g.proc.wait(GRACE_S + 5) == 0
     took = time.monotonic() - t0
-    assert took < GRACE_S, f"exit after {took:.1f}s, grace {GRACE_S}s"
     assert not psutil.wait_procs(children, timeout=5)[1]
     g.stop()
     log = g.output()
+    assert took < GRACE_S, f"exit after {took:.1f}s, grace {GRACE_S}s:\n{log[-3000:]}"
     assert "Booting worker" in log and "Shutting down: Master" in log, log[-3000:]
     # gunicorn's lines went through kafkatail's log format; no traceback through kafkatail.
     assert " INFO gunicorn.error: " in log and "kafkatail/" not in log, log[-3000:]

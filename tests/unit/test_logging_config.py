@@ -102,6 +102,60 @@ handlers = ["recorder"]
     assert any("dropped" in text for _, text in sink.lines)
 
 
+class HalfwayStream:
+    """A stream whose write can be held halfway, as a slow disk or a full pipe would."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.text = ""
+
+    def write(self, text: str) -> None:
+        self.entered.set()
+        self.gate.wait(10)
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+def _fork_and_exit_child() -> None:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def test_a_fork_waits_until_the_listener_is_not_halfway_through_a_write(teardown_logging):
+    """gunicorn's master forks workers while its listener writes: a child that inherits a
+    stream locked mid-write by a thread it does not have loses its log listener."""
+    stream = HalfwayStream()
+    logsetup.setup(Config(), stream=stream)
+    logging.getLogger("kafkatail.test").warning("slow")
+    assert stream.entered.wait(5)
+    opener = threading.Timer(0.3, stream.gate.set)
+    opener.name = "kt-test-opener"
+    opener.start()
+    _fork_and_exit_child()
+    finished_first = stream.gate.is_set()
+    opener.join(5)
+    assert finished_first, "the fork went ahead while the listener was halfway through a write"
+    assert "slow" in stream.text
+
+
+def test_a_blocked_sink_delays_a_fork_by_at_most_the_fork_wait(teardown_logging, monkeypatch):
+    monkeypatch.setattr(logsetup, "_FORK_WAIT_S", 0.2)
+    stream = HalfwayStream()
+    logsetup.setup(Config(), stream=stream)
+    logging.getLogger("kafkatail.test").warning("stuck")
+    assert stream.entered.wait(5)
+    t0 = time.monotonic()
+    _fork_and_exit_child()
+    took = time.monotonic() - t0
+    stream.gate.set()
+    assert 0.15 < took < 2.0, took
+
+
 @pytest.mark.parametrize("text, problem", [
     ("[root]\nlevel = 'DEBUG'\nhandlers = ['h']\n[handlers.h]\nclass = 'logging.NullHandler'\n",
      "the root level is log_level"),

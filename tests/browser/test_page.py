@@ -37,13 +37,20 @@ window.WebSocket = class extends NativeWebSocket {
 ROWS_JS = "return window.kafkatail.rows();"
 
 
-def open_page(browser, server, query: str, settings: dict | None = None) -> None:
-    """Load the page with the probe installed and, if given, the page settings in localStorage."""
+def install_probe(browser, settings: dict | None = None) -> None:
+    """Install the probe and, if given, the page settings in localStorage for every later load."""
     source = PROBE
     if settings is not None:
         source += f"localStorage.setItem('kafkatail.settings', {json.dumps(json.dumps(settings))});"
     browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": source})
+
+
+def open_page(browser, server, query: str, settings: dict | None = None) -> None:
+    """Load the page with the probe installed; return once its script has run."""
+    install_probe(browser, settings)
     browser.get(server.url(f"/?{query}"))
+    # get() can return before the deferred app.js has run (seen 1 load in 80).
+    wait_for(lambda: browser.execute_script("return window.kafkatail !== undefined;"), what="app.js")
 
 
 def rows(browser) -> list[tuple[int, int]]:

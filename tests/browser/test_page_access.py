@@ -13,7 +13,7 @@ from integration.test_embed import PREFIX, HostServer
 from integration.wsclient import close_all
 
 from .conftest import wait_for
-from .test_page import markers, open_page, wait_rows
+from .test_page import install_probe, markers, open_page, wait_rows
 
 By = pytest.importorskip("selenium.webdriver.common.by", reason="selenium not installed (dev extra)").By
 
@@ -51,7 +51,7 @@ def test_page_under_a_host_prefix_with_the_host_login(cluster, browser):
         browser.execute_async_script(
             "fetch('/login', {method: 'POST', body: new URLSearchParams({user: 'alice'})})"
             ".then(() => arguments[0]());")
-        open_page(browser, server, "")
+        install_probe(browser)
         browser.get(server.url(f"{PREFIX}/?topic={t}&from=earliest"))
         assert len(wait_rows(browser, 4)) == 4
         options = wait_for(lambda: browser.execute_script(

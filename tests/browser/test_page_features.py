@@ -302,7 +302,6 @@ def test_theme_follows_the_system_unless_set(server, browser, scheme, theme, exp
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia",
                             {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
     open_page(browser, server, "", settings={"theme": theme})
-    wait_for(lambda: browser.execute_script("return window.kafkatail !== undefined;"), what="the page")
     assert browser.execute_script("return getComputedStyle(document.documentElement).backgroundColor;") == expected
 
 
@@ -315,6 +314,15 @@ def test_narrow_window(cluster, server, browser):
     assert browser.execute_script(
         "return document.documentElement.scrollWidth <= document.documentElement.clientWidth;")
     assert not browser.find_element(By.CSS_SELECTOR, "#records .record .c-hdrs").is_displayed()
+    # The topic's info arrives after the first records: filling it must not move the rows (a click
+    # aimed at a row would land on the header).
+    info = browser.find_element(By.ID, "topic-info")
+    wait_for(lambda: "retained" in info.text, what="the topic info")
+    top = "return document.getElementById('records').getBoundingClientRect().top;"
+    filled = browser.execute_script(top)
+    for text in ("", "12 partitions · 1,234,567,890 retained", "no info (" + "x" * 200 + ")"):
+        browser.execute_script("arguments[0].textContent = arguments[1];", info, text)
+        assert browser.execute_script(top) == filled, text
     browser.find_element(By.CSS_SELECTOR, '#records .record[data-offset="0"]').click()
     pane = browser.find_element(By.ID, "detail")
     wait_for(pane.is_displayed, what="the record pane")

@@ -1059,24 +1059,30 @@
         return opt;
       }));
     } catch (err) {
-      ui.topicInfo.textContent = `topic list unavailable (${err.message})`;
+      setTopicInfo(`topic list unavailable (${err.message})`);
     }
+  }
+
+  // The slot has a fixed width (style.css), so filling it never reflows the header and moves the
+  // rows under the pointer; the title carries what does not fit.
+  function setTopicInfo(text, detail = '') {
+    ui.topicInfo.textContent = text;
+    ui.topicInfo.title = detail ? `${text}\n${detail}` : text;
   }
 
   async function showTopicInfo() {
     const name = ui.topic.value.trim();
-    ui.topicInfo.textContent = '';
-    ui.topicInfo.title = '';
+    setTopicInfo('');
     if (!name || (knownTopics.size && !knownTopics.has(name))) return;
     try {
       const info = await getJson(`/api/topics/${encodeURIComponent(name)}`);
       if (ui.topic.value.trim() !== name) return; // the user moved on
       const parts = info.partitions || [];
       const retained = parts.reduce((n, p) => n + (p.latest - p.earliest), 0);
-      ui.topicInfo.textContent = `${plural(parts.length, 'partition')} · ${retained.toLocaleString()} retained`;
-      ui.topicInfo.title = parts.map((p) => `p${p.partition}: ${p.earliest} – ${p.latest}`).join('\n');
+      setTopicInfo(`${plural(parts.length, 'partition')} · ${retained.toLocaleString()} retained`,
+                   parts.map((p) => `p${p.partition}: ${p.earliest} – ${p.latest}`).join('\n'));
     } catch (err) {
-      ui.topicInfo.textContent = `no info (${err.message})`;
+      setTopicInfo(`no info (${err.message})`);
     }
   }
 

@@ -5,9 +5,14 @@ Set ``KAFKATAIL_SCREENSHOTS=<dir>`` to save the screenshots the README shows.
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.server
 import json
 import os
 import random
+import threading
+import time
+from typing import Iterator
 
 import pytest
 from kafka.errors import KafkaError
@@ -74,25 +79,73 @@ def dom_rows(browser) -> list[tuple[int, int]]:
         " (r) => [Number(r.dataset.partition), Number(r.dataset.offset)]);")]
 
 
-def overflow(cluster, browser, topic: str, burst: int = 500, bursts: int = 20) -> int:
-    """Produce bursts on the page's live feed until the page counts a drop; returns how many.
+@contextlib.contextmanager
+def script_blocked(browser, most_s: float = 6.0) -> Iterator[None]:
+    """Hold the page's script in a synchronous XHR until the block ends (at most ``most_s``, under
+    the test server's 10 s ping timeout): the browser stops reading the socket meanwhile."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Gate(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            entered.set()
+            release.wait(most_s)
+            self.send_response(204)
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    gate = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gate)
+    gate.daemon_threads = True
+    serving = threading.Thread(target=gate.serve_forever, name="kt-test-gate",
+                               kwargs={"poll_interval": 0.1})
+    script = ("const x = new XMLHttpRequest(); x.open('GET', arguments[0], false);"
+              " try { x.send(); } catch (e) {}")
+    blocker = threading.Thread(target=browser.execute_script, name="kt-test-page-block",
+                               args=(script, f"http://127.0.0.1:{gate.server_port}/"))
+    serving.start()
+    try:
+        blocker.start()
+        assert entered.wait(10), "the page never sent its blocking request"
+        yield
+    finally:
+        release.set()
+        blocker.join(most_s + 10)
+        gate.shutdown()
+        gate.server_close()
+        serving.join(5)
+
+
+def overflow(cluster, browser, server, topic: str, burst: int = 500, bursts: int = 10) -> int:
+    """Produce on the page's live feed while its script is held until the server's outbox
+    overflows; returns how many records went once the page has accounted for them all.
 
     Each value is ~4 KB of random readings, so that even compressed (the page asks for
-    permessage-deflate) the socket and the page, not the feed, set the pace and a tiny server
-    outbox overflows; a burst is accounted (shown or counted as dropped) before the next.
+    permessage-deflate) the bursts outgrow the sockets' buffers and the tiny outbox drops.
     """
     rng = random.Random(topic)
     total = 0
-    for _ in range(bursts):
-        cluster.produce(topic, [(f"sensor-{n % 5}", json.dumps(
-            {"reading": n, "unit": "C", "samples": [round(rng.uniform(15, 30), 4) for _ in range(450)]}))
-            for n in range(total, total + burst)])
-        total += burst
-        s = wait_for(lambda: (lambda s: s["received"] + s["dropped"] == total and not s["pending"] and s)(
-                     state(browser)), timeout=30, what=f"all {total} records shown or counted as dropped")
-        if s["dropped"]:
-            return total
-    raise AssertionError(f"{total} records in {bursts} bursts and the page never fell behind")
+    def drops() -> int:
+        return server.pool.totals()["dropped"]
+
+    before = drops()
+    with script_blocked(browser):
+        for _ in range(bursts):
+            cluster.produce(topic, [(f"sensor-{n % 5}", json.dumps(
+                {"reading": n, "unit": "C", "samples": [round(rng.uniform(15, 30), 4) for _ in range(450)]}))
+                for n in range(total, total + burst)])
+            total += burst
+            deadline = time.monotonic() + 0.3  # for the feed to poll the burst
+            while drops() == before and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if drops() > before:
+                break
+        else:
+            raise AssertionError(f"{total} records while the page was held and the server never dropped")
+    wait_for(lambda: (lambda s: s["received"] + s["dropped"] == total and not s["pending"] and s["dropped"])(
+             state(browser)), timeout=30, what=f"all {total} records shown or counted as dropped")
+    return total
 
 
 def conn_state(browser) -> str:
@@ -300,7 +353,7 @@ def test_skipped_records_marker_while_paused(cluster, make_server_, browser):
     open_page(browser, srv, f"topic={t}")
     wait_state(browser, "live")
     # On a live feed: a historical tail would make the server wait for the page instead.
-    overflow(cluster, browser, t)
+    overflow(cluster, browser, srv, t)
     assert any("skipped" in m for m in markers(browser)), markers(browser)
     browser.find_element(By.ID, "pause").click()
     wait_state(browser, "paused")

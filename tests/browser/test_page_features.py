@@ -268,7 +268,7 @@ def test_status_bar_counts_drops_and_shows_lag(cluster, make_server_, browser):
     open_page(browser, srv, f"topic={t}")
     wait_for(lambda: js_state(browser, "serverStatus") == "live", what="the live feed")
     # Bursts on a live feed overflow the tiny outbox (a historical tail would wait instead).
-    total = overflow(cluster, browser, t)
+    total = overflow(cluster, browser, srv, t)
     s = state(browser)
     skipped = [int(m.split()[1]) for m in markers(browser) if m.startswith("skipped ")]
     assert sum(skipped) == s["dropped"]

@@ -209,6 +209,17 @@ def test_record_pane_and_copy_as_json(cluster, server, browser):
     wait_for(lambda: not pane.is_displayed(), what="the pane closed")
 
 
+def finished_downloads(folder, pattern: str) -> list:
+    """Downloads matching ``pattern`` once Chromium has finished writing them.
+
+    Chromium reserves the final name with an empty file and writes into a ``.crdownload``
+    beside it, so a bare glob can see the name before there is anything in it.
+    """
+    if any(folder.glob("*.crdownload")):
+        return []
+    return [p for p in folder.glob(pattern) if p.stat().st_size > 0]
+
+
 def test_download_visible_records_as_ndjson(cluster, server, browser, tmp_path):
     t = cluster.create_topic(partitions=2)
     cluster.produce(t, [(f"k{i}", json.dumps({"i": i}) if i % 3 else f"<i>text {i}</i>", i % 2)
@@ -218,7 +229,7 @@ def test_download_visible_records_as_ndjson(cluster, server, browser, tmp_path):
     browser.execute_cdp_cmd("Browser.setDownloadBehavior",
                             {"behavior": "allow", "downloadPath": str(tmp_path)})
     browser.find_element(By.ID, "download").click()
-    done = wait_for(lambda: [p for p in tmp_path.glob("*.ndjson")], what="the downloaded file")
+    done = wait_for(lambda: finished_downloads(tmp_path, "*.ndjson"), what="the downloaded file")
     assert done[0].name.startswith(f"{t}-")
     lines = done[0].read_text(encoding="utf-8").splitlines()
     assert [json.loads(line) for line in lines] == browser.execute_script("return window.kafkatail.records();")

@@ -259,13 +259,17 @@ def test_highlight_rules(cluster, server, browser):
               Number(r.dataset.offset), r.classList.contains('hl'), r.style.getPropertyValue('--hl'),
               Array.from(r.querySelectorAll('mark'), (m) => [m.textContent, m.style.backgroundColor])]);""")
 
-    marks = wait_for(lambda: [m for m in row_marks() if m[1]] and row_marks(), what="highlighted rows")
-    assert marks == [
+    expected = [
         [0, False, "", []],
         [1, True, "#ff0000", [["ERROR", "rgb(255, 0, 0)"]]],
         [2, True, "#ff0000", [["error", "rgb(255, 0, 0)"]]],
         [3, True, "#ff8c8c", [["slow", "rgb(255, 140, 140)"]]],
     ]
+    try:
+        wait_for(lambda: row_marks() == expected, what="the highlighted rows")
+    except AssertionError:
+        assert row_marks() == expected  # the diff
+        raise
     # The value still reads as text, markup and all.
     assert browser.execute_script(
         "return document.querySelector('#records .record[data-offset=\"2\"] .c-val').textContent;") == "<b>error</b> again"
@@ -334,6 +338,25 @@ def test_narrow_window(cluster, server, browser):
     for text in ("", "12 partitions · 1,234,567,890 retained", "no info (" + "x" * 200 + ")"):
         browser.execute_script("arguments[0].textContent = arguments[1];", info, text)
         assert browser.execute_script(top) == filled, text
+    # Nor must the status bar, whatever the counts grow to; the state, its detail and the main
+    # counts stay in sight.
+    grown = {"conn": "broker-unavailable", "status-detail": "closed: 4404 " + "y" * 200,
+             "rate": "123456.7/s", "count": "1,234,567,890 records", "shown": "10,000 shown",
+             "dropped": "1,234,567 dropped", "lag": "lag " + ", ".join(f"p{i} 99999" for i in range(12))}
+    visible = browser.execute_script("""
+        const [texts, wanted] = arguments;
+        for (const [id, text] of Object.entries(texts)) {
+          const el = document.getElementById(id);
+          el.hidden = false;
+          el.textContent = text;
+        }
+        const bar = document.getElementById('status').getBoundingClientRect();
+        return wanted.filter((id) => {
+          const r = document.getElementById(id).getBoundingClientRect();
+          return r.width > 0 && r.top >= bar.top && r.bottom <= bar.bottom;
+        });""", grown, ["conn", "status-detail", "rate", "count"])
+    assert browser.execute_script(top) == filled
+    assert visible == ["conn", "status-detail", "rate", "count"]
     browser.find_element(By.CSS_SELECTOR, '#records .record[data-offset="0"]').click()
     pane = browser.find_element(By.ID, "detail")
     wait_for(pane.is_displayed, what="the record pane")

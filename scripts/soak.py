@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -25,6 +26,9 @@ from kafkatail.broker import EmbeddedBroker, free_port, wait_for_port
 from kafkatail.demo_traffic import TrafficGenerator, create_demo_topics
 
 TOPICS = ["demo.app-logs", "demo.orders", "demo.sensor-bin", "demo.audit"]
+# Open access (no tokens), and no per-address limits: every soak client is 127.0.0.1.
+SOAK_ENV = {"KAFKATAIL_ANONYMOUS_TOPICS": "**", "KAFKATAIL_CONNECT_RATE_PER_CLIENT": "0",
+            "KAFKATAIL_MAX_TAILS_PER_CLIENT": "5000"}
 
 
 def tails(port: int) -> int:
@@ -69,7 +73,8 @@ def main() -> int:
         server = subprocess.Popen(
             [sys.executable, "-m", "kafkatail", "serve", "--bootstrap-servers", broker.bootstrap,
              "--bind", f"127.0.0.1:{port}", "--worker-class", args.worker_class,
-             "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, **SOAK_ENV})
         assert wait_for_port("127.0.0.1", port, 30), "server did not start"
         tails(port)
         procs = [psutil.Process(server.pid)] + psutil.Process(server.pid).children()

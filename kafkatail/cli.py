@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "%%s value %%h headers %%S size, \\n \\t (default '%%s\\n')")
     out.add_argument("--json", action="store_true", help="one JSON record per line")
     tail.add_argument("-q", "--quiet", action="store_true", help="no status lines on stderr")
+    tail.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                      help="seconds to connect and finish the WebSocket handshake, per try "
+                           "(default 10)")
     tail.add_argument("--token-file", metavar="PATH",
                       help="read the bearer token from this file (default: $KAFKATAIL_TOKEN); "
                            "sent as a header, never in the URL or on the command line")
@@ -147,7 +150,8 @@ def tail(args: argparse.Namespace) -> int:
 
     client = TailClient(args.url, args.topic, start=args.start, partitions=args.partitions,
                         filter=args.filter, regex=args.regex, max_records=args.max,
-                        format=args.value_format, token=_token(args.token_file))
+                        format=args.value_format, token=_token(args.token_file),
+                        timeout=args.timeout)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: client.stop())
     render = Formatter(args.topic, None if args.json else

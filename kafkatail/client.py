@@ -10,16 +10,23 @@ import json
 import random
 import re
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from simple_websocket import Client, ConnectionClosed, ConnectionError as WSConnectionError
 from simple_websocket.ws import Base
+from wsproto import ConnectionType
+from wsproto.events import AcceptConnection, RejectConnection, Request
+from wsproto.utilities import RemoteProtocolError
 
 # Close codes after which trying again cannot help: the request itself is wrong or done.
 FINAL_CODES = {1000, 1009, 4400, 4401, 4403, 4404}
+# HTTP answers to the upgrade that a later try can get past: a busy or restarting server or
+# proxy. Any other refusal (404 for a wrong URL, 400, 403, ...) ends the tail.
+RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
 # Client-side pings find a server that vanished without FIN (a half-open connection).
 PING_INTERVAL_S = 20
 
@@ -28,9 +35,74 @@ class TailEnded(Exception):
     """The server ended the tail for good; ``code`` and ``reason`` say why."""
 
     def __init__(self, code: int | None, reason: str) -> None:
-        super().__init__(f"{code} {reason}".strip())
+        super().__init__(reason if code is None else f"{code} {reason}".strip())
         self.code = code
         self.reason = reason
+
+
+class HandshakeFailed(OSError):
+    """The server did not complete a WebSocket handshake: silent, closed, or not HTTP."""
+
+
+class _Client(Client):
+    """simple-websocket's Client with a deadline on connect and handshake.
+
+    Its own handshake waits forever on a server that never answers (a Kafka port, say), spins
+    on one that closes, and lets wsproto's RemoteProtocolError escape on one that is not HTTP.
+    ``on_socket`` is handed the socket before it connects, so ``stop()`` can shut it down.
+    """
+
+    def __init__(self, url: str, headers: dict[str, str] | None, ping_interval: float,
+                 timeout: float, on_socket: Callable[[socket.socket], None]) -> None:
+        parts = urlsplit(url)
+        secure = parts.scheme in ("https", "wss")
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if secure else 80)
+        self.path = parts.path + (f"?{parts.query}" if parts.query else "")
+        self.subprotocols = []
+        self.extra_headeers = list((headers or {}).items())
+        self.timeout = timeout
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            self.host, self.port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        on_socket(sock)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(addr)
+            if secure:
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
+                on_socket(sock)
+            super(Client, self).__init__(sock, connection_type=ConnectionType.CLIENT,
+                                         ping_interval=ping_interval)
+        except BaseException:
+            sock.close()
+            raise
+
+    def handshake(self) -> None:
+        where = f"{self.host}:{self.port}"
+        host = where if self.port not in (80, 443) else self.host
+        self.sock.send(self.ws.send(Request(host=host, target=self.path,
+                                            extra_headers=self.extra_headeers)))
+        event = None
+        try:
+            while event is None:
+                data = self.sock.recv(self.receive_bytes)
+                if not data:
+                    raise HandshakeFailed(f"{where} closed the connection during the handshake")
+                self.ws.receive_data(data)
+                event = next(self.ws.events(), None)
+        except socket.timeout:
+            raise HandshakeFailed(
+                f"no WebSocket handshake from {where} within {self.timeout:g} s") from None
+        except RemoteProtocolError:
+            raise HandshakeFailed(f"{where} did not answer in HTTP; is it a kafkatail "
+                                  "server?") from None
+        self.sock.settimeout(None)
+        if isinstance(event, RejectConnection):
+            raise WSConnectionError(event.status_code)
+        if not isinstance(event, AcceptConnection):
+            raise WSConnectionError(400)
+        self.connected = True
 
 
 @dataclass
@@ -59,7 +131,8 @@ class TailClient:
                  partitions: str | None = None, filter: str | None = None,
                  regex: str | None = None, max_records: int | None = None,
                  format: str = "auto", max_backoff: float = 10.0,
-                 reconnect: bool = True, token: str | None = None) -> None:
+                 reconnect: bool = True, token: str | None = None,
+                 timeout: float = 10.0) -> None:
         self.base_url = base_url
         self.topic = topic
         self.start = start
@@ -68,11 +141,13 @@ class TailClient:
         self.remaining = max_records
         self.max_backoff = max_backoff
         self.reconnect = reconnect
+        self.timeout = timeout
         # A header, never a URL parameter: URLs end up in proxy logs.
         self.headers = {"Authorization": f"Bearer {token}"} if token else None
         self.cursor: dict[int, int] = {}
         self._stop = threading.Event()
         self._ws: Client | None = None
+        self._connecting: socket.socket | None = None
 
     def url(self) -> str:
         start = self.start
@@ -86,6 +161,12 @@ class TailClient:
         self._stop.set()
         ws = self._ws
         if ws is None:
+            sock = self._connecting
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked connect or handshake
+                except OSError:
+                    pass
             return
         try:
             # Client.close() would close the fd under its reader thread, which a blocked recv
@@ -100,13 +181,21 @@ class TailClient:
         backoff = 0.5
         reconnecting = False
         while not self._stop.is_set():
+            self._ws = None
             try:
-                self._ws = Client.connect(self.url(), headers=self.headers,
-                                          ping_interval=PING_INTERVAL_S)
+                self._ws = _Client(self.url(), self.headers, PING_INTERVAL_S, self.timeout,
+                                   self._track)
             except (WSConnectionError, OSError) as exc:
+                if self._stop.is_set():
+                    return
+                status = getattr(exc, "status_code", None)
+                if status is not None and status not in RETRY_STATUSES:
+                    raise TailEnded(None, f"the server refused the WebSocket upgrade with HTTP "
+                                          f"{status}; is the URL a kafkatail server?") from None
                 if not self.reconnect:
                     raise TailEnded(None, f"cannot connect: {exc}") from None
-                yield Event("retry", detail={"error": str(exc), "in_s": backoff})
+                error = f"HTTP {status} from the server" if status is not None else str(exc)
+                yield Event("retry", detail={"error": error, "in_s": backoff})
                 self._stop.wait(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
@@ -125,6 +214,11 @@ class TailClient:
                     raise TailEnded(code, reason) from None
                 yield Event("disconnected", detail={"code": code, "reason": reason})
                 reconnecting = True
+
+    def _track(self, sock: socket.socket) -> None:
+        self._connecting = sock
+        if self._stop.is_set():
+            sock.close()
 
     def _read(self, ws: Client) -> Iterator[Event]:
         while True:

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
+from typing import Iterator
+
+import pytest
 
 from kafkatail.client import Formatter
 
@@ -81,3 +85,117 @@ def test_tail_exits_cleanly_on_ctrl_c(cluster, server):
     proc.send_signal(signal.SIGINT)
     assert proc.wait(10) == 0
     wait_for(lambda: len(server.pool) == 0, 5, lambda: server.pool.tails())
+
+
+class Peer:
+    """A TCP listener that answers a WebSocket upgrade wrongly, one way per ``mode``: silent
+    (a Kafka port, say), close, garbage (not HTTP), or an HTTP status line such as ``404``."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)  # the accept loop checks its stop event this often
+        self.port = self.listener.getsockname()[1]
+        self.requests = 0
+        self.held: list[socket.socket] = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name="kt-test-peer")
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(5)
+            if self.mode != "close" and conn.recv(4096).startswith(b"GET /ws/tail/"):
+                self.requests += 1
+            if self.mode == "garbage":
+                conn.sendall(b"\x00\x00\x00\x10kafka-ish bytes\r\n\r\n")
+            elif self.mode.isdigit():
+                conn.sendall(f"HTTP/1.1 {self.mode} Nope\r\nContent-Length: 0\r\n"
+                             "Connection: close\r\n\r\n".encode())
+            if self.mode == "silent":
+                self.held.append(conn)
+            else:
+                conn.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+        for conn in self.held:
+            conn.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def peer(request) -> Iterator[Peer]:
+    p = Peer(request.param)
+    yield p
+    p.stop()
+
+
+class TailProc:
+    """``kafkatail tail`` in a subprocess, its stderr lines collected as they come."""
+
+    def __init__(self, port: int, *args: str) -> None:
+        self.proc = subprocess.Popen(KT + ["t", "--url", f"ws://127.0.0.1:{port}", *args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stderr),
+                                       name="kt-test-reader")
+        self.reader.start()
+
+    def end(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self.reader.join(10)
+
+
+@pytest.mark.parametrize("peer", ["404", "403", "400"], indirect=True)
+def test_tail_ends_at_once_when_the_upgrade_is_refused(peer):
+    t = TailProc(peer.port)
+    try:
+        assert t.proc.wait(10) == 1
+        t.reader.join(10)
+        assert f"refused the WebSocket upgrade with HTTP {peer.mode}" in "".join(t.lines)
+        assert peer.requests == 1, "a refusal that cannot change must not be retried"
+    finally:
+        t.end()
+
+
+@pytest.mark.parametrize("peer, says", [
+    ("503", "HTTP 503 from the server"), ("429", "HTTP 429 from the server"),
+    ("close", "closed the connection during the handshake"),
+    ("garbage", "did not answer in HTTP"),
+    ("silent", "no WebSocket handshake from 127.0.0.1:{port} within 0.3 s"),
+], indirect=["peer"])
+def test_tail_retries_a_handshake_that_can_still_succeed(peer, says):
+    """Every failed try is a ``% retry`` line with the reason, never a hang or a traceback."""
+    says = says.format(port=peer.port)
+    t = TailProc(peer.port, "--timeout", "0.3")
+    try:
+        wait_for(lambda: sum(says in x for x in t.lines) >= 2, 15, lambda: t.lines)
+        assert all(x.startswith("% retry ") for x in t.lines), t.lines
+        t.proc.send_signal(signal.SIGTERM)
+        assert t.proc.wait(5) == 0
+    finally:
+        t.end()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("peer", ["silent"], indirect=True)
+def test_a_signal_ends_a_tail_stuck_in_its_handshake(peer, sig):
+    """A server that never answers held the handshake, and the signal, for good before the
+    handshake had a deadline; the signal now shuts the socket being connected."""
+    t = TailProc(peer.port)
+    try:
+        wait_for(lambda: peer.requests == 1, 10, lambda: t.lines)
+        t.proc.send_signal(sig)
+        assert t.proc.wait(3) == 0
+        t.reader.join(10)
+        assert t.lines == []
+    finally:
+        t.end()

@@ -5,7 +5,10 @@ from kafkatail.tail.outbox import Outbox
 
 
 def batch(start, n, partition=0):
-    return [{"partition": partition, "offset": o, "size": 1} for o in range(start, start + n)]
+    """Protocol records of one byte each."""
+    return [{"partition": partition, "offset": o, "timestamp": 0, "key": None,
+             "key_encoding": None, "value": "v", "encoding": "text", "headers": [], "size": 1}
+            for o in range(start, start + n)]
 
 
 def decoded(out):

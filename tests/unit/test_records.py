@@ -16,10 +16,15 @@ def rec(value, key=b"k", headers=(), offset=0, partition=0):
         serialized_header_size=sum(len(n) + len(v or b"") for n, v in headers))
 
 
+def sent(items):
+    """Records as a client reads them from the batch's frame."""
+    return json.loads(f"[{Batch(items).json()}]")
+
+
 def one(value, fmt="auto", max_bytes=1000, **kw):
     out = encode_batch([rec(value, **kw)], fmt, Matcher(), max_bytes)
     assert len(out) == 1
-    return out[0]
+    return sent(out)[0]
 
 
 def test_auto_parses_json_and_keeps_text():
@@ -84,16 +89,33 @@ def test_filter_matches_headers_in_both_decode_paths():
 
 
 def test_values_strict_json_cannot_carry_never_break_a_batch():
-    """NaN/Infinity (Python's JSON extensions) and a float past double range would make the
-    whole batch's frame unencodable, for every viewer of a feed: such values go as text."""
+    """NaN/Infinity (Python's JSON extensions) would make the whole batch's frame unreadable to
+    a browser's JSON.parse, for every viewer of a feed: such values go as text. A JSON value is
+    framed as its own text, so a float past double range and an integer past 64 bits arrive
+    exactly as produced."""
     values = [b'{"a": NaN}', b'[Infinity, -Infinity]', b'{"big": 1e400}', b'{"ok": 1.5}',
               b'{"id": 123456789012345678901234567890}']
     batch = Batch(encode_batch([rec(v, offset=i) for i, v in enumerate(values)], "auto",
                                Matcher(), 1000))
-    sent = json.loads(f"[{batch.json()}]", parse_constant=lambda c: pytest.fail(f"{c} sent"))
-    assert [(r["encoding"], r["value"]) for r in sent] == [
-        ("text", '{"a": NaN}'), ("text", "[Infinity, -Infinity]"), ("text", '{"big": Infinity}'),
+    got = json.loads(f"[{batch.json()}]", parse_constant=lambda c: pytest.fail(f"{c} sent"))
+    assert [(r["encoding"], r["value"]) for r in got] == [
+        ("text", '{"a": NaN}'), ("text", "[Infinity, -Infinity]"), ("json", {"big": 1e400}),
         ("json", {"ok": 1.5}), ("json", {"id": 123456789012345678901234567890})]
+    assert '"value":{"big": 1e400}' in batch.json()
+
+
+def test_a_json_value_is_framed_as_its_own_text():
+    """Spaces, key order and escapes as produced; the envelope's own strings are escaped."""
+    value = '{ "z": 1,\n  "a": "\\u00e9 \\" é" }'.encode()
+    key, header = 'k"\\\n\u2713', ("h\"", 'v\u0000'.encode())
+    items = encode_batch([rec(value, key=key.encode(), headers=[header])], "auto", Matcher(), 1000)
+    text = Batch(items).json()
+    assert value.decode() in text
+    (r,) = json.loads(f"[{text}]")
+    assert r["value"] == {"z": 1, "a": 'é " é'} and list(r["value"]) == ["z", "a"]
+    assert (r["key"], r["headers"]) == (key, [list(header[:1]) + [header[1].decode()]])
+    assert set(r) == {"partition", "offset", "timestamp", "key", "key_encoding", "value",
+                      "encoding", "headers", "size"}
 
 
 def test_auto_parses_a_scalar_only_when_the_whole_value_is_one(monkeypatch):
@@ -105,3 +127,16 @@ def test_auto_parses_a_scalar_only_when_the_whole_value_is_one(monkeypatch):
     monkeypatch.setattr(records, "_loads", lambda text: pytest.fail(f"parsed {text!r}"))
     for line in (b"2026-12-03 07:50:01 INFO started", b"42 apples", b"-v", b"nullable", b"t"):
         assert one(line)["encoding"] == "text"
+
+
+def test_a_filter_parses_only_the_records_it_keeps(monkeypatch):
+    """A filter scan from earliest drops most records: it must not pay their JSON parse."""
+    import kafkatail.tail.records as records
+    parsed = []
+    monkeypatch.setattr(records, "_loads", lambda text: parsed.append(text) or json.loads(text))
+    recs = [rec(json.dumps({"n": i, "level": "error" if i == 7 else "info"}).encode(), offset=i)
+            for i in range(50)]
+    out = encode_batch(recs, "auto", compile_matcher("error", None), 1000)
+    assert [(r["offset"], r["encoding"], r["value"]["n"]) for r in sent(out)] == [(7, "json", 7)]
+    assert len(parsed) == 1
+    assert len(decode_batch(recs, "auto", 1000)) == 50 and len(parsed) == 51

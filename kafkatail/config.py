@@ -156,7 +156,9 @@ FIELDS: tuple[Field, ...] = (
           _non_negative),
     Field("feed_replay_records", int, 2000,
           "Recent records a feed keeps per partition, so a resumed or catching-up viewer joins "
-          "it with no gap; further behind, it reads on its own consumer first.", _positive),
+          "it with no gap; further behind, it reads on its own consumer first. Memory: each "
+          "held record's size plus ~0.5 KB, times partitions, for as long as the feed lives.",
+          _positive),
     Field("shutdown_grace_s", float, 10.0,
           "On SIGTERM, time allowed for closing sockets and joining threads.", _positive),
     Field("status_interval_s", float, 5.0,

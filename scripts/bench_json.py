@@ -1,5 +1,6 @@
-"""Is a faster JSON library worth a dependency? kafkatail's decode and encode of one batch
-against orjson's, per record (issue #9). Needs ``pip install orjson``; not part of make bench.
+"""Is a faster JSON library worth a dependency? The stdlib's parse and encode of one batch
+against orjson's, and kafkatail's check that a value is JSON (``records._json_or_text``: orjson, the
+stdlib only on a refusal), per record (issue #9). Not part of make bench.
 
     .venv/bin/python scripts/bench_json.py
 """
@@ -12,7 +13,7 @@ import time
 import orjson
 
 from kafkatail.tail.frames import dumps
-from kafkatail.tail.records import _loads
+from kafkatail.tail.records import _loads, _json_or_text
 
 BATCH, CALLS, REPEATS = 100, 200, 15
 
@@ -25,9 +26,10 @@ RECORDS = [{"partition": 0, "offset": i, "timestamp": 1764700000000 + i, "key": 
             "size": len(v) + 4} for i, v in enumerate(VALUES)]
 
 CASES = {
-    "decode: kafkatail (json)": lambda: [_loads(v) for v in VALUES],
+    "decode: json (stdlib)": lambda: [_loads(v) for v in VALUES],
     "decode: orjson.loads": lambda: [orjson.loads(v) for v in VALUES],
-    "encode: kafkatail (json)": lambda: dumps(RECORDS),
+    "check: kafkatail": lambda: [_json_or_text(v) for v in VALUES],
+    "encode: json (stdlib)": lambda: dumps(RECORDS),
     "encode: orjson.dumps": lambda: orjson.dumps(RECORDS).decode(),
 }
 

@@ -3,6 +3,8 @@ import json
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kafkatail.tail.records import Batch, decode_batch, encode_batch, select
 from kafkatail.tail.request import Matcher, compile_matcher
@@ -104,6 +106,42 @@ def test_values_strict_json_cannot_carry_never_break_a_batch():
     assert '"value":{"big": 1e400}' in batch.json()
 
 
+def _stdlib_says_json(text):
+    try:
+        json.loads(text, parse_constant=lambda c: 1 / 0)
+    except (ValueError, ZeroDivisionError, RecursionError):
+        return False
+    return True
+
+
+def test_deep_nesting_goes_as_text_and_never_raises():
+    """A 2 KB value nested past the stdlib's recursion limit raised RecursionError out of the
+    batch: the feed thread died and every viewer of the topic got 1011. Now it is text; nesting
+    both checkers take (1,024) is still JSON."""
+    assert one(b"[" * 100_000 + b"]" * 100_000, max_bytes=300_000)["encoding"] == "text"
+    assert one(b"[" * 900 + b"]" * 900, max_bytes=2000)["encoding"] == "json"
+
+
+# Texts near the edges where orjson (the fast check) and the stdlib disagree, and plain ones.
+_EDGES = ["1e400", "-1e400", '"\\ud800"', '{"a": NaN}', "Infinity", '{"a":1,"a":2}', " [1] ",
+          "[1,]", "00", "1.5e308", '"a\x01"', "123456789012345678901234567890", "{}", "[]",
+          '{"a": [1, 2.5e-3, true, false, null, "\\u00e9"]}', "-0", "1.", ".5", "[" * 1100]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.sampled_from(_EDGES),
+                 st.recursive(st.none() | st.booleans() | st.floats() | st.integers()
+                              | st.text(), lambda c: st.lists(c) | st.dictionaries(st.text(), c),
+                              max_leaves=8).map(lambda v: json.dumps(v)),
+                 st.text(alphabet='{}[]",:0123456789.eE+-tfnaNI\\u ', max_size=12)))
+def test_a_value_is_json_exactly_when_the_stdlib_says_so(text):
+    """The fast check never lets through what the stdlib refuses, nor refuses what it takes."""
+    want = _stdlib_says_json(text)
+    raw = text.encode()
+    got = decode_batch([rec(raw)], "json", len(raw) + 1)[0][0]["encoding"]
+    assert got == ("json" if want else "text"), text
+
+
 def test_a_json_value_is_framed_as_its_own_text():
     """Spaces, key order and escapes as produced; the envelope's own strings are escaped."""
     value = '{ "z": 1,\n  "a": "\\u00e9 \\" é" }'.encode()
@@ -133,7 +171,7 @@ def test_a_filter_parses_only_the_records_it_keeps(monkeypatch):
     """A filter scan from earliest drops most records: it must not pay their JSON parse."""
     import kafkatail.tail.records as records
     parsed = []
-    monkeypatch.setattr(records, "_loads", lambda text: parsed.append(text) or json.loads(text))
+    monkeypatch.setattr(records, "_check", lambda text: parsed.append(text) or json.loads(text))
     recs = [rec(json.dumps({"n": i, "level": "error" if i == 7 else "info"}).encode(), offset=i)
             for i in range(50)]
     out = encode_batch(recs, "auto", compile_matcher("error", None), 1000)

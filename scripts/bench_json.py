@@ -1,6 +1,7 @@
 """Is a faster JSON library worth a dependency? The stdlib's parse and encode of one batch
-against orjson's, and kafkatail's check that a value is JSON (``records._json_or_text``: orjson, the
-stdlib only on a refusal), per record (issue #9). Not part of make bench.
+against orjson's, kafkatail's check that a value is JSON (``records._json_or_text``: orjson,
+the stdlib only on a refusal) and its whole decode and frame, per record (issue #9). Not part
+of make bench.
 
     .venv/bin/python scripts/bench_json.py
 """
@@ -13,7 +14,10 @@ import time
 import orjson
 
 from kafkatail.tail.frames import dumps
-from kafkatail.tail.records import _loads, _json_or_text
+from kafka.consumer.fetcher import ConsumerRecord
+
+from kafkatail.tail.records import Batch, _json_or_text, _loads, decode_batch, select
+from kafkatail.tail.request import Matcher
 
 BATCH, CALLS, REPEATS = 100, 200, 15
 
@@ -25,10 +29,20 @@ RECORDS = [{"partition": 0, "offset": i, "timestamp": 1764700000000 + i, "key": 
             "key_encoding": "text", "value": json.loads(v), "encoding": "json", "headers": [],
             "size": len(v) + 4} for i, v in enumerate(VALUES)]
 
+CONSUMED = [ConsumerRecord("t", 0, 0, i, 1764700000000 + i, 0, b"k%d" % i, v.encode(), [], None, 4,
+                           len(v), -1) for i, v in enumerate(VALUES)]
+
+
+def decode_and_frame() -> str:
+    """kafkatail's whole per-record path for an unfiltered viewer: decode, check, frame JSON."""
+    return Batch(select(decode_batch(CONSUMED, "auto", 65536), Matcher())).json()
+
+
 CASES = {
     "decode: json (stdlib)": lambda: [_loads(v) for v in VALUES],
     "decode: orjson.loads": lambda: [orjson.loads(v) for v in VALUES],
     "check: kafkatail": lambda: [_json_or_text(v) for v in VALUES],
+    "kafkatail: decode + frame": decode_and_frame,
     "encode: json (stdlib)": lambda: dumps(RECORDS),
     "encode: orjson.dumps": lambda: orjson.dumps(RECORDS).decode(),
 }

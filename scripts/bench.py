@@ -6,7 +6,8 @@ them from this process (WebSocket clients, paced producers, a plain kafka-python
 reference rate) and measures the server's gunicorn worker with psutil. Rows:
 
 - ``delivery``: records/s to one WebSocket client from ``earliest`` (connect to last record) vs a
-  plain KafkaConsumer loop here (construction to last record), best of alternating runs
+  plain KafkaConsumer loop here (construction to last record), best of alternating runs; with
+  ``filter``, once per backend (``--backend``: kafka-python and confluent by default)
 - ``filter``:   records/s scanned from ``earliest`` by a filter that matches nothing (connect to
   the ``caught-up`` status)
 - ``latency``:  produce-to-client latency at 1k records/s to 10 live clients (each value carries
@@ -23,7 +24,7 @@ reference rate) and measures the server's gunicorn worker with psutil. Rows:
 Usage::
 
     python scripts/bench.py [--quick] [--rows delivery,latency,...] [--out bench.json]
-                            [--backend kafka-python|confluent]
+                            [--backend kafka-python,confluent]
                             [--profile DIR]
 
 Not part of CI; needs a quiet machine for numbers worth comparing (the load average is printed).
@@ -70,13 +71,16 @@ class Bench:
         self.stop_samples = 5 if q else 30
         self.repeats = 1 if q else 3
         self.worker_class = opts.worker_class
-        self.backend = opts.backend
-        # Server config for the rows that run a consumer (idle rows under gevent keep
-        # kafka-python: the confluent backend refuses the gevent worker).
-        self.server_config = {"consumer_backend": opts.backend}
+        self.use(opts.backends[0])
         self.profile_dir = Path(opts.profile) if opts.profile else None
         self.rows: list[dict[str, Any]] = []
         self.cluster: Cluster | None = None
+
+    def use(self, backend: str) -> None:
+        """The backend of the delivery and filter rows' servers; the other rows keep the default
+        (kafka-python: the idle rows run gevent, which the confluent backend refuses)."""
+        self.backend = backend
+        self.server_config = {"consumer_backend": backend}
 
     def add(self, measure: str, setup: str, result: str, target: str = "",
             met: bool | None = None, **values: Any) -> None:
@@ -419,9 +423,10 @@ def main() -> None:
     ap.add_argument("--window", type=float, help="seconds each CPU measurement lasts")
     ap.add_argument("--worker-class", default="gthread", choices=("gthread", "gevent"),
                     help="worker for every row but idle (which runs both)")
-    ap.add_argument("--backend", default="kafka-python", choices=("kafka-python", "confluent"),
-                    help="consumer_backend of the servers in the delivery and filter rows (and "
-                    "the raw consume rate they are compared with)")
+    ap.add_argument("--backend", default="kafka-python,confluent",
+                    help="comma list of kafka-python, confluent: the delivery and filter rows run "
+                    "once per backend (server's consumer_backend, and the raw consume rate it is "
+                    "compared with); the other rows use the first")
     ap.add_argument("--out", help="also write the table and every number as JSON here")
     ap.add_argument("--profile", metavar="DIR",
                     help="profile the worker under each row's load; folded files go to DIR")
@@ -429,6 +434,9 @@ def main() -> None:
     rows = set(opts.rows.split(","))
     if rows - set(ROWS):
         ap.error(f"unknown rows: {', '.join(sorted(rows - set(ROWS)))}")
+    opts.backends = opts.backend.split(",")
+    if set(opts.backends) - {"kafka-python", "confluent"}:
+        ap.error(f"unknown backend in {opts.backend}")
     raise_fd_limit()
     info = machine()
     b = Bench(opts)
@@ -437,7 +445,10 @@ def main() -> None:
         stack.callback(broker.stop)
         b.cluster = Cluster(broker.bootstrap, broker)
         if rows & {"delivery", "filter"}:
-            row_delivery_and_filter(b, rows)
+            for backend in opts.backends:
+                b.use(backend)
+                row_delivery_and_filter(b, rows)
+            b.use(opts.backends[0])
         for name, fn in (("latency", row_latency), ("idle", row_idle), ("stop", row_stop),
                          ("fanout", row_fanout), ("outage", row_outage)):
             if name in rows:

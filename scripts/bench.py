@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """kafkatail's benchmark (issue #9): one table, every row measured in the same run.
 
-Starts an embedded Tansu broker and ``kafkatail serve`` processes as production runs them, drives
+Starts an embedded Tansu broker (or uses the cluster ``--bootstrap`` or ``KAFKATAIL_TEST_BOOTSTRAP``
+names) and ``kafkatail serve`` processes as production runs them, drives
 them from this process (WebSocket clients, paced producers, a plain kafka-python consumer for the
 reference rate) and measures the server's gunicorn worker with psutil. Rows:
 
@@ -16,7 +17,8 @@ reference rate) and measures the server's gunicorn worker with psutil. Rows:
 - ``stop``:     socket close (at a random point of the consumer's poll) until /metrics, read
   every 5 ms, no longer counts the consumer thread: a dedicated tail, and a feed's last viewer
 - ``fanout``:   live viewers at 2k records/s, shared feed vs dedicated consumers: worker CPU,
-  and Fetch requests counted by a proxy between the server and the broker; the shared feed
+  and Fetch requests counted by a proxy between the server and the embedded broker (not counted
+  on an external cluster, whose brokers advertise their own addresses); the shared feed
   also with clients that ask for permessage-deflate, as browsers do
 - ``outage``:   the original design (a consumer thread per page view, never stopped) vs kafkatail
   after 300 page views: threads, fds, idle CPU
@@ -24,7 +26,7 @@ reference rate) and measures the server's gunicorn worker with psutil. Rows:
 Usage::
 
     python scripts/bench.py [--quick] [--rows delivery,latency,...] [--out bench.json]
-                            [--backend kafka-python,confluent]
+                            [--backend kafka-python,confluent] [--bootstrap HOST:PORT]
                             [--profile DIR]
 
 Not part of CI; needs a quiet machine for numbers worth comparing (the load average is printed).
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import threading
@@ -51,7 +54,7 @@ from benchlib import (  # noqa: E402
 from compare_threadleak import rst_table  # noqa: E402
 
 from kafkatail.broker import EmbeddedBroker  # noqa: E402
-from kafkatail.testing.kafka import Cluster  # noqa: E402
+from kafkatail.testing.kafka import BOOTSTRAP_ENV, Cluster  # noqa: E402
 
 ROWS = ("delivery", "filter", "latency", "idle", "stop", "fanout", "outage")
 NO_MATCH = "zq-no-such-text-zq"
@@ -75,6 +78,7 @@ class Bench:
         self.profile_dir = Path(opts.profile) if opts.profile else None
         self.rows: list[dict[str, Any]] = []
         self.cluster: Cluster | None = None
+        self.topics: list[str] = []
 
     def use(self, backend: str) -> None:
         """The backend of the delivery and filter rows' servers; the other rows keep the default
@@ -107,7 +111,17 @@ class Bench:
             [frame, round(pct, 1)] for frame, pct in top_self_frames(folded, 8)]
 
     def topic(self, prefix: str) -> str:
-        return self.cluster.create_topic(self.cluster.unique_topic(prefix))
+        """A new topic, deleted at the end of the run on an external cluster."""
+        name = self.cluster.create_topic(self.cluster.unique_topic(prefix))
+        self.topics.append(name)
+        return name
+
+    def delete_topics(self) -> None:
+        for name in self.topics:
+            try:
+                self.cluster.delete_topic(name)
+            except Exception as exc:  # noqa: BLE001 - report, and go on with the others
+                print(f"could not delete topic {name}: {exc}", file=sys.stderr)
 
 
 # -- rows ------------------------------------------------------------------------------------
@@ -312,15 +326,21 @@ def delivered(server: Server) -> tuple[float | None, float]:
 
 
 def row_fanout(b: Bench, rate: int = 2000) -> None:
-    broker = ProxiedBroker().start()
-    cluster = Cluster(broker.bootstrap, broker)
+    """On the bench's own broker, behind a proxy that counts Fetch requests; on an external
+    cluster, uncounted."""
+    proxied = None if b.cluster.external else ProxiedBroker().start()
+    bootstrap = proxied.bootstrap if proxied else b.cluster.bootstrap
+    cluster = Cluster(bootstrap, proxied) if proxied else b.cluster
+    fetches = proxied.proxy.fetches if proxied else lambda: None
     cpu_one = None
     try:
         for n, shared, deflate in ((1, True, False), (b.viewers, True, False),
                                    (b.viewers, True, True), (b.viewers, False, False)):
             topic = cluster.create_topic(cluster.unique_topic("fanout"))
+            if not proxied:
+                b.topics.append(topic)
             # Clients here read raw bytes and answer no pings: a long ping interval.
-            server = Server(broker.bootstrap, b.worker_class, share_live_feeds=shared,
+            server = Server(bootstrap, b.worker_class, share_live_feeds=shared,
                             ping_interval_s=600)
             drain = Drain(raw=True)
             drain.start()
@@ -330,14 +350,14 @@ def row_fanout(b: Bench, rate: int = 2000) -> None:
                 wait_until(lambda: server.consumer_threads() == (1 if shared else n), 60,
                            "consumers up")
                 time.sleep(3)
-                producer = PacedProducer(broker.bootstrap, topic, rate)
+                producer = PacedProducer(bootstrap, topic, rate)
                 producer.start()
                 time.sleep(3)  # warm-up
-                m0, f0, d0 = delivered(server), broker.proxy.fetches(), drain.bytes
+                m0, f0, d0 = delivered(server), fetches(), drain.bytes
                 with Usage(server.worker) as u:
                     time.sleep(b.window)
-                f1, d1, m1 = broker.proxy.fetches(), drain.bytes, delivered(server)
-                fetch_rate = (f1 - f0) / u.seconds
+                f1, d1, m1 = fetches(), drain.bytes, delivered(server)
+                fetch_rate = (f1 - f0) / u.seconds if proxied else None
                 mb_s = (d1 - d0) / u.seconds / 2**20
                 answered = m0[0] is not None and m1[0] is not None
                 rate_out = (m1[0] - m0[0]) / (m1[1] - m0[1]) if answered else None
@@ -352,7 +372,7 @@ def row_fanout(b: Bench, rate: int = 2000) -> None:
                 b.add(f"{n} viewer{'s' if n > 1 else ''}, {rate:,} rec/s",
                       f"{kind}, {b.worker_class}",
                       f"{u.cpu_pct:.1f}% CPU (user {u.user_pct:.0f}, system {u.system_pct:.0f}), "
-                      f"{fetch_rate:.1f} Fetch/s to the broker, "
+                      + (f"{fetch_rate:.1f} Fetch/s to the broker, " if proxied else "")
                       + (f"{rate_out:,.0f}" if rate_out is not None else "? (/metrics timed out)")
                       + f" of {n * rate:,} rec/s delivered ({mb_s:.1f} MB/s)",
                       target, met, viewers=n, shared=shared, deflate=deflate, cpu_pct=u.cpu_pct,
@@ -365,7 +385,8 @@ def row_fanout(b: Bench, rate: int = 2000) -> None:
             finally:
                 stop_all(producer and producer.stop, drain.stop, server.stop)
     finally:
-        broker.stop()
+        if proxied:
+            proxied.stop()
 
 
 def _settled(proc: Any, timeout: float = 120) -> None:
@@ -416,7 +437,8 @@ def render(info: dict[str, Any], rows: list[dict[str, Any]], window: float) -> s
                       [[r["measure"], r["setup"], r["result"], r["target"]] for r in rows])
     return (f"{table}\n\n{info['date']}; {info['nproc']} x {info['cpu']}, Python "
             f"{info['python']}, kafka-python {info['kafka_python']} (CRC-32C in "
-            f"{info['kafka_crc32c']}), load average {info['load_avg'][0]} at the start. CPU is "
+            f"{info['kafka_crc32c']}), broker: {info['broker']}, load average "
+            f"{info['load_avg'][0]} at the start. CPU is "
             f"% of one core used by the gunicorn worker over {window:g} s.")
 
 
@@ -432,6 +454,9 @@ def main() -> None:
                     help="comma list of kafka-python, confluent: the delivery and filter rows run "
                     "once per backend (server's consumer_backend, and the raw consume rate it is "
                     "compared with); the other rows use the first")
+    ap.add_argument("--bootstrap", default=os.environ.get(BOOTSTRAP_ENV),
+                    help=f"measure against this cluster (default: ${BOOTSTRAP_ENV}, else an "
+                    "embedded Tansu); the bench creates its topics there and deletes them after")
     ap.add_argument("--out", help="also write the table and every number as JSON here")
     ap.add_argument("--profile", metavar="DIR",
                     help="profile the worker under each row's load; folded files go to DIR")
@@ -446,9 +471,16 @@ def main() -> None:
     info = machine()
     b = Bench(opts)
     with ExitStack() as stack:
-        broker = EmbeddedBroker().start()
-        stack.callback(broker.stop)
-        b.cluster = Cluster(broker.bootstrap, broker)
+        if opts.bootstrap:
+            b.cluster = Cluster(opts.bootstrap)
+            info["broker"] = f"the cluster at {opts.bootstrap}"
+        else:
+            broker = EmbeddedBroker().start()
+            stack.callback(broker.stop)
+            b.cluster = Cluster(broker.bootstrap, broker)
+            info["broker"] = "embedded Tansu"
+        if b.cluster.external:
+            stack.callback(b.delete_topics)
         if rows & {"delivery", "filter"}:
             for backend in opts.backends:
                 b.use(backend)

@@ -40,6 +40,14 @@ class Cluster:
             admin.close()
         return name
 
+    def topics(self) -> set[str]:
+        """The names of the topics the cluster lists now."""
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="kt-test-admin")
+        try:
+            return set(admin.list_topics())
+        finally:
+            admin.close()
+
     def delete_topic(self, name: str) -> None:
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="kt-test-admin")
         try:

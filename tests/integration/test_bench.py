@@ -10,21 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kafka import KafkaAdminClient
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def topics(bootstrap: str) -> set[str]:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="kt-test-admin")
-    try:
-        return set(admin.list_topics())
-    finally:
-        admin.close()
-
-
 def test_bench_runs_against_an_external_cluster_and_deletes_its_topics(cluster, tmp_path):
-    before = topics(cluster.bootstrap)
+    before = cluster.topics()
     out = tmp_path / "bench.json"
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick",
                         "--rows", "stop,outage", "--window", "1", "--bootstrap", cluster.bootstrap,
@@ -39,4 +29,4 @@ def test_bench_runs_against_an_external_cluster_and_deletes_its_topics(cluster, 
     leaky = rows["after 30 page views, idle", "outage design: thread per view"]
     ours = rows["after 30 page views, idle", "kafkatail"]
     assert leaky["threads"] > 30 and ours["threads"] < 10
-    assert topics(cluster.bootstrap) == before
+    assert cluster.topics() == before

@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit integration bench clean
+.PHONY: demo test test-kafka kafka unit integration bench soak clean
 
 $(STAMP): setup.cfg setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The integration, regression and Apache-Kafka-only suites against Apache Kafka (fetched with
+# Maven into ~/.cache/kafkatail once; needs Java 17+ and mvn); the summary names the version.
+test-kafka: $(STAMP)
+	KAFKATAIL_TEST_BROKER=kafka $(PY) -m pytest tests/integration tests/regression tests/apache_kafka \
+		tests/plugin/test_kafka_fixtures.py $(PYTEST_ARGS)
+
+# An Apache Kafka broker with every listener (PLAINTEXT, SASL_PLAINTEXT, SSL, SASL_SSL): prints
+# its addresses, users and test CA, and runs until Ctrl-C.
+kafka: $(STAMP)
+	$(PY) -m kafkatail.testing.apache_kafka
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -1,41 +1,68 @@
 """Real-broker helpers for tests: a session broker, unique topics and a produce helper.
 
-``KAFKATAIL_TEST_BOOTSTRAP=host:port`` points them at an existing cluster instead of starting
-the embedded Tansu broker, so the same suite runs against Apache Kafka where one exists.
+``KAFKATAIL_TEST_BROKER`` chooses the broker the session starts: ``tansu`` (the default: the
+embedded broker, no JVM) or ``kafka`` (Apache Kafka, fetched with Maven: ``apache_kafka.py``).
+``KAFKATAIL_TEST_BOOTSTRAP=host:port`` points them at an existing cluster instead, starting none.
 """
 from __future__ import annotations
 
 import itertools
 import os
 import uuid
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from ..broker import EmbeddedBroker
+from ..broker import BrokerError, EmbeddedBroker
+
+if TYPE_CHECKING:
+    from .apache_kafka import ApacheKafka
 
 BOOTSTRAP_ENV = "KAFKATAIL_TEST_BOOTSTRAP"
+BROKER_ENV = "KAFKATAIL_TEST_BROKER"
+BROKERS = ("tansu", "kafka")
 
 
 class Cluster:
     """Where the tests' Kafka is, and (when embedded) the broker process to stop or restart."""
 
-    def __init__(self, bootstrap: str, broker: EmbeddedBroker | None = None) -> None:
+    def __init__(self, bootstrap: str, broker: EmbeddedBroker | ApacheKafka | None = None
+                 ) -> None:
         self.bootstrap = bootstrap
         self.broker = broker
         self.external = broker is None
         self._names = itertools.count(1)
         self._run = uuid.uuid4().hex[:6]
 
+    @property
+    def kind(self) -> str:
+        """``tansu``, ``kafka`` or ``external``."""
+        if self.broker is None:
+            return "external"
+        return "kafka" if hasattr(self.broker, "listeners") else "tansu"
+
+    def describe(self) -> str:
+        """What the session runs on, e.g. ``Apache Kafka 4.4.0 at 127.0.0.1:41234 (ready in
+        5.2 s)``."""
+        if self.broker is None:
+            return f"an external cluster at {self.bootstrap}"
+        if self.kind == "kafka":
+            return (f"{self.broker.name} at {self.bootstrap} (ready in "
+                    f"{self.broker.start_seconds:.1f} s)")
+        return f"Tansu (embedded) at {self.bootstrap}"
+
     def unique_topic(self, prefix: str = "t") -> str:
         return f"{prefix}.{self._run}.{next(self._names)}"
 
-    def create_topic(self, name: str | None = None, partitions: int = 1) -> str:
+    def create_topic(self, name: str | None = None, partitions: int = 1,
+                     configs: dict[str, str] | None = None) -> str:
+        """A topic (a unique name unless given); ``configs`` are topic configs, e.g.
+        ``{"cleanup.policy": "compact"}``."""
         name = name or self.unique_topic()
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="kt-test-admin")
         try:
-            admin.create_topics([NewTopic(name, partitions, 1)])
+            admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {})])
         finally:
             admin.close()
         return name
@@ -98,13 +125,26 @@ def _b(v: object) -> bytes | None:
     return str(v).encode()
 
 
-def start_cluster() -> Iterator[Cluster]:
-    """Yield the external cluster if configured, else a fresh embedded broker, stopped after."""
+def broker_kind() -> str:
+    """The broker ``KAFKATAIL_TEST_BROKER`` asks for; BrokerError for an unknown name."""
+    kind = os.environ.get(BROKER_ENV, "").strip().lower() or "tansu"
+    if kind not in BROKERS:
+        raise BrokerError(f"{BROKER_ENV}={kind!r}: use one of {', '.join(BROKERS)}")
+    return kind
+
+
+def start_cluster(kind: str | None = None) -> Iterator[Cluster]:
+    """Yield the external cluster if configured, else a fresh broker of ``kind`` (default:
+    ``broker_kind()``), stopped after."""
     external = os.environ.get(BOOTSTRAP_ENV)
     if external:
         yield Cluster(external)
         return
-    broker = EmbeddedBroker().start()
+    if (kind or broker_kind()) == "kafka":
+        from .apache_kafka import ApacheKafka
+        broker: EmbeddedBroker | ApacheKafka = ApacheKafka().start()
+    else:
+        broker = EmbeddedBroker().start()
     try:
         yield Cluster(broker.bootstrap, broker)
     finally:

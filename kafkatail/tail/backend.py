@@ -79,6 +79,9 @@ def open_consumer(config: Config, client_id: str, **owner: Any) -> KafkaConsumer
             enable_auto_commit=False,
             # A viewer must never create a topic: not a typo's, not one just deleted.
             allow_auto_create_topics=False,
+            # What Kafka users expect of a viewer (and librdkafka's default): committed records
+            # only, never an aborted transaction's.
+            isolation_level="read_committed",
             max_poll_records=_max_poll_records(config),
             request_timeout_ms=config.request_timeout_ms,
             bootstrap_timeout_ms=config.request_timeout_ms,
@@ -217,6 +220,7 @@ class ConfluentBackend:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "allow.auto.create.topics": False,
+            "isolation.level": "read_committed",
             "auto.offset.reset": "latest",
             "enable.partition.eof": False,
             "fetch.wait.max.ms": _fetch_wait_ms(config),
@@ -391,9 +395,18 @@ class ConfluentBackend:
         return lo_hi[1]
 
     def position(self, tp: TopicPartition, timeout_ms: int) -> int | None:
-        """The next offset this backend returns for the partition: what poll() delivered, or
-        where it was sought."""
-        return self._pos.get(tp)
+        """The next offset this backend returns for the partition: what poll() delivered or
+        where it was sought, or past that where librdkafka passed offsets that hold no record
+        for the application (transaction markers, aborted records)."""
+        pos = self._pos.get(tp)
+        if self._started and pos is not None:
+            try:
+                (found,) = self.consumer.position([self._ctp(tp.topic, tp.partition)])
+            except self._exc:
+                return pos
+            if found.error is None and found.offset > pos:
+                self._pos[tp] = pos = found.offset
+        return pos
 
     def topic_listed(self, topic: str) -> bool:
         """A bounded metadata request; True when it cannot answer (probe() decides then)."""

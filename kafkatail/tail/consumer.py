@@ -388,6 +388,8 @@ class ConsumerThread(threading.Thread):
                 ready = self._gather(polled)
                 if ready:
                     self._take(ready)
+            if not self._held and not self._paused:
+                self._pass_markers(consumer, tps, polled)
             for v in self._viewers:
                 if not v.done and v.outbox.check_stall(cfg.send_timeout_s):
                     v.done = True
@@ -493,6 +495,30 @@ class ConsumerThread(threading.Thread):
                 shared: dict[str, Any] = {}
                 for v in viewers:
                     self._deliver(v, p, recs, shared)
+
+    def _pass_markers(self, consumer: Consumer, tps: list[TopicPartition], polled: dict) -> None:
+        """Move past offsets that hold no record for a tail: transaction markers, and aborted
+        records under read_committed. A partition that polled nothing while behind the high
+        watermark has its edge, and every viewer standing at it, moved to the consumer's
+        position, so caught-up and the hand-over to a feed see the partition's true end."""
+        for tp in tps:
+            if tp in polled:
+                continue
+            p = tp.partition
+            edge = self._next[p]
+            high = consumer.highwater(tp)
+            if high is None or high <= edge:
+                continue
+            pos = consumer.position(tp, timeout_ms=0)
+            if pos is None or pos <= edge:
+                continue
+            with self._lock:
+                if self._next[p] != edge:
+                    continue
+                for v in self._viewers:
+                    if v.cursor is not None and v.cursor.get(p) == edge:
+                        v.cursor[p] = pos
+                self._next[p] = pos
 
     def _announce_caught_up(self) -> None:
         with self._lock:

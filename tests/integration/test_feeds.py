@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from kafka import KafkaProducer
 
 from kafkatail.ops.threads import REGISTRY
 
@@ -101,10 +102,17 @@ def test_a_feed_gathers_polls_into_fewer_writes_within_its_delay_cap(cluster, ma
     for c in clients:
         c.status("live")
     pace = threading.Event()
-    started = time.monotonic()
-    for i in range(12):
-        cluster.produce(t, [(None, f"v{i * 5 + j}") for j in range(5)])
-        pace.wait(0.1)
+    producer = KafkaProducer(bootstrap_servers=cluster.bootstrap, client_id="kt-test-gather")
+    try:
+        for i in range(12):
+            for j in range(5):
+                producer.send(t, value=f"v{i * 5 + j}".encode())
+            producer.flush()
+            if i == 0:
+                started = time.monotonic()
+            pace.wait(0.1)
+    finally:
+        producer.close(timeout=5)
     for c in clients:
         first = c.until(lambda f: f["type"] == "messages")
         if writes_per_s:

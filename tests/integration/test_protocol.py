@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import base64
 import json
+import time
+from datetime import datetime, timezone
 
 import pytest
 import websocket
@@ -67,16 +69,19 @@ def test_last_n_larger_than_partition_starts_at_earliest(server, topic10):
 
 def test_from_timestamp_epoch_and_iso(cluster, server):
     t = cluster.create_topic()
-    base = 1_800_000_000_000
+    # An hour ago, on a whole second: Apache Kafka 4 refuses timestamps over an hour ahead of
+    # its clock (log.message.timestamp.after.max.ms).
+    base = (int(time.time()) - 3600) * 1000
     cluster.produce(t, [(None, f"v{i}", 0, None, base + i * 1000) for i in range(6)])
-    # Tansu answers offset 0 to every time lookup: the hello start is the broker's answer,
-    # the records delivered are the ones at/after the time.
+    # Tansu answers offset 0 to every time lookup (Apache Kafka the first at/after it): the
+    # hello start is the broker's answer, the records delivered are the ones at/after the time.
     c = tail(server, t, f"from=ts:{base + 3000}")
     assert c.hello()["partitions"][0]["start"] <= 3
     assert offsets(c.collect(3)) == [3, 4, 5]
     c.status("caught-up")
     assert len(c.records) == 3
-    c2 = tail(server, t, "from=ts:2027-01-15T08:00:04Z")
+    iso = datetime.fromtimestamp(base / 1000 + 4, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    c2 = tail(server, t, f"from=ts:{iso}")
     assert [r["offset"] for r in c2.collect(2)] == [4, 5]
 
 

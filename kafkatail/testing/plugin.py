@@ -1,4 +1,5 @@
-"""pytest plugin: fail tests that leave threads (or fds) running, and real-broker fixtures.
+"""pytest plugin: fail tests that leave threads (or fds, or child processes) running, and
+real-broker fixtures.
 
 Registered through the ``pytest11`` entry point. The guard is off unless ``--threadguard``,
 ini ``threadguard = true`` or a ``@pytest.mark.threadguard`` marker turns it on; while off, none
@@ -38,11 +39,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(ini: threadguard_grace)")
     group.addoption("--threadguard-fds", action="store_true", default=False,
                     help="check open file descriptors too (ini: threadguard_fds)")
+    group.addoption("--threadguard-procs", action="store_true", default=False,
+                    help="check running child processes too, e.g. a broker's JVM "
+                         "(ini: threadguard_procs)")
     parser.addini("threadguard", "check every test for leftover threads", type="bool",
                   default=False)
     parser.addini("threadguard_scope", "function, module or session", default="function")
     parser.addini("threadguard_grace", "seconds leftovers may take to stop", default="5")
     parser.addini("threadguard_fds", "check open file descriptors too", type="bool",
+                  default=False)
+    parser.addini("threadguard_procs", "check running child processes too", type="bool",
                   default=False)
     parser.addini("threadguard_exclude", "regular expressions (one a line) searched in thread "
                   "names; matching threads may outlive a test", type="linelist", default=[])
@@ -65,6 +71,7 @@ class Settings:
     grace: float
     fds: bool
     exclude: tuple[Ignore, ...]
+    procs: bool = False
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> "Settings":
@@ -80,6 +87,8 @@ class Settings:
         return cls(enabled=config.getoption("threadguard") or config.getini("threadguard"),
                    scope=scope, grace=grace,
                    fds=config.getoption("threadguard_fds") or config.getini("threadguard_fds"),
+                   procs=(config.getoption("threadguard_procs")
+                          or config.getini("threadguard_procs")),
                    exclude=tuple(_patterns(config.getini("threadguard_exclude"),
                                            "threadguard_exclude", "threadguard_exclude")))
 
@@ -175,7 +184,8 @@ class ActiveGuard:
             self.unit.guard.allow(policy.allow)
         elif policy.enabled:
             from .threadguard import Guard
-            guard = Guard(fds=self.settings.fds, ignore=self.settings.exclude + policy.allow)
+            guard = Guard(fds=self.settings.fds, ignore=self.settings.exclude + policy.allow,
+                          procs=self.settings.procs)
             self.unit = Unit(self._key(item), guard)
             guard.start()
         return (yield)
@@ -187,7 +197,7 @@ class ActiveGuard:
         if unit is None or _FIXTURE_RANK[fixturedef.scope] <= _FIXTURE_RANK[self.settings.scope]:
             return (yield)
         from .threadguard import Snapshot
-        before = Snapshot.take(self.settings.fds)
+        before = Snapshot.take(self.settings.fds, self.settings.procs)
         try:
             return (yield)
         finally:

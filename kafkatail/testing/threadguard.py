@@ -55,6 +55,33 @@ def open_fds(pid: int | str = "self") -> frozenset[int]:
     return frozenset(fds)
 
 
+def child_processes(pid: int | str = "self") -> frozenset[tuple[int, float]]:
+    """Running descendants of a process, as (pid, start time): a pid alone may be reused. An
+    exited child its parent has not reaped yet (a zombie) holds nothing and is left out."""
+    try:
+        children = psutil.Process(os.getpid() if pid == "self" else int(pid)).children(
+            recursive=True)
+    except psutil.Error:
+        return frozenset()
+    out = set()
+    for child in children:
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                out.add((child.pid, child.create_time()))
+        except psutil.Error:
+            pass
+    return frozenset(out)
+
+
+def describe_process(pid: int) -> str:
+    try:
+        proc = psutil.Process(pid)
+        cmdline = " ".join(proc.cmdline()) or proc.name()
+    except psutil.Error:
+        return f"pid {pid} (gone)"
+    return f"pid {pid} {cmdline[:200]}{'...' if len(cmdline) > 200 else ''}"
+
+
 def fd_target(pid: int | str, fd: int) -> str:
     """What an fd points at (a path, ``socket:[inode]``, ``pipe:[inode]``...)."""
     try:
@@ -224,17 +251,20 @@ class Snapshot:
     tids: frozenset[int]
     fds: frozenset[int] | None
     frame_idents: frozenset[int]
+    procs: frozenset[tuple[int, float]] | None = None
 
     @classmethod
-    def take(cls, fds: bool) -> "Snapshot":
+    def take(cls, fds: bool, procs: bool = False) -> "Snapshot":
         return cls(time.monotonic(), frozenset(threading.enumerate()), task_ids(),
-                   open_fds() if fds else None, frozenset(sys._current_frames()))
+                   open_fds() if fds else None, frozenset(sys._current_frames()),
+                   child_processes() if procs else None)
 
     def joined(self, other: "Snapshot") -> "Snapshot":
         """This baseline plus what ``other`` holds: used to adopt what a wider fixture made."""
         return Snapshot(self.at, self.threads | other.threads, self.tids | other.tids,
                         None if self.fds is None else self.fds | (other.fds or frozenset()),
-                        self.frame_idents | other.frame_idents)
+                        self.frame_idents | other.frame_idents,
+                        None if self.procs is None else self.procs | (other.procs or frozenset()))
 
 
 def _is_dead_dummy(thread: threading.Thread, tids: frozenset[int]) -> bool:
@@ -253,10 +283,12 @@ class Comparison:
     native_only: list[int]
     new_fds: list[int]
     allowed: list[tuple[str, str]]
+    new_procs: list[int] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        return all(now <= base for now, base in (self.py, self.native, self.fd or (0, 0)))
+        return not self.new_procs and all(
+            now <= base for now, base in (self.py, self.native, self.fd or (0, 0)))
 
 
 @dataclass
@@ -284,6 +316,8 @@ class Result:
             parts.append(f"{len(c.native_only)} native thread(s) with no threading.Thread")
         if c.new_fds:
             parts.append(f"{len(c.new_fds)} fd(s)")
+        if c.new_procs:
+            parts.append(f"{len(c.new_procs)} child process(es)")
         if not parts:
             parts.append("thread or fd counts above baseline")
         return f"threadguard: left behind after {self.elapsed:.2f}s: " + ", ".join(parts)
@@ -313,18 +347,21 @@ class Guard:
     """Baseline this process, then wait for it to give back every thread (and fd) it gained.
 
     ``ignore`` lists (pattern, reason) pairs for threads that may stay; ``fds`` adds the open
-    file descriptors to the check.
+    file descriptors to the check, ``procs`` the running child processes (a broker's JVM, a
+    server) and theirs.
     """
 
-    def __init__(self, fds: bool = False, ignore: Sequence[Ignore] = ()) -> None:
+    def __init__(self, fds: bool = False, ignore: Sequence[Ignore] = (),
+                 procs: bool = False) -> None:
         self.fds = fds
+        self.procs = procs
         self.ignore: list[Ignore] = list(ignore)
         self.base: Snapshot | None = None
 
     def start(self) -> Snapshot:
         """Take the baseline and start noting where threads are started."""
         start_recording()
-        self.base = Snapshot.take(self.fds)
+        self.base = Snapshot.take(self.fds, self.procs)
         return self.base
 
     def stop(self) -> None:
@@ -337,10 +374,11 @@ class Guard:
 
     def adopt(self, before: Snapshot) -> None:
         """Count what appeared since ``before`` as baseline (a wider-scoped fixture's threads)."""
-        now = Snapshot.take(self.fds)
+        now = Snapshot.take(self.fds, self.procs)
         gained = Snapshot(now.at, now.threads - before.threads, now.tids - before.tids,
                           None if now.fds is None else now.fds - (before.fds or frozenset()),
-                          now.frame_idents - before.frame_idents)
+                          now.frame_idents - before.frame_idents,
+                          None if now.procs is None else now.procs - (before.procs or frozenset()))
         self.base = self.base.joined(gained)
 
     def _ignored(self, *names: str) -> str | None:
@@ -353,7 +391,8 @@ class Guard:
         base = self.base
         return (threading.active_count() <= len(base.threads)
                 and len(task_ids()) <= len(base.tids)
-                and (base.fds is None or len(open_fds()) <= len(base.fds)))
+                and (base.fds is None or len(open_fds()) <= len(base.fds))
+                and (base.procs is None or child_processes() <= base.procs))
 
     def compare(self) -> Comparison:
         """Where the process stands against the baseline now."""
@@ -385,10 +424,12 @@ class Guard:
         if base.fds is not None:
             fds = open_fds()
             fd, new_fds = (len(fds), len(base.fds)), sorted(fds - base.fds)
+        new_procs = ([] if base.procs is None
+                     else sorted(pid for pid, _ in child_processes() - base.procs))
         return Comparison(py=(len(threads) - len(allowed_tids & named), len(base.threads)),
                           native=(len(tids) - len(allowed_tids), len(base.tids)),
                           fd=fd, threads=leaked, native_only=native_only,
-                          new_fds=new_fds or [], allowed=allowed)
+                          new_fds=new_fds or [], allowed=allowed, new_procs=new_procs)
 
     def settle(self, grace: float) -> Result:
         """Wait up to ``grace`` seconds for the process to be back at its baseline."""
@@ -428,6 +469,9 @@ class Guard:
                 out += ["", f"Python code in a thread with no threading.Thread, ident={ident:#x}",
                         f"  started at {format_site(_raw_sites.get(ident))}"]
                 out += _stack(frames[ident])
+        if c.new_procs:
+            out += ["", "Child processes still running:"]
+            out += [f"  {describe_process(pid)}" for pid in c.new_procs]
         if c.new_fds:
             out += ["", "New file descriptors:"]
             out += [f"  fd {fd} -> {target}" for fd, target in describe_fds("self", c.new_fds)]

@@ -1,7 +1,9 @@
 """The guard fails tests that leave threads or fds behind, and says where they came from."""
 from __future__ import annotations
 
+import os
 import re
+import signal
 
 import pytest
 
@@ -194,3 +196,65 @@ def test_fds_on_from_ini(inner):
     result = inner.run()
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["  fd * -> socket:[[]*[]]"])
+
+
+CHILDREN = '''
+import subprocess
+import sys
+
+import pytest
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+def test_server_left_running():
+    proc = subprocess.Popen(SLEEPER)  # a broker or server no one stops
+    with open("leftover.pid", "w") as fh:
+        fh.write(str(proc.pid))
+
+
+def test_server_stopped():
+    proc = subprocess.Popen(SLEEPER)
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture(scope="session")
+def session_broker():
+    proc = subprocess.Popen(SLEEPER)  # outlives each test by design: adopted as baseline
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_uses_the_session_broker(session_broker):
+    assert session_broker.poll() is None
+'''
+
+
+def test_a_child_process_left_running_is_caught_with_procs_on(inner):
+    """A test that starts a JVM (or any server) and does not stop it leaves a process behind:
+    the same rule as a thread."""
+    inner.pytester.makepyfile(test_children=CHILDREN)
+    result = inner.run(*FAST, "--threadguard-procs")
+    assert outcomes(result) == {
+        "test_children.py::test_server_left_running": {"PASSED", "ERROR"},
+        "test_children.py::test_server_stopped": {"PASSED"},
+        "test_children.py::test_uses_the_session_broker": {"PASSED"},
+    }
+    result.stdout.fnmatch_lines(["threadguard: left behind after *s: 1 child process(es)",
+                                 "Child processes still running:",
+                                 "  pid * *python* -c import time; time.sleep(60)"])
+    kill_leftover(inner)
+
+
+def test_child_processes_are_not_checked_without_procs(inner):
+    inner.pytester.makepyfile(test_children=CHILDREN)
+    result = inner.run(*FAST)
+    result.assert_outcomes(passed=3)
+    kill_leftover(inner)
+
+
+def kill_leftover(inner) -> None:
+    """The inner run's process left running on purpose."""
+    os.kill(int((inner.pytester.path / "leftover.pid").read_text()), signal.SIGKILL)

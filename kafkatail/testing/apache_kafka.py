@@ -37,7 +37,7 @@ from pathlib import Path
 
 from kafka.net.sasl.oauth import AbstractTokenProvider
 
-from ..broker import BrokerError, _die_with_parent, free_port, wait_for_port
+from ..broker import BrokerError, _die_with_parent, free_port, terminate, wait_for_port
 
 KAFKA_VERSION = os.environ.get("KAFKATAIL_KAFKA_VERSION", "4.4.0")
 """The pinned release. 4.4.0 was the newest to resolve with all its dependencies (2026-12)."""
@@ -200,6 +200,7 @@ class ApacheKafka:
         self.passwords: dict[str, str] = {}
         self.pki = None
         self._controller_port = 0
+        self._last_log = ""
 
     # --- where it is -------------------------------------------------------------------------
 
@@ -340,24 +341,19 @@ class ApacheKafka:
         """End the JVM (SIGTERM, a controlled shutdown; SIGKILL after ``timeout``), then remove
         every file it had."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, timeout)
         folder, self.folder = self.folder, None
         if folder is not None:
-            self._last_log = (folder / "broker.log").read_text(errors="replace") \
-                if (folder / "broker.log").exists() else ""
+            self._last_log = self._log_text(folder)
             shutil.rmtree(folder, ignore_errors=True)
 
-    def _log_text(self) -> str:
-        if self.folder is None:
-            return getattr(self, "_last_log", "")
+    def _log_text(self, folder: Path | None = None) -> str:
+        """The broker's log; once stopped, what it held when its folder was removed."""
+        folder = folder or self.folder
+        if folder is None:
+            return self._last_log
         try:
-            return (self.folder / "broker.log").read_text(errors="replace")
+            return (folder / "broker.log").read_text(errors="replace")
         except OSError:
             return ""
 

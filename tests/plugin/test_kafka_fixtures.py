@@ -81,22 +81,21 @@ def test_kafka_cluster_fails_when_ci_or_the_broker_named_cannot_start(inner, mon
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     inner.pytester.makeconftest(NO_EMBEDDED)
-    inner.pytester.makepyfile(test_needs_kafka='''
-        def test_needs_a_broker(kafka_topic):
-            raise AssertionError("must not run")
-    ''')
-    result = inner.run()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*kafka_cluster: the embedded broker needs the 'embedded' extra*"])
+    assert_broker_error(inner, "*kafka_cluster: the embedded broker needs the 'embedded' extra*")
 
 
 def test_an_unknown_broker_name_fails_with_the_choices(inner, monkeypatch):
     monkeypatch.delenv(BOOTSTRAP_ENV, raising=False)
     monkeypatch.setenv(BROKER_ENV, "redpanda")
+    assert_broker_error(inner, "*KAFKATAIL_TEST_BROKER='redpanda': use one of tansu, kafka*")
+
+
+def assert_broker_error(inner, line: str) -> None:
+    """A test that needs the broker errors (is not skipped), with ``line`` in the report."""
     inner.pytester.makepyfile(test_needs_kafka='''
         def test_needs_a_broker(kafka_topic):
             raise AssertionError("must not run")
     ''')
     result = inner.run()
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*KAFKATAIL_TEST_BROKER='redpanda': use one of tansu, kafka*"])
+    result.stdout.fnmatch_lines([line])

@@ -97,7 +97,11 @@ def fetch_kafka(version: str = KAFKA_VERSION, timeout: float = 600.0) -> Path:
             out = (done.stdout + done.stderr).strip().splitlines()[-15:]
             raise BrokerError(f"Maven could not fetch Apache Kafka {version} "
                               f"(exit {done.returncode}):\n" + "\n".join(out))
-        (work / "libs").rename(libs)
+        try:
+            (work / "libs").rename(libs)
+        except OSError:
+            if not libs.is_dir():  # else another process fetched it meanwhile
+                raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return libs
@@ -184,7 +188,8 @@ class ApacheKafka:
 
     Attributes once started: ``listeners`` (protocol -> :class:`Listener`), ``passwords``
     (user -> password, the same for PLAIN and SCRAM), ``pki`` (the test CA and the server and
-    client certificates), ``version`` (as the broker logged it) and ``start_seconds``.
+    client certificates), ``version`` (as the broker logged it), ``start_seconds`` (format to
+    ready) and ``fetch_seconds`` (finding or fetching the jars).
     """
 
     def __init__(self, host: str = "127.0.0.1", heap_mb: int = 512,
@@ -194,6 +199,7 @@ class ApacheKafka:
         self.requested_version = version
         self.version = ""
         self.start_seconds = 0.0
+        self.fetch_seconds = 0.0
         self.folder: Path | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.listeners: dict[str, Listener] = {}
@@ -245,6 +251,8 @@ class ApacheKafka:
     def start(self, timeout: float = 60.0) -> "ApacheKafka":
         began = time.monotonic()
         libs = fetch_kafka(self.requested_version)
+        self.fetch_seconds = time.monotonic() - began
+        began += self.fetch_seconds
         java = java_binary()
         from .certs import make_pki
         sweep_orphans()

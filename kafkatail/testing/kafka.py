@@ -48,8 +48,10 @@ class Cluster:
         if self.broker is None:
             return f"an external cluster at {self.bootstrap}"
         if self.kind == "kafka":
+            fetched = self.broker.fetch_seconds
             return (f"{self.broker.name} at {self.bootstrap} (ready in "
-                    f"{self.broker.start_seconds:.1f} s)")
+                    f"{self.broker.start_seconds:.1f} s"
+                    + (f", after {fetched:.1f} s fetching it" if fetched >= 1 else "") + ")")
         return f"Tansu (embedded) at {self.bootstrap}"
 
     def unique_topic(self, prefix: str = "t") -> str:

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 import pytest
 
+from kafkatail.testing.apache_kafka import KAFKA_VERSION
 from kafkatail.testing.kafka import BOOTSTRAP_ENV, BROKER_ENV
 
 pytest_plugins = ["pytester"]
@@ -99,3 +101,13 @@ def assert_broker_error(inner, line: str) -> None:
     result = inner.run()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([line])
+
+
+def test_apache_kafka_that_cannot_be_fetched_fails_with_the_reason(inner, monkeypatch, tmp_path):
+    """make test-kafka on a machine without Maven, nothing cached: an error that says so."""
+    monkeypatch.delenv(BOOTSTRAP_ENV, raising=False)
+    monkeypatch.setenv(BROKER_ENV, "kafka")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))  # python, and no mvn
+    assert_broker_error(inner, f"*Apache Kafka {KAFKA_VERSION} is not cached in * and there is "
+                        "no `mvn` to fetch it*")

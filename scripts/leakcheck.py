@@ -232,6 +232,7 @@ class Finding:
     severity: int                  # WARNING or CRITICAL
     message: str
     example: ThreadSample | None = None   # a thread the finding points at, for its stack
+    also: tuple[ThreadSample, ...] = ()   # more threads whose stacks tell the same story
 
 
 def growing(values: list[int], margin: int) -> bool:
@@ -281,7 +282,10 @@ class Report:
                 "threads-growing", CRITICAL,
                 f"thread count growing {self.threads[0]} -> {self.threads[-1]} ("
                 + ", ".join(f"{g} +{n}" for g, n in top) + ")",
-                newest(groups[top[0][0]]) if top else None))
+                # The newest of each group that grew: a leak often grows two at once (a loop
+                # and its client's IO thread), and which grew by one more is chance.
+                newest(groups[top[0][0]]) if top else None,
+                tuple(newest(groups[g]) for g, _ in top[1:])))
         if len(last.threads) > args.max_threads:
             out.append(Finding("threads-over-max", CRITICAL,
                                f"{len(last.threads)} threads > --max-threads {args.max_threads}"))
@@ -330,7 +334,8 @@ class Report:
             "top": [self.thread_json(t) for t in self.top],
             "findings": [{"code": f.code, "severity": STATUS[f.severity].lower(),
                           "level": f.severity, "message": f.message,
-                          "example": self.thread_json(f.example) if f.example else None}
+                          "example": self.thread_json(f.example) if f.example else None,
+                          "also": [self.thread_json(t) for t in f.also]}
                          for f in self.findings],
         }
 
@@ -353,10 +358,11 @@ class Report:
         lines.append(f"  stacks: {self.stacks.source}")
         for f in self.findings:
             lines.append(f"  {STATUS[f.severity]}: {f.message}")
-            known = self.stacks.threads.get(f.example.tid) if f.example else None
-            if f.example and known and known.stack:
-                lines.append(f"    stack of {f.example.tid} ({f.example.nid}) {known.name}:")
-                lines.extend(f"      {line}" for line in known.stack[-STACK_LINES:])
+            for example in filter(None, (f.example, *f.also)):
+                known = self.stacks.threads.get(example.tid)
+                if known and known.stack:
+                    lines.append(f"    stack of {example.tid} ({example.nid}) {known.name}:")
+                    lines.extend(f"      {line}" for line in known.stack[-STACK_LINES:])
         return lines
 
 

@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         for listener in broker.listeners.values():
             print(f"  {listener.protocol:<15} {listener.address}")
         print(f"  SASL mechanisms  {', '.join(SASL_MECHANISMS)} (OAUTHBEARER: unsecured tokens)")
-        print(f"  users            {', '.join(broker.passwords)}: passwords in {broker.users_file}")
+        print(f"  users            {', '.join(USERS)} (passwords in {broker.users_file})")
         print(f"  CA               {broker.pki.ca}")
         print(f"  client cert/key  {broker.pki.client_cert} {broker.pki.client_key} "
               f"({broker.pki.client_dn})")

@@ -9,15 +9,15 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
+from .clientprops import ClientProps, parse_assignments, read_properties
+from .errors import ConfigError
 from .security.tokens import check_patterns, check_tokens
 
+__all__ = ["Config", "ConfigError", "FIELDS", "load"]
+
 ENV_PREFIX = "KAFKATAIL_"
-
-
-class ConfigError(ValueError):
-    """A user mistake in configuration: printed as one line, never as a traceback."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,10 @@ FIELDS: tuple[Field, ...] = (
           "confluent: librdkafka through confluent-kafka (pip install 'kafkatail[confluent]'), "
           "faster, with its own native rdk:* threads; gthread worker only (its poll would block "
           "the gevent hub).", _one_of("kafka-python", "confluent")),
+    Field("kafka_properties", str, "",
+          "A Kafka client properties file (Java syntax, as in client.properties): how to reach "
+          "a cluster that needs TLS, SASL or OAuth. Its properties override the [kafka] table; "
+          "-X key=value flags override both."),
     Field("bind", str, "127.0.0.1:8080", "Address the HTTP/WebSocket server listens on.", _host_port),
     Field("workers", int, 1, "Server worker processes.", _positive),
     Field("worker_class", str, "gthread",
@@ -134,6 +138,15 @@ FIELDS: tuple[Field, ...] = (
           "sha256 = \"<64 hex digits>\"\n"
           "topics = [\"orders.*.eu\", \"logs.**\", \"!audit.**\"]\n"
           "admin = true    # may read /debug/* and /metrics", check_tokens),
+    Field("kafka", ClientProps, ClientProps(),
+          "Kafka client properties, by their standard names (kafkatail config --properties\n"
+          "lists them). Any value may be ${env:NAME} or ${file:/path}. Example:\n"
+          "[kafka]\n"
+          "\"security.protocol\" = \"SASL_SSL\"\n"
+          "\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n"
+          "\"sasl.username\" = \"kafkatail\"\n"
+          "\"sasl.password\" = \"${file:/run/secrets/kafka-password}\"\n"
+          "\"ssl.ca.location\" = \"/etc/kafkatail/ca.pem\""),
     Field("proxy_hops", int, 0,
           "Reverse proxies in front (nginx: 1). The client address for per-client limits and logs "
           "is then taken from X-Forwarded-For that many hops back.", _non_negative),
@@ -222,6 +235,8 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
             value = raw.lower() in ("1", "true", "yes", "on")
         elif field.type in (int, float) and isinstance(raw, bool):
             raise ValueError(raw)
+        elif field.type is ClientProps:
+            value = ClientProps(raw, source=source)
         else:
             value = field.type(raw)
     except (TypeError, ValueError):
@@ -267,8 +282,12 @@ def read_toml(path: str, where: str) -> dict[str, Any]:
 
 
 def load(path: str | None = None, env: Mapping[str, str] | None = None,
-         overrides: Mapping[str, Any] | None = None) -> Config:
-    """Build the Config from an optional TOML file, the environment and CLI overrides."""
+         overrides: Mapping[str, Any] | None = None, properties: Sequence[str] = ()) -> Config:
+    """Build the Config from an optional TOML file, the environment and CLI overrides.
+
+    Kafka client properties come from the file's ``[kafka]`` table, then the
+    ``kafka_properties`` file, then ``properties`` (``-X key=value``); they are resolved and
+    checked here, so a mistake stops the process before it serves."""
     values: dict[str, Any] = {}
     if path:
         for name, raw in read_toml(path, f"config file {path}").items():
@@ -282,7 +301,23 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None,
     for name, raw in (overrides or {}).items():
         if raw is not None:
             values[name] = _coerce(name, raw, "--" + name.replace("_", "-"))
-    return Config(**values)
+    props = values.get("kafka", ClientProps())
+    if values.get("kafka_properties"):
+        where = values["kafka_properties"]
+        props = props.merged(ClientProps(read_properties(where), source=where))
+    if properties:
+        props = props.merged(ClientProps(parse_assignments(properties), source="-X"))
+    values["kafka"] = props
+    if "bootstrap.servers" in props:
+        servers = _coerce("bootstrap_servers", props["bootstrap.servers"],
+                          props.origin("bootstrap.servers"))
+        if values.get("bootstrap_servers", servers) != servers:
+            raise ConfigError(f"bootstrap_servers and kafka property bootstrap.servers "
+                              f"disagree (from {props.origin('bootstrap.servers')}); set one")
+        values["bootstrap_servers"] = servers
+    config = Config(**values)
+    props.resolve(env)
+    return config
 
 
 def documented_toml() -> str:
@@ -291,10 +326,10 @@ def documented_toml() -> str:
              "# Precedence: this file < environment (KAFKATAIL_<KEY>, e.g. KAFKATAIL_BIND) < flags.",
              "# Use it with: kafkatail serve --config conf/kafkatail.toml", ""]
     for f in FIELDS:
-        if f.type is not dict:
+        if f.type not in (dict, ClientProps):
             lines += [f"# {f.help}", f"{f.name} = {_toml_value(f.default)}", ""]
     for f in FIELDS:
-        if f.type is dict:  # a TOML table: shown as a commented example after every plain key
+        if f.type in (dict, ClientProps):  # a TOML table: shown as a commented example after every plain key
             lines += ["# " + line for line in f.help.splitlines()] + [""]
     return "\n".join(lines)
 

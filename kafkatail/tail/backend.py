@@ -25,7 +25,7 @@ from kafka.net.compat import KafkaNetClient
 
 from ..config import Config, check_backend
 from ..ops.threads import REGISTRY, rename
-from . import kafkafix
+from . import clientconf, kafkafix
 
 log = logging.getLogger(__name__)
 kafkafix.apply()
@@ -71,23 +71,25 @@ def open_consumer(config: Config, client_id: str, **owner: Any) -> KafkaConsumer
         made.append(KafkaNetClient(**kw))
         return made[-1]
 
+    sec = clientconf.security(config.kafka)
     try:
         consumer = KafkaConsumer(
             bootstrap_servers=config.bootstrap_servers.split(","),
-            client_id=client_id,
+            client_id=sec.client_id or client_id,
             group_id=None,
             enable_auto_commit=False,
             # A viewer must never create a topic: not a typo's, not one just deleted.
             allow_auto_create_topics=False,
-            # What Kafka users expect of a viewer (and librdkafka's default): committed records
-            # only, never an aborted transaction's.
-            isolation_level="read_committed",
+            # read_committed unless configured: what Kafka users expect of a viewer (and
+            # librdkafka's default), never an aborted transaction's records.
+            isolation_level=sec.isolation_level,
             max_poll_records=_max_poll_records(config),
             request_timeout_ms=config.request_timeout_ms,
             bootstrap_timeout_ms=config.request_timeout_ms,
             fetch_max_wait_ms=_fetch_wait_ms(config),
             reconnect_backoff_max_ms=2000,
             kafka_client=client_factory,
+            **clientconf.kafka_python(config),
         )
     except BaseException as exc:
         for client in made:
@@ -95,11 +97,10 @@ def open_consumer(config: Config, client_id: str, **owner: Any) -> KafkaConsumer
         if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)):
             raise BrokerUnavailable(str(exc)) from None
         raise
-    io_name = "kafka-io-" + client_id
-    for t in threading.enumerate():
-        if t.name == io_name:
-            rename(t, io_name)
-            REGISTRY.register(t, "kafka-io", owner=client_id, **owner)
+    io_thread = made[-1]._net._io_thread if made else None
+    if io_thread is not None:  # named here: a configured client.id is every client's
+        rename(io_thread, "kafka-io-" + client_id)
+        REGISTRY.register(io_thread, "kafka-io", owner=client_id, **owner)
     return consumer
 
 
@@ -220,7 +221,6 @@ class ConfluentBackend:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "allow.auto.create.topics": False,
-            "isolation.level": "read_committed",
             "auto.offset.reset": "latest",
             "enable.partition.eof": False,
             "fetch.wait.max.ms": _fetch_wait_ms(config),
@@ -235,6 +235,10 @@ class ConfluentBackend:
             "queued.min.messages": 10_000_000,
             "queued.max.messages.kbytes": 8192,
         }
+        conf.update(clientconf.librdkafka(config))  # security, isolation.level
+        sec = clientconf.security(config.kafka)
+        if sec.client_id:
+            conf["client.id"] = sec.client_id
         if libversion()[1] >= 0x020400FF:  # the setting is librdkafka 2.4's
             conf["fetch.queue.backoff.ms"] = 10
         consumer = None

@@ -35,8 +35,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from kafka.net.sasl.oauth import AbstractTokenProvider
-
 from ..broker import BrokerError, _die_with_parent, free_port, terminate, wait_for_port
 
 KAFKA_VERSION = os.environ.get("KAFKATAIL_KAFKA_VERSION", "4.4.0")
@@ -143,30 +141,6 @@ class Listener:
         return f"{self.host}:{self.port}"
 
 
-class UnsecuredToken(AbstractTokenProvider):
-    """A kafka-python token provider for the broker's test-only OAUTHBEARER: an unsigned JWT
-    (``alg: none``) naming ``user``, as Kafka's unsecured validator accepts."""
-
-    def __init__(self, user: str, lifetime_s: int = 3600) -> None:
-        super().__init__()
-        self.user = user
-        self.lifetime_s = lifetime_s
-
-    def token(self) -> str:
-        import base64
-        import json
-
-        def part(obj: dict) -> str:
-            return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
-
-        now = int(time.time())
-        return (part({"alg": "none"}) + "."
-                + part({"sub": self.user, "iat": now, "exp": now + self.lifetime_s}) + ".")
-
-    def extensions(self) -> dict:
-        return {}
-
-
 _LOG4J2 = """status = warn
 appender.out.type = Console
 appender.out.name = out
@@ -227,24 +201,37 @@ class ApacheKafka:
     def name(self) -> str:
         return f"Apache Kafka {self.version or self.requested_version}"
 
+    def properties(self, protocol: str, mechanism: str | None = None, user: str = "admin",
+                   client_cert: bool = False) -> dict[str, str]:
+        """Kafka client properties (standard names, as kafkatail's ``[kafka]`` table takes
+        them) for one listener, SASL mechanism, user and client certificate. OAUTHBEARER gets
+        an unsecured token naming ``user``."""
+        props = {"bootstrap.servers": self.listeners[protocol].address,
+                 "security.protocol": protocol}
+        if protocol.endswith("SSL"):
+            props["ssl.ca.location"] = str(self.pki.ca)
+            if client_cert:
+                props["ssl.certificate.location"] = str(self.pki.client_cert)
+                props["ssl.key.location"] = str(self.pki.client_key)
+        if protocol.startswith("SASL"):
+            props["sasl.mechanism"] = mechanism or "PLAIN"
+            if props["sasl.mechanism"] == "OAUTHBEARER":
+                props["sasl.oauthbearer.config"] = f"principal={user}"
+            else:
+                props["sasl.username"] = user
+                props["sasl.password"] = self.passwords[user]
+        return props
+
     def client_config(self, protocol: str, mechanism: str | None = None, user: str = "admin",
                       client_cert: bool = False) -> dict:
-        """kafka-python settings for one listener (and SASL mechanism, user, client cert)."""
-        cfg: dict = {"bootstrap_servers": self.listeners[protocol].address,
-                     "security_protocol": protocol}
-        if protocol.endswith("SSL"):
-            cfg["ssl_cafile"] = str(self.pki.ca)
-            if client_cert:
-                cfg["ssl_certfile"] = str(self.pki.client_cert)
-                cfg["ssl_keyfile"] = str(self.pki.client_key)
-        if protocol.startswith("SASL"):
-            cfg["sasl_mechanism"] = mechanism or "PLAIN"
-            if cfg["sasl_mechanism"] == "OAUTHBEARER":
-                cfg["sasl_oauth_token_provider"] = UnsecuredToken(user)
-            else:
-                cfg["sasl_plain_username"] = user
-                cfg["sasl_plain_password"] = self.passwords[user]
-        return cfg
+        """kafka-python settings for one listener (and SASL mechanism, user, client cert), as
+        kafkatail's own clients would be made from ``properties``."""
+        from ..clientprops import ClientProps
+        from ..config import Config
+        from ..tail.clientconf import kafka_python
+        props = self.properties(protocol, mechanism, user, client_cert)
+        config = Config(kafka=ClientProps(props), bootstrap_servers=props["bootstrap.servers"])
+        return {"bootstrap_servers": config.bootstrap_servers, **kafka_python(config)}
 
     # --- life --------------------------------------------------------------------------------
 

@@ -79,9 +79,15 @@ REFUSED = """
 import json, sys
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
+from kafkatail.clientprops import ClientProps
+from kafkatail.config import Config
+from kafkatail.tail.clientconf import kafka_python
+props = json.loads(sys.argv[1])
+config = Config(kafka=ClientProps(props), bootstrap_servers=props["bootstrap.servers"])
 try:
     KafkaConsumer(client_id="kt-test-refused", request_timeout_ms=5000,
-                  bootstrap_timeout_ms=5000, **json.loads(sys.argv[1])).close()
+                  bootstrap_timeout_ms=5000, bootstrap_servers=config.bootstrap_servers,
+                  **kafka_python(config)).close()
 except KafkaError as exc:
     print(f"{type(exc).__name__}: {exc}")
     sys.exit(0)
@@ -89,28 +95,28 @@ sys.exit("the broker let the client in")
 """
 
 
-def refused(cfg: dict) -> str:
+def refused(props: dict) -> str:
     """The message of the error a consumer's construction raises, tried in a child process:
     kafka-python leaves the socket of a failed TLS handshake open (CLOSE_WAIT, held by the
     error's traceback), which the thread guard would rightly report here."""
-    done = subprocess.run([sys.executable, "-c", REFUSED, json.dumps(cfg)], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", REFUSED, json.dumps(props)],
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
 def test_a_wrong_password_is_refused(apache, mechanism):
-    cfg = apache.client_config("SASL_PLAINTEXT", mechanism, user="alice")
-    password = cfg["sasl_plain_password"]
-    cfg["sasl_plain_password"] = "not-" + password
-    assert password not in refused(cfg)
+    props = apache.properties("SASL_PLAINTEXT", mechanism, user="alice")
+    password = props["sasl.password"]
+    props["sasl.password"] = "not-" + password
+    assert password not in refused(props)
 
 
 def test_tls_without_the_test_ca_is_refused(apache):
-    cfg = apache.client_config("SSL")
-    del cfg["ssl_cafile"]  # the system's trust store does not know the test CA
-    refused(cfg)
+    props = apache.properties("SSL")
+    del props["ssl.ca.location"]  # the system's trust store does not know the test CA
+    refused(props)
 
 
 def test_acls_restrict_a_topic_to_one_principal(apache, cluster):

@@ -1,0 +1,165 @@
+"""kafkatail against a cluster that needs TLS, SASL or OAuth: every client it makes (the tails'
+consumers on both backends, the metadata client behind ``/api`` and ``/readyz``) connects with
+the ``[kafka]`` client properties, and a tail carries the records."""
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import os
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from integration.wsclient import TailClient
+from kafkatail.clientprops import ClientProps
+from kafkatail.testing.apache_kafka import java_binary
+
+BACKENDS = ["kafka-python", pytest.param("confluent", marks=pytest.mark.skipif(
+    importlib.util.find_spec("confluent_kafka") is None, reason="needs confluent-kafka"))]
+
+
+def keytool(*args: str) -> None:
+    tool = os.path.join(os.path.dirname(os.path.realpath(java_binary())), "keytool")
+    subprocess.run([tool, *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def stores(apache, tmp_path_factory) -> dict[str, Path]:
+    """The test CA as a PKCS#12 truststore and as a JKS one (both made by keytool, as a Java
+    team has them), and the client certificate as a PKCS#12 keystore."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import (BestAvailableEncryption,
+                                                              load_pem_private_key, pkcs12)
+    folder = tmp_path_factory.mktemp("stores")
+    out = {"p12": folder / "truststore.p12", "jks": folder / "truststore.jks",
+           "keystore": folder / "client.p12"}
+    keytool("-importcert", "-noprompt", "-alias", "kt-test-ca", "-file", str(apache.pki.ca),
+            "-keystore", str(out["p12"]), "-storetype", "PKCS12", "-storepass", "trust-pw")
+    keytool("-importcert", "-noprompt", "-alias", "kt-test-ca", "-file", str(apache.pki.ca),
+            "-keystore", str(out["jks"]), "-storetype", "JKS", "-storepass", "trust-pw")
+    cert = x509.load_pem_x509_certificate(apache.pki.client_cert.read_bytes())
+    key = load_pem_private_key(apache.pki.client_key.read_bytes(), None)
+    out["keystore"].write_bytes(pkcs12.serialize_key_and_certificates(
+        b"kt-client", key, cert, None, BestAvailableEncryption(b"key-pw")))
+    return out
+
+
+class TokenEndpoint:
+    """An OIDC token endpoint (client credentials) issuing the unsecured JWTs the test broker's
+    OAUTHBEARER validator accepts; it counts the tokens it gave."""
+
+    def __init__(self, client_id: str, secret: str, lifetime_s: int = 3600) -> None:
+        self.issued = 0
+        self.forms: list[str] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                expected = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+                if self.headers.get("Authorization") != expected:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                endpoint.forms.append(body)
+                endpoint.issued += 1
+                now = int(time.time())
+
+                def part(obj: dict) -> str:
+                    return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+                token = (part({"alg": "none"}) + "."
+                         + part({"sub": client_id, "iat": now, "exp": now + lifetime_s}) + ".")
+                data = json.dumps({"access_token": token, "token_type": "Bearer",
+                                   "expires_in": lifetime_s}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_port}/oauth2/token"
+        self.thread = threading.Thread(target=self.http.serve_forever, name="kt-test-oidc",
+                                       kwargs={"poll_interval": 0.1})
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def oidc():
+    endpoint = TokenEndpoint("alice", "oidc-secret")
+    yield endpoint
+    endpoint.stop()
+
+
+def case_properties(apache, stores, oidc, case: str) -> dict[str, str]:
+    if case in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"):
+        return apache.properties("SASL_SSL", case, user="alice")
+    if case == "OIDC":
+        props = apache.properties("SASL_SSL", "OAUTHBEARER", user="alice")
+        del props["sasl.oauthbearer.config"]
+        return {**props, "sasl.oauthbearer.method": "oidc",
+                "sasl.oauthbearer.token.endpoint.url": oidc.url,
+                "sasl.oauthbearer.client.id": "alice",
+                "sasl.oauthbearer.client.secret": "oidc-secret",
+                "sasl.oauthbearer.scope": "kafka"}
+    if case == "JAAS-SCRAM":
+        props = apache.properties("SASL_SSL", "SCRAM-SHA-512", user="alice")
+        password = props.pop("sasl.password")
+        del props["sasl.username"]
+        props["sasl.jaas.config"] = ("org.apache.kafka.common.security.scram.ScramLoginModule "
+                                     f'required username="alice" password="{password}";')
+        return props
+    if case == "mTLS":
+        return apache.properties("SSL", client_cert=True)
+    if case == "mTLS-PKCS12":
+        props = apache.properties("SSL")
+        return {**props, "ssl.keystore.location": str(stores["keystore"]),
+                "ssl.keystore.password": "key-pw"}
+    if case == "TLS-CA":
+        return apache.properties("SSL")
+    if case == "TLS-PKCS12":
+        props = apache.properties("SSL")
+        del props["ssl.ca.location"]
+        return {**props, "ssl.truststore.location": str(stores["p12"]),
+                "ssl.truststore.password": "trust-pw", "ssl.truststore.type": "PKCS12"}
+    raise AssertionError(case)
+
+
+CASES = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "OIDC", "JAAS-SCRAM", "mTLS",
+         "mTLS-PKCS12", "TLS-CA", "TLS-PKCS12"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", CASES)
+def test_a_secured_cluster_serves_api_readiness_and_tails(apache, cluster, stores, oidc,
+                                                           make_server_, case, backend):
+    topic = cluster.create_topic(partitions=2)
+    cluster.produce(topic, [(f"k{i}", f"{case}-{i}", i % 2) for i in range(6)])
+    props = case_properties(apache, stores, oidc, case)
+    server = make_server_(kafka=ClientProps(props), bootstrap_servers=props["bootstrap.servers"],
+                          consumer_backend=backend)
+    import urllib.request
+    with urllib.request.urlopen(server.url("/readyz"), timeout=20) as r:
+        assert json.loads(r.read())["status"] == "ready"
+    with urllib.request.urlopen(server.url(f"/api/topics/{topic}"), timeout=20) as r:
+        assert [p["latest"] for p in json.loads(r.read())["partitions"]] == [3, 3]
+    c = TailClient(server.ws_url(f"/ws/tail/{topic}?from=earliest"))
+    c.hello()
+    c.collect(6)
+    assert sorted(r["value"] for r in c.records) == [f"{case}-{i}" for i in range(6)]
+    if case == "OIDC" and backend == "kafka-python":
+        # One token for the process (metadata client and consumer), asked with its scope.
+        assert oidc.issued == 1 and "scope=kafka" in oidc.forms[0]

@@ -11,10 +11,13 @@ from .config import Config, check_backend
 from .security.access import Access, Authorize
 from .security.origin import parse_allowed
 from .security.tokens import SUBPROTOCOL
+from .tail import clientconf
 from .tail.metadata import Metadata
 from .tail.pool import ConsumerPool
 from .ops.reaper import Reaper
 from .web import api, debug, page, socket
+
+log = logging.getLogger(__name__)
 
 
 def init_app(app: Flask, config: Config, authorize: Authorize | None = None,
@@ -25,6 +28,9 @@ def init_app(app: Flask, config: Config, authorize: Authorize | None = None,
     say) when no bearer token is presented; ``url_prefix`` mounts every route under a path.
     Call ``shutdown(app)`` when the host app stops: it closes every tail with 1001.
     """
+    sec = clientconf.security(config.kafka)
+    log.info("kafka: %s at %s%s", sec.describe(), config.bootstrap_servers,
+             f"; properties not used by a viewer: {', '.join(sec.ignored)}" if sec.ignored else "")
     pool = ConsumerPool(config)
     reaper = Reaper(pool, config)
     access = Access(config, authorize, url_prefix)

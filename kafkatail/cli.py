@@ -11,7 +11,7 @@ import threading
 from typing import Sequence
 
 from . import __version__
-from .config import FIELDS, Config, ConfigError, load
+from .config import FIELDS, Config, ConfigError, effective_toml, load
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -22,12 +22,17 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", metavar="N")
     p.add_argument("--worker-class", metavar="gthread|gevent")
     p.add_argument("--log-level", metavar="LEVEL")
+    p.add_argument("--kafka-properties", metavar="FILE",
+                   help="Kafka client properties file (Java syntax: security.protocol, sasl.*, "
+                        "ssl.*); see kafkatail config --properties")
+    p.add_argument("-X", dest="properties", action="append", default=[], metavar="KEY=VALUE",
+                   help="one Kafka client property, over the file's (repeatable), as kcat -X")
 
 
 def _config(args: argparse.Namespace, **extra: object) -> Config:
     overrides = {f.name: getattr(args, f.name, None) for f in FIELDS}
     overrides.update(extra)
-    return load(args.config, overrides=overrides)
+    return load(args.config, overrides=overrides, properties=args.properties)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 = any free)")
     serve = sub.add_parser("serve", help="serve tails from a configured Kafka cluster (gunicorn)")
     _add_config_flags(serve)
+    show = sub.add_parser("config", help="print the effective configuration (secrets as ****)",
+                          description="Print the configuration the other commands would run "
+                                      "with, from all its sources, as TOML; secret values show "
+                                      "as ****. Exit 2 on a config error.")
+    _add_config_flags(show)
+    show.add_argument("--properties", dest="list_properties", action="store_true",
+                      help="list the Kafka client properties kafkatail takes instead")
     tail = sub.add_parser(
         "tail", help="tail a topic in the terminal, through a kafkatail server",
         description="Print a topic's records through a kafkatail server, kcat style; reconnects "
@@ -78,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "tail":
             return tail(args)
+        if args.command == "config":
+            print(_properties_help() if args.list_properties else effective_toml(_config(args)))
+            return 0
         return demo(args)
     except ConfigError as exc:
         print(f"kafkatail: config error: {exc}", file=sys.stderr)
@@ -142,6 +157,13 @@ def demo(args: argparse.Namespace) -> int:
         if traffic is not None:
             traffic.stop()
         broker.stop()
+
+
+def _properties_help() -> str:
+    from .clientprops import PROPERTIES, SECRETS
+    width = max(map(len, PROPERTIES))
+    return "\n".join(f"{name:<{width}}  {text}{' (secret)' if name in SECRETS else ''}"
+                     for name, text in PROPERTIES.items())
 
 
 def tail(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ cannot drift apart. A bad value raises ``ConfigError`` naming the key and the re
 """
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass
@@ -334,9 +335,26 @@ def documented_toml() -> str:
     return "\n".join(lines)
 
 
+def effective_toml(config: Config) -> str:
+    """The resolved configuration as TOML (``kafkatail config``): secret values as ****."""
+    from .security.tokens import redacted_tokens
+    lines = []
+    for f in FIELDS:
+        if f.type not in (dict, ClientProps):
+            lines.append(f"{f.name} = {_toml_value(getattr(config, f.name))}")
+    if config.kafka:
+        lines += ["", "[kafka]"] + [f"{_toml_value(k)} = {_toml_value(v)}"
+                                    for k, v in config.kafka.redacted().items()]
+    for name, table in redacted_tokens(config.tokens).items():
+        lines += ["", f"[tokens.{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines)
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return json.dumps(v, ensure_ascii=False)  # a TOML basic string
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return repr(v)

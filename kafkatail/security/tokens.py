@@ -163,3 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def redacted_tokens(tokens: dict) -> dict[str, dict]:
+    """The ``[tokens.*]`` tables as shown (``kafkatail config``): hashes as ****."""
+    return {name: {k: "****" if k == "sha256" else v for k, v in table.items()}
+            for name, table in tokens.items()}

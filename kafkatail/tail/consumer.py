@@ -26,7 +26,7 @@ from kafka import TopicPartition
 
 from ..config import Config
 from ..ops.threads import set_native_name
-from . import frames
+from . import clientconf, frames
 from .backend import BrokerUnavailable, open_backend, open_consumer  # noqa: F401 (re-exported)
 from .records import Batch, decode_batch, encode_batch, select
 from .request import REGEX_BUDGET_S
@@ -268,7 +268,8 @@ class ConsumerThread(threading.Thread):
                 self.topic,
                 [{"partition": p, "start": viewer.cursor[p], "end": self._end[p],
                   "earliest": self._earliest[p]} for p in self._next],
-                viewer.request.describe()))
+                {**viewer.request.describe(),
+                 "isolation": clientconf.security(self.config.kafka).isolation_level}))
         if gaps:
             viewer.outbox.put_frame(frames.dropped(
                 sum(last - first + 1 for first, last in gaps.values()), gaps, reason="retention"))

@@ -3,14 +3,11 @@ consumers on both backends, the metadata client behind ``/api`` and ``/readyz``)
 the ``[kafka]`` client properties, and a tail carries the records."""
 from __future__ import annotations
 
-import base64
 import importlib.util
 import json
 import os
 import subprocess
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -49,61 +46,6 @@ def stores(apache, tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-class TokenEndpoint:
-    """An OIDC token endpoint (client credentials) issuing the unsecured JWTs the test broker's
-    OAUTHBEARER validator accepts; it counts the tokens it gave."""
-
-    def __init__(self, client_id: str, secret: str, lifetime_s: int = 3600) -> None:
-        self.issued = 0
-        self.forms: list[str] = []
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-                expected = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
-                if self.headers.get("Authorization") != expected:
-                    self.send_response(401)
-                    self.end_headers()
-                    return
-                endpoint.forms.append(body)
-                endpoint.issued += 1
-                now = int(time.time())
-
-                def part(obj: dict) -> str:
-                    return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
-                token = (part({"alg": "none"}) + "."
-                         + part({"sub": client_id, "iat": now, "exp": now + lifetime_s}) + ".")
-                data = json.dumps({"access_token": token, "token_type": "Bearer",
-                                   "expires_in": lifetime_s}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_port}/oauth2/token"
-        self.thread = threading.Thread(target=self.http.serve_forever, name="kt-test-oidc",
-                                       kwargs={"poll_interval": 0.1})
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
-        self.thread.join(5)
-
-
-@pytest.fixture
-def oidc():
-    endpoint = TokenEndpoint("alice", "oidc-secret")
-    yield endpoint
-    endpoint.stop()
-
-
 def case_properties(apache, stores, oidc, case: str) -> dict[str, str]:
     if case in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"):
         return apache.properties("SASL_SSL", case, user="alice")
@@ -112,8 +54,8 @@ def case_properties(apache, stores, oidc, case: str) -> dict[str, str]:
         del props["sasl.oauthbearer.config"]
         return {**props, "sasl.oauthbearer.method": "oidc",
                 "sasl.oauthbearer.token.endpoint.url": oidc.url,
-                "sasl.oauthbearer.client.id": "alice",
-                "sasl.oauthbearer.client.secret": "oidc-secret",
+                "sasl.oauthbearer.client.id": oidc.client_id,
+                "sasl.oauthbearer.client.secret": oidc.secret,
                 "sasl.oauthbearer.scope": "kafka"}
     if case == "JAAS-SCRAM":
         props = apache.properties("SASL_SSL", "SCRAM-SHA-512", user="alice")
@@ -151,7 +93,6 @@ def test_a_secured_cluster_serves_api_readiness_and_tails(apache, cluster, store
     props = case_properties(apache, stores, oidc, case)
     server = make_server_(kafka=ClientProps(props), bootstrap_servers=props["bootstrap.servers"],
                           consumer_backend=backend)
-    import urllib.request
     with urllib.request.urlopen(server.url("/readyz"), timeout=20) as r:
         assert json.loads(r.read())["status"] == "ready"
     with urllib.request.urlopen(server.url(f"/api/topics/{topic}"), timeout=20) as r:

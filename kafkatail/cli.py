@@ -11,7 +11,7 @@ import threading
 from typing import Sequence
 
 from . import __version__
-from .config import FIELDS, Config, ConfigError, effective_toml, load
+from .config import FIELDS, Config, ConfigError, check_backend, effective_toml, load
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -91,7 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "tail":
             return tail(args)
         if args.command == "config":
-            print(_properties_help() if args.list_properties else effective_toml(_config(args)))
+            if args.list_properties:
+                print(_properties_help())
+                return 0
+            config = _config(args)
+            check_backend(config)
+            print(effective_toml(config))
             return 0
         return demo(args)
     except ConfigError as exc:

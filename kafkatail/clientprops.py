@@ -52,6 +52,8 @@ PROPERTIES: dict[str, str] = {
                                "unsecured JWTs)",
     "sasl.login.callback.handler.class": "accepted for Kafka's own OIDC handler, which "
                                          "kafkatail's OIDC client replaces",
+    "sasl.client.callback.handler.class": "accepted for AWS's IAMClientCallbackHandler (AWS's "
+                                          "MSK IAM file), which kafkatail's signer replaces",
     "ssl.ca.location": "PEM file (or directory) of the CAs that signed the brokers' "
                        "certificates; default: the system's",
     "ssl.certificate.location": "client certificate, PEM (mutual TLS)",
@@ -68,7 +70,8 @@ PROPERTIES: dict[str, str] = {
 }
 ALIASES = {"sasl.mechanisms": "sasl.mechanism"}  # librdkafka's (and Confluent Cloud's) spelling
 SECRETS = frozenset({"sasl.password", "sasl.jaas.config", "sasl.oauthbearer.client.secret",
-                     "ssl.key.password", "ssl.truststore.password", "ssl.keystore.password"})
+                     "ssl.key.password", "ssl.truststore.password", "ssl.keystore.password",
+                     "basic.auth.user.info"})
 # Producer and group settings that files made for other clients carry (Confluent Cloud's
 # client.properties has acks and session.timeout.ms): a group-less reader has no use for them.
 IGNORED = frozenset({
@@ -418,11 +421,11 @@ class _Resolver:
         if algorithm not in ("https", "none", ""):
             raise self.error("ssl.endpoint.identification.algorithm",
                              f"{algorithm!r} must be https or none")
-        handler = get("sasl.login.callback.handler.class")
-        if handler and handler not in _KNOWN_HANDLERS:
-            raise self.error("sasl.login.callback.handler.class",
-                             f"{handler} cannot be loaded by a Python client; OIDC needs no "
-                             f"handler (sasl.oauthbearer.method = oidc)")
+        for key in ("sasl.login.callback.handler.class", "sasl.client.callback.handler.class"):
+            handler = get(key)
+            if handler and handler not in _KNOWN_HANDLERS:
+                raise self.error(key, f"{handler} cannot be loaded by a Python client; OIDC "
+                                      f"and AWS_MSK_IAM need no handler")
         sec = dict(protocol=protocol, isolation_level=isolation, client_id=get("client.id"),
                    bootstrap_servers=get("bootstrap.servers"),
                    check_hostname=algorithm == "https",

@@ -12,7 +12,6 @@ import functools
 import os
 import ssl
 import tempfile
-import time
 from typing import TYPE_CHECKING, Any
 
 from ..clientprops import ClientProps, Security, Store
@@ -191,7 +190,7 @@ def librdkafka(config: "Config") -> dict[str, Any]:
         if sec.mechanism == "AWS_MSK_IAM":
             provider = token_provider(sec, config.bootstrap_servers, config.request_timeout_ms)
             out["sasl.mechanism"] = "OAUTHBEARER"
-            out["oauth_cb"] = lambda _conf: (provider.token(), time.time() + provider.lifetime_s())
+            out["oauth_cb"] = lambda _conf: (provider.token(), provider.expires_at)
         elif sec.mechanism == "OAUTHBEARER":
             oauth = sec.oauth
             assert oauth is not None

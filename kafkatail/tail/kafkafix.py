@@ -14,20 +14,33 @@
    walks, and its socket stayed ESTABLISHED for good. Every socket ``connect`` makes is recorded
    against its ``NetworkSelector``, and the selector's ``close`` closes whichever are still open.
    ``tests/regression/test_faults.py`` (gevent) counts the process's fds after such a close.
+4. A TLS handshake that fails (an untrusted certificate, a plaintext listener) raises out of
+   ``KafkaSSLTransport.handshake`` with its socket open, held by the traceback's frames: one
+   CLOSE_WAIT socket per attempt until the cyclic GC runs. The patched handshake closes it.
+5. When a read returns data and then end-of-file, the transport drops the data and aborts: a
+   broker's last answer before it hangs up is lost. That answer is how a refused SASL login is
+   told (SaslAuthenticate with the broker's message), so a wrong password looked like a broker
+   that drops connections. The patched read hands the data to the connection first.
+   ``tests/apache_kafka/test_failures.py`` checks the reason of each.
 """
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from typing import Any
 
+from kafka import errors as Errors
 from kafka.net.inet import KafkaNetSocket
 from kafka.net.manager import KafkaConnectionManager
 from kafka.net.selector import NetworkSelector
+from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
 
 _original = KafkaNetSocket.connect
 _original_manager_init = KafkaConnectionManager.__init__
 _original_selector_close = NetworkSelector.close
+_original_handshake = KafkaSSLTransport.handshake
+_original_read = KafkaTCPTransport._read_from_sock
 
 # NetworkSelector -> the sockets connect made for it (both weak: they come and go with it).
 _sockets: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -65,6 +78,30 @@ def _selector_close(self: Any) -> None:
             sock.close()
 
 
+async def _handshake(self: Any) -> None:
+    try:
+        await _original_handshake(self)
+    except BaseException:
+        self._close()
+        raise
+
+
+async def _read_from_sock(self: Any) -> None:
+    while self._read and not self._closed:
+        await self._net.wait_read(self._sock)
+        data, err = self._sock_recv()
+        if data and self._protocol is not None:
+            self.last_read = time.monotonic()
+            if self._protocol._sensors:
+                self._protocol._sensors.bytes_received.record(len(data))
+            try:
+                self._protocol.data_received(data)
+            except Errors.KafkaProtocolError as exc:
+                return self.abort(error=exc)
+        if err:
+            return self.abort(error=err)
+
+
 def apply() -> None:
     if KafkaNetSocket.connect is _original:
         KafkaNetSocket.connect = _connect  # type: ignore[method-assign]
@@ -72,3 +109,7 @@ def apply() -> None:
         KafkaConnectionManager.__init__ = _manager_init  # type: ignore[method-assign]
     if NetworkSelector.close is _original_selector_close:
         NetworkSelector.close = _selector_close  # type: ignore[method-assign]
+    if KafkaSSLTransport.handshake is _original_handshake:
+        KafkaSSLTransport.handshake = _handshake  # type: ignore[method-assign]
+    if KafkaTCPTransport._read_from_sock is _original_read:
+        KafkaTCPTransport._read_from_sock = _read_from_sock  # type: ignore[method-assign]

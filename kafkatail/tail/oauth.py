@@ -44,6 +44,7 @@ class CachedToken(AbstractTokenProvider):
         self._lock = threading.Lock()
         self._token = ""
         self._refresh_at = 0.0
+        self.expires_at = 0.0  # wall clock, as librdkafka's oauth_cb reports it
         self.fetched = 0
 
     def token(self) -> str:
@@ -52,12 +53,9 @@ class CachedToken(AbstractTokenProvider):
                 token, lifetime = self._fetch()
                 self._token = token
                 self._refresh_at = time.monotonic() + max(1.0, lifetime * REFRESH_AT)
+                self.expires_at = time.time() + lifetime
                 self.fetched += 1
             return self._token
-
-    def lifetime_s(self) -> float:
-        """Seconds until this provider fetches a new token (for librdkafka's oauth_cb)."""
-        return max(0.0, self._refresh_at - time.monotonic())
 
     def extensions(self) -> dict[str, str]:
         return self._extensions

@@ -1,0 +1,144 @@
+"""Why the cluster does not let kafkatail in, in plain words, logged once per distinct cause.
+
+Every client of the process connects to one cluster with one set of properties, so a failure
+is the process's, not a tail's: ``FAILURES`` keeps the current one. The clients feed it:
+kafka-python through the ``Connection failed`` records of its connection manager (a logging
+filter that also keeps those per-retry lines out of the log), librdkafka through ``error_cb``;
+a client that connects clears it. ``/readyz`` answers with ``FAILURES.current()``, and a tail
+that cannot open is closed with its reason.
+
+A failure is logged once when it starts (and again if its cause changes), and once more when
+the cluster accepts again, with how many attempts failed meanwhile.
+"""
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+# OpenSSL's verify codes for a certificate that does not name the host (or IP) dialled.
+_NAME_MISMATCH = {62, 64}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """``kind``: tls-untrusted, tls-hostname, tls, auth, unreachable or denied."""
+    kind: str
+    reason: str
+
+
+def classify(exc: BaseException, security: str = "") -> Failure:
+    """The failure an exception from a Kafka client's connect stands for. ``security`` names
+    the settings to check (e.g. ``SASL_SSL SCRAM-SHA-512 as alice``)."""
+    chain = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for e in chain:
+        if isinstance(e, ssl.SSLCertVerificationError):
+            if e.verify_code in _NAME_MISMATCH:
+                return Failure("tls-hostname", f"TLS: the broker's certificate does not name the "
+                                               f"address dialled ({e.verify_message}); check "
+                                               f"bootstrap_servers, or "
+                                               f"ssl.endpoint.identification.algorithm")
+            return Failure("tls-untrusted", f"TLS: the broker's certificate is not trusted "
+                                            f"({e.verify_message}); check ssl.ca.location or "
+                                            f"ssl.truststore.location")
+    for e in chain:
+        if isinstance(e, ssl.SSLError):
+            return Failure("tls", f"TLS handshake failed ({e.reason or e.__class__.__name__}); "
+                                  f"is it a TLS listener, and does it want a client "
+                                  f"certificate?")
+    text = " ".join(str(e) for e in chain)
+    name = " ".join(type(e).__name__ for e in chain)
+    if "SaslAuthenticationFailed" in name or "AuthenticationFailed" in text:
+        detail = text.split("AuthenticationFailedError:", 1)[-1].strip() or text
+        return Failure("auth", f"SASL login refused ({security}): {detail[:160]}")
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return Failure("tls-untrusted", "TLS: the broker's certificate is not trusted; check "
+                                        "ssl.ca.location or ssl.truststore.location")
+    if isinstance(exc, ConnectionRefusedError) or "Connection refused" in text:
+        return Failure("unreachable", "connection refused: check bootstrap_servers")
+    return Failure("unreachable", f"no answer: {text[:160]}")
+
+
+class Failures:
+    """The process's current connection failure, if any; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: Failure | None = None
+        self._since = 0.0
+        self._attempts = 0
+
+    def failed(self, failure: Failure) -> None:
+        with self._lock:
+            self._attempts += 1
+            if failure == self._current:
+                return
+            if self._current is None:
+                self._since = time.monotonic()
+            self._current = failure
+        log.warning("kafka: %s", failure.reason)
+
+    def connected(self) -> None:
+        with self._lock:
+            if self._current is None:
+                return
+            attempts, seconds = self._attempts, time.monotonic() - self._since
+            self._current, self._attempts = None, 0
+        log.info("kafka: connected again, after %d failed attempts in %.0f s", attempts, seconds)
+
+    def current(self) -> Failure | None:
+        return self._current
+
+
+FAILURES = Failures()
+
+
+SPECIFIC = ("tls-untrusted", "tls-hostname", "tls", "auth")
+
+
+class _KafkaPythonFilter(logging.Filter):
+    """On kafka-python's ``kafka.net`` loggers. A connect attempt that fails is logged up to
+    five times there (transport, connection, manager, bootstrap), once per retry; its
+    exception, read from the record, feeds ``FAILURES``. TLS and SASL failures are then left
+    to ``FAILURES`` (one line); the transport's lines, which repeat the connection's, always
+    go."""
+
+    describe = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg, args = record.msg, record.args if isinstance(record.args, tuple) else ()
+        if record.name == "kafka.net.transport":
+            return msg not in ("%s: socket disconnected", "%s: Abort (%s)")
+        exc = next((a for a in args if isinstance(a, BaseException)), None)
+        if exc is not None and msg in ("Connection failed: %s", "%s: Connection lost: %s",
+                                       "Bootstrap connection to %s failed: %s (backoff %.2f secs)"):
+            failure = classify(exc, self.describe)
+            if failure.kind in SPECIFIC:
+                FAILURES.failed(failure)
+                return False
+            return msg != "Connection failed: %s"  # the connection's line says it too
+        if msg.startswith(("Bootstrap %s not ready", "Bootstrap failed")):
+            current = FAILURES.current()
+            return current is None or current.kind not in SPECIFIC
+        return True
+
+
+_FILTER = _KafkaPythonFilter()
+
+
+def install(describe: str) -> None:
+    """Route kafka-python's connection failures through ``FAILURES`` (idempotent);
+    ``describe`` names the connection settings in the reason of a refused login."""
+    _FILTER.describe = describe
+    for name in ("kafka.net.transport", "kafka.net.connection", "kafka.net.manager"):
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)

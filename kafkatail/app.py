@@ -11,7 +11,7 @@ from .config import Config, check_backend
 from .security.access import Access, Authorize
 from .security.origin import parse_allowed
 from .security.tokens import SUBPROTOCOL
-from .tail import clientconf
+from .tail import clientconf, failures
 from .tail.metadata import Metadata
 from .tail.pool import ConsumerPool
 from .ops.reaper import Reaper
@@ -29,6 +29,7 @@ def init_app(app: Flask, config: Config, authorize: Authorize | None = None,
     Call ``shutdown(app)`` when the host app stops: it closes every tail with 1001.
     """
     sec = clientconf.security(config.kafka)
+    failures.install(sec.describe())
     log.info("kafka: %s at %s%s", sec.describe(), config.bootstrap_servers,
              f"; properties not used by a viewer: {', '.join(sec.ignored)}" if sec.ignored else "")
     pool = ConsumerPool(config)

@@ -26,6 +26,7 @@ from kafka.net.compat import KafkaNetClient
 from ..config import Config, check_backend
 from ..ops.threads import REGISTRY, rename
 from . import clientconf, kafkafix
+from .failures import FAILURES, classify_librdkafka
 
 log = logging.getLogger(__name__)
 kafkafix.apply()
@@ -35,7 +36,15 @@ __all__ = ["BrokerUnavailable", "check_backend", "open_backend", "open_consumer"
 
 
 class BrokerUnavailable(Exception):
-    """The cluster could not be reached within the request timeout."""
+    """The cluster could not be reached, or would not let kafkatail in, within the request
+    timeout; the message says why in plain words."""
+
+
+def unavailable_reason(exc: BaseException) -> str:
+    """Why a client could not connect: the failure its attempts met (TLS, SASL, refused), else
+    what the library said."""
+    failure = FAILURES.current()
+    return failure.reason if failure is not None else f"broker unavailable: {exc}"
 
 
 def _fetch_wait_ms(config: Config) -> int:
@@ -95,8 +104,9 @@ def open_consumer(config: Config, client_id: str, **owner: Any) -> KafkaConsumer
         for client in made:
             client.close()
         if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)):
-            raise BrokerUnavailable(str(exc)) from None
+            raise BrokerUnavailable(unavailable_reason(exc)) from None
         raise
+    FAILURES.connected()
     io_thread = made[-1]._net._io_thread if made else None
     if io_thread is not None:  # named here: a configured client.id is every client's
         rename(io_thread, "kafka-io-" + client_id)
@@ -197,6 +207,18 @@ def _rdk_tasks() -> set[int]:
     return out
 
 
+def _error_callback(config: Config) -> Any:
+    """librdkafka's error_cb: TLS and SASL failures to ``FAILURES``, named as kafka-python's
+    are (a failed certificate check is retried once with Python's ssl, which says which)."""
+    sec = clientconf.security(config.kafka)
+    context = clientconf.ssl_context(sec) if sec.tls else None
+    address = config.bootstrap_servers.split(",")[0].strip()
+
+    def on_error(err: Any) -> None:
+        FAILURES.failed(classify_librdkafka(err, sec.describe(), address, context))
+    return on_error
+
+
 def _header_size(headers: list[tuple[str, bytes | None]] | None) -> int:
     if not headers:
         return -1
@@ -236,6 +258,7 @@ class ConfluentBackend:
             "queued.max.messages.kbytes": 8192,
         }
         conf.update(clientconf.librdkafka(config))  # security, isolation.level
+        conf["error_cb"] = _error_callback(config)
         sec = clientconf.security(config.kafka)
         if sec.client_id:
             conf["client.id"] = sec.client_id
@@ -256,8 +279,9 @@ class ConfluentBackend:
                 consumer.close()
                 REGISTRY.forget_native(client_id)
             if isinstance(exc, KafkaException):
-                raise BrokerUnavailable(str(exc)) from None
+                raise BrokerUnavailable(unavailable_reason(exc)) from None
             raise
+        FAILURES.connected()
         # The brokers' own threads start on the first metadata answer, outside the lock (an
         # outage must not queue every construction behind one): claimed best effort, and by
         # role (rdk:* is kafka-io) whoever claims them.

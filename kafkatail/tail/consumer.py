@@ -172,9 +172,9 @@ class ConsumerThread(threading.Thread):
             self._loop(consumer, tps)
         except frames.Close as close:
             self._close_all(close.code, close.reason)
-        except BrokerUnavailable:
-            self._broadcast(frames.status("broker-unavailable"))
-            self._close_all(frames.TRY_AGAIN, "broker unavailable, try again later")
+        except BrokerUnavailable as exc:
+            self._broadcast(frames.status("broker-unavailable", reason=str(exc)))
+            self._close_all(frames.TRY_AGAIN, str(exc))
         except Exception:
             log.exception("%s on %s failed", self.name, self.topic)
             self._close_all(frames.INTERNAL, "internal error")

@@ -12,16 +12,25 @@ the cluster accepts again, with how many attempts failed meanwhile.
 """
 from __future__ import annotations
 
+import functools
 import logging
+import socket
 import ssl
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 # OpenSSL's verify codes for a certificate that does not name the host (or IP) dialled.
 _NAME_MISMATCH = {62, 64}
+
+
+SPECIFIC = ("tls-untrusted", "tls-hostname", "tls", "auth")
+# A TLS or SASL failure stays the reason over plain disconnects for this long after it was last
+# seen: each refused attempt also ends in a dropped connection.
+STICKY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -55,16 +64,53 @@ def classify(exc: BaseException, security: str = "") -> Failure:
                                   f"is it a TLS listener, and does it want a client "
                                   f"certificate?")
     text = " ".join(str(e) for e in chain)
-    name = " ".join(type(e).__name__ for e in chain)
-    if "SaslAuthenticationFailed" in name or "AuthenticationFailed" in text:
-        detail = text.split("AuthenticationFailedError:", 1)[-1].strip() or text
-        return Failure("auth", f"SASL login refused ({security}): {detail[:160]}")
+    for e in chain:
+        if "AuthenticationFailed" in type(e).__name__:
+            # str() is "[Error 58] SaslAuthenticationFailedError: ..." once or twice over.
+            detail = str(e).rsplit("Error: ", 1)[-1].strip() or type(e).__name__
+            return Failure("auth", f"SASL login refused ({security}): {detail[:160]}")
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return Failure("tls-untrusted", "TLS: the broker's certificate is not trusted; check "
                                         "ssl.ca.location or ssl.truststore.location")
     if isinstance(exc, ConnectionRefusedError) or "Connection refused" in text:
-        return Failure("unreachable", "connection refused: check bootstrap_servers")
-    return Failure("unreachable", f"no answer: {text[:160]}")
+        return Failure("unreachable", "broker unavailable: connection refused (check "
+                                      "bootstrap_servers)")
+    return Failure("unreachable", f"broker unavailable: {text[:160]}")
+
+
+def classify_librdkafka(err: Any, security: str, address: str,
+                        context: ssl.SSLContext | None) -> Failure:
+    """The failure a librdkafka ``KafkaError`` (from ``error_cb``) stands for. librdkafka says
+    "certificate verify failed" for an untrusted and a misnamed certificate alike, so that one
+    is told apart by a handshake of Python's own (``probe_tls``), once per distinct error."""
+    name, text = err.name(), err.str()
+    if name == "_AUTHENTICATION":
+        detail = text.split("SASL authentication error:", 1)[-1].split(" (after ", 1)[0]
+        return Failure("auth", f"SASL login refused ({security}): {detail.strip()[:160]}")
+    if name == "_SSL":
+        if "verify failed" in text and context is not None:
+            found = _probe(address, context, text)
+            if found is not None:
+                return found
+        detail = text.split("SSL handshake failed:", 1)[-1].split(" (after ", 1)[0]
+        return Failure("tls", f"TLS handshake failed ({detail.strip()[:120]}); is it a TLS "
+                              f"listener, and does it want a client certificate?")
+    return Failure("unreachable", f"broker unavailable: {text[:160]}")
+
+
+@functools.lru_cache(maxsize=16)
+def _probe(address: str, context: ssl.SSLContext, _error: str) -> Failure | None:
+    """A TLS handshake with ``address`` as kafka-python would make it: the precise failure if
+    its certificate check fails, else None."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname=host):
+                return None
+    except ssl.SSLCertVerificationError as exc:
+        return classify(exc)
+    except (OSError, ValueError):
+        return None
 
 
 class Failures:
@@ -74,34 +120,44 @@ class Failures:
         self._lock = threading.Lock()
         self._current: Failure | None = None
         self._since = 0.0
+        self._specific_at = 0.0
         self._attempts = 0
 
     def failed(self, failure: Failure) -> None:
+        """Record a failed attempt; log it if it is a TLS or SASL failure not yet logged (the
+        client library's own lines tell of an unreachable broker)."""
+        now = time.monotonic()
         with self._lock:
             self._attempts += 1
+            if failure.kind in SPECIFIC:
+                self._specific_at = now
+            elif self._current is not None and self._current.kind in SPECIFIC and (
+                    now - self._specific_at < STICKY_S):
+                return  # the dropped connection that follows a refused login or handshake
             if failure == self._current:
                 return
             if self._current is None:
-                self._since = time.monotonic()
+                self._since = now
             self._current = failure
-        log.warning("kafka: %s", failure.reason)
+        if failure.kind in SPECIFIC:
+            log.warning("kafka: %s", failure.reason)
 
     def connected(self) -> None:
         with self._lock:
             if self._current is None:
                 return
+            logged = self._current.kind in SPECIFIC
             attempts, seconds = self._attempts, time.monotonic() - self._since
             self._current, self._attempts = None, 0
-        log.info("kafka: connected again, after %d failed attempts in %.0f s", attempts, seconds)
+        if logged:
+            log.info("kafka: connected again, after %d failed attempts in %.0f s", attempts,
+                     seconds)
 
     def current(self) -> Failure | None:
         return self._current
 
 
 FAILURES = Failures()
-
-
-SPECIFIC = ("tls-untrusted", "tls-hostname", "tls", "auth")
 
 
 class _KafkaPythonFilter(logging.Filter):
@@ -121,8 +177,8 @@ class _KafkaPythonFilter(logging.Filter):
         if exc is not None and msg in ("Connection failed: %s", "%s: Connection lost: %s",
                                        "Bootstrap connection to %s failed: %s (backoff %.2f secs)"):
             failure = classify(exc, self.describe)
+            FAILURES.failed(failure)
             if failure.kind in SPECIFIC:
-                FAILURES.failed(failure)
                 return False
             return msg != "Connection failed: %s"  # the connection's line says it too
         if msg.startswith(("Bootstrap %s not ready", "Bootstrap failed")):

@@ -13,7 +13,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from ..config import Config
-from .consumer import BrokerUnavailable, open_consumer
+from .backend import BrokerUnavailable, open_consumer, unavailable_reason
 
 
 class Metadata:
@@ -34,7 +34,7 @@ class Metadata:
             except KafkaError as exc:
                 self._consumer.close(autocommit=False, timeout_ms=1000)
                 self._consumer = None
-                raise BrokerUnavailable(str(exc)) from None
+                raise BrokerUnavailable(unavailable_reason(exc)) from None
 
     def topics(self) -> list[dict[str, Any]]:
         def fetch(c: KafkaConsumer) -> list[dict[str, Any]]:
@@ -57,12 +57,13 @@ class Metadata:
                 {"partition": tp.partition, "earliest": first[tp], "latest": last[tp]} for tp in tps]}
         return self._call(fetch)
 
-    def ping(self) -> bool:
+    def unready(self) -> str | None:
+        """None if the cluster answers a metadata request, else why not (``/readyz``)."""
         try:
             self._call(lambda c: c.topics())
-            return True
-        except BrokerUnavailable:
-            return False
+            return None
+        except BrokerUnavailable as exc:
+            return str(exc)
 
     def close(self) -> None:
         with self._lock:

@@ -16,7 +16,7 @@ def _ext() -> dict:
 
 @bp.errorhandler(BrokerUnavailable)
 def _unavailable(exc: BrokerUnavailable):
-    return jsonify(error="broker unavailable", detail=str(exc)), 503
+    return jsonify(error="broker unavailable", reason=str(exc)), 503
 
 
 @bp.get("/api/topics")
@@ -49,6 +49,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    if _ext()["metadata"].ping():
+    reason = _ext()["metadata"].unready()
+    if reason is None:
         return jsonify(status="ready")
-    return jsonify(status="broker unavailable"), 503
+    return jsonify(status="broker unavailable", reason=reason), 503

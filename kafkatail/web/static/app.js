@@ -898,7 +898,8 @@
         enqueueMarker('info', `tail ended${msg.reason ? `: ${msg.reason}` : ''}`);
         return;
       case 'broker-unavailable':
-        enqueueMarker('warn', 'broker unavailable — waiting for it to come back');
+        enqueueMarker('warn', msg.reason ? `broker unavailable: ${msg.reason}`
+                                         : 'broker unavailable — waiting for it to come back');
         break;
       case 'reconnected':
         enqueueMarker('reconnect', 'broker connection restored');

@@ -1,0 +1,151 @@
+"""A cluster that will not let kafkatail in says why, in plain words, in every place a user looks:
+``/readyz`` (503 with the reason), a tail (a ``status`` naming it, then a close with it, not
+1011) and the log (one line per distinct failure, not one per retry); and once the cluster
+accepts, kafkatail is back without a restart."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import secrets
+import time
+import urllib.error
+import urllib.request
+
+import psutil
+import pytest
+from kafka.admin import KafkaAdminClient, ScramMechanism, UserScramCredentialUpsertion
+
+from integration.wsclient import Closed, TailClient
+from kafkatail.testing.certs import make_pki
+from kafkatail.testing.server import ServerProcess
+
+BACKENDS = ["kafka-python", pytest.param("confluent", marks=pytest.mark.skipif(
+    importlib.util.find_spec("confluent_kafka") is None, reason="needs confluent-kafka"))]
+
+
+def readyz(server: ServerProcess) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(server.url("/readyz"), timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def tail_ending(server: ServerProcess, topic: str) -> tuple[list[dict], int | None, str]:
+    c = TailClient(server.ws_url(f"/ws/tail/{topic}"), timeout=30)
+    try:
+        while True:
+            c.recv(timeout=30)
+    except Closed:
+        pass
+    finally:
+        c.ws.close()
+    return c.frames, c.close_code, c.close_reason
+
+
+def serve(props: dict[str, str], tmp_path, backend: str) -> ServerProcess:
+    path = tmp_path / f"client-{secrets.token_hex(4)}.properties"
+    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    return ServerProcess(props["bootstrap.servers"], kafka_properties=path,
+                         consumer_backend=backend, request_timeout_ms=3000)
+
+
+def check_told(server: ServerProcess, topic: str, needle: str) -> str:
+    """The reason, as /readyz, a tail and the log give it: the same, and logged once."""
+    code, body = readyz(server)
+    assert code == 503 and body["status"] == "broker unavailable", body
+    reason = body["reason"]
+    assert needle in reason, reason
+    frames, close_code, close_reason = tail_ending(server, topic)
+    status = [f for f in frames if f["type"] == "status"]
+    assert status and status[-1]["status"] == "broker-unavailable", frames
+    assert needle in status[-1]["reason"], status
+    assert close_code == 1013 and needle in close_reason, (close_code, close_reason)
+    assert readyz(server)[0] == 503  # retried: still one line in the log
+    lines = [ln for ln in server.output.splitlines() if needle in ln]
+    assert len(lines) == 1, "\n".join(lines)
+    return reason
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_refused_login_is_told_and_recovers_when_the_user_exists(apache, cluster, tmp_path,
+                                                                  backend):
+    topic = cluster.create_topic()
+    cluster.produce(topic, [(None, "after")])
+    user, password = f"carol-{secrets.token_hex(3)}", secrets.token_hex(12)
+    props = apache.properties("SASL_SSL", "SCRAM-SHA-512", user="alice")
+    props.update({"sasl.username": user, "sasl.password": password})
+    server = serve(props, tmp_path, backend)
+    try:
+        reason = check_told(server, topic, "SASL login refused")
+        assert f"as {user}" in reason and "SCRAM-SHA-512" in reason
+        assert password not in server.output
+        # While it keeps failing (a tail tried now and then), the server idles.
+        cpu0, t0 = sum(server.worker.cpu_times()[:2]), time.monotonic()
+        for _ in range(3):
+            tail_ending(server, topic)
+        cpu = (sum(server.worker.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0)
+        assert cpu < 0.10, f"{cpu:.0%} of a core while the login keeps failing"
+        admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, client_id="kt-test-users")
+        try:
+            assert admin.alter_user_scram_credentials([UserScramCredentialUpsertion(
+                user, ScramMechanism.SCRAM_SHA_512, password)]) == {user: None}
+        finally:
+            admin.close()
+        deadline = time.monotonic() + 30
+        while readyz(server)[0] != 200:
+            assert time.monotonic() < deadline, "not ready after the user was made"
+            time.sleep(0.5)
+        c = TailClient(server.ws_url(f"/ws/tail/{topic}?from=earliest"))
+        c.collect(1)
+        assert c.records[0]["value"] == "after"
+        c.close()
+        assert server.output.count("kafka: connected again") == 1
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_untrusted_certificate_is_told(apache, cluster, tmp_path, backend):
+    topic = cluster.create_topic()
+    other = make_pki(tmp_path / "other-ca")
+    props = {**apache.properties("SSL"), "ssl.ca.location": str(other.ca)}
+    server = serve(props, tmp_path, backend)
+    try:
+        reason = check_told(server, topic, "certificate is not trusted")
+        assert "ssl.ca.location" in reason
+        assert len([c for c in psutil.Process(server.worker.pid).net_connections()
+                    if c.status == psutil.CONN_CLOSE_WAIT]) == 0
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_certificate_for_another_name_is_told(apache, cluster, tmp_path, backend):
+    topic = cluster.create_topic()
+    props = apache.properties("SSL")
+    port = props["bootstrap.servers"].rpartition(":")[2]
+    # 127.1 is 127.0.0.1 to the resolver, but a name the certificate (localhost, 127.0.0.1)
+    # does not hold.
+    props["bootstrap.servers"] = f"127.1:{port}"
+    server = serve(props, tmp_path, backend)
+    try:
+        check_told(server, topic, "does not name the address dialled")
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_plaintext_client_on_a_tls_listener_is_told(apache, cluster, tmp_path, backend):
+    topic = cluster.create_topic()
+    props = {"bootstrap.servers": apache.listeners["SASL_SSL"].address,
+             "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+             "sasl.username": "alice", "sasl.password": apache.passwords["alice"]}
+    server = serve(props, tmp_path, backend)
+    try:
+        code, body = readyz(server)
+        assert code == 503 and body["reason"].startswith("broker unavailable"), body
+        frames, close_code, close_reason = tail_ending(server, topic)
+        assert close_code == 1013 and close_reason.startswith("broker unavailable")
+    finally:
+        server.stop()

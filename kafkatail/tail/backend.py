@@ -20,7 +20,8 @@ from collections import namedtuple
 from typing import Any, Iterable
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from kafka.errors import (KafkaConnectionError, KafkaError, KafkaTimeoutError,
+                          TopicAuthorizationFailedError)
 from kafka.net.compat import KafkaNetClient
 
 from ..config import Config, check_backend
@@ -32,12 +33,32 @@ log = logging.getLogger(__name__)
 kafkafix.apply()
 
 BACKENDS = ("kafka-python", "confluent")
-__all__ = ["BrokerUnavailable", "check_backend", "open_backend", "open_consumer"]
+__all__ = ["BrokerUnavailable", "TopicDenied", "check_backend", "open_backend", "open_consumer"]
 
 
 class BrokerUnavailable(Exception):
     """The cluster could not be reached, or would not let kafkatail in, within the request
     timeout; the message says why in plain words."""
+
+
+class TopicDenied(Exception):
+    """The cluster's ACLs do not let this client describe or read the topic."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(topic)
+        self.topic = topic
+
+
+def describe_denied(consumer: KafkaConsumer, topic: str, timeout_ms: int) -> bool:
+    """For a topic an all-topics metadata answer did not list: does a metadata request for it
+    alone come back TOPIC_AUTHORIZATION_FAILED? (An all-topics answer leaves out topics the
+    client may not describe, so an unknown topic and a denied one look the same there.)"""
+    future = consumer._cluster.add_topic(topic)
+    try:
+        consumer._net.run(consumer._manager.wait_for, future, timeout_ms)
+    except KafkaError:
+        pass
+    return topic in consumer._cluster.unauthorized_topics
 
 
 def unavailable_reason(exc: BaseException) -> str:
@@ -131,7 +152,12 @@ class KafkaPythonBackend:
         self.consumer.seek(tp, offset)
 
     def poll(self, timeout_ms: int) -> dict:
-        return self.consumer.poll(timeout_ms=timeout_ms)
+        try:
+            return self.consumer.poll(timeout_ms=timeout_ms)
+        except TopicAuthorizationFailedError as exc:
+            denied = exc.args[0] if exc.args else ()
+            raise TopicDenied(next(iter(denied)) if isinstance(denied, (set, list))
+                              else str(denied)) from None
 
     def pause(self, *tps: TopicPartition) -> None:
         self.consumer.pause(*tps)
@@ -143,7 +169,12 @@ class KafkaPythonBackend:
         return self.consumer.highwater(tp)
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
-        return self.consumer.partitions_for_topic(topic)
+        """The topic's partitions; None if it does not exist, TopicDenied if the cluster will
+        not let this client describe it."""
+        found = self.consumer.partitions_for_topic(topic)
+        if not found and describe_denied(self.consumer, topic, self.config.request_timeout_ms):
+            raise TopicDenied(topic)
+        return found
 
     def _lookup(self, fn: Any, *args: Any, **kw: Any) -> Any:
         try:
@@ -313,6 +344,9 @@ class ConfluentBackend:
         except self._exc as exc:
             raise BrokerUnavailable(str(exc)) from None
         t = md.topics.get(topic)
+        if t is not None and t.error is not None and (
+                t.error.code() == t.error.TOPIC_AUTHORIZATION_FAILED):
+            raise TopicDenied(topic)
         if t is None or t.error is not None or not t.partitions:
             return None
         return set(t.partitions)
@@ -382,6 +416,8 @@ class ConfluentBackend:
         for m in msgs:
             err = m.error()
             if err is not None:
+                if err.code() == err.TOPIC_AUTHORIZATION_FAILED:
+                    raise TopicDenied(m.topic() or topic)
                 if not err.retriable() and err.code() != err._PARTITION_EOF:
                     log.warning("%s: %s", self.client_id, err)
                 continue

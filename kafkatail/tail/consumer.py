@@ -27,7 +27,9 @@ from kafka import TopicPartition
 from ..config import Config
 from ..ops.threads import set_native_name
 from . import clientconf, frames
-from .backend import BrokerUnavailable, open_backend, open_consumer  # noqa: F401 (re-exported)
+from .backend import (BrokerUnavailable, TopicDenied, open_backend,  # noqa: F401 (re-exported)
+                      open_consumer)
+from .failures import FAILURES
 from .records import Batch, decode_batch, encode_batch, select
 from .request import REGEX_BUDGET_S
 from .viewer import Viewer
@@ -175,6 +177,10 @@ class ConsumerThread(threading.Thread):
         except BrokerUnavailable as exc:
             self._broadcast(frames.status("broker-unavailable", reason=str(exc)))
             self._close_all(frames.TRY_AGAIN, str(exc))
+        except TopicDenied as exc:
+            reason = FAILURES.denied(exc.topic, clientconf.security(self.config.kafka).describe())
+            self._broadcast(frames.status("denied", reason=reason))
+            self._close_all(frames.FORBIDDEN, reason)
         except Exception:
             log.exception("%s on %s failed", self.name, self.topic)
             self._close_all(frames.INTERNAL, "internal error")
@@ -385,6 +391,8 @@ class ConsumerThread(threading.Thread):
             polled = consumer.poll(timeout_ms=self._poll_ms(poll_ms))
             if stop.is_set():
                 break
+            if polled:
+                FAILURES.readable(self.topic)
             if polled or self._held:
                 ready = self._gather(polled)
                 if ready:

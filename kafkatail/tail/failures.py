@@ -31,6 +31,7 @@ SPECIFIC = ("tls-untrusted", "tls-hostname", "tls", "auth")
 # A TLS or SASL failure stays the reason over plain disconnects for this long after it was last
 # seen: each refused attempt also ends in a dropped connection.
 STICKY_S = 30.0
+DENIED_KEPT = 1000
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class Failures:
         self._since = 0.0
         self._specific_at = 0.0
         self._attempts = 0
+        self._denied: dict[str, None] = {}  # topics whose denial was logged, oldest first
 
     def failed(self, failure: Failure) -> None:
         """Record a failed attempt; log it if it is a TLS or SASL failure not yet logged (the
@@ -156,6 +158,25 @@ class Failures:
     def current(self) -> Failure | None:
         return self._current
 
+    def denied(self, topic: str, security: str) -> str:
+        """The reason a topic is refused by the cluster's ACLs, logged once per topic until a
+        tail of it reads again."""
+        reason = f"the cluster's ACLs do not let {security} read {topic}"
+        with self._lock:
+            new = topic not in self._denied
+            self._denied[topic] = None
+            while len(self._denied) > DENIED_KEPT:
+                self._denied.pop(next(iter(self._denied)))
+        if new:
+            log.warning("kafka: %s", reason)
+        return reason
+
+    def readable(self, topic: str) -> None:
+        """A tail of the topic read from it: a later denial is news again."""
+        if topic in self._denied:
+            with self._lock:
+                self._denied.pop(topic, None)
+
 
 FAILURES = Failures()
 
@@ -173,6 +194,9 @@ class _KafkaPythonFilter(logging.Filter):
         msg, args = record.msg, record.args if isinstance(record.args, tuple) else ()
         if record.name == "kafka.net.transport":
             return msg not in ("%s: socket disconnected", "%s: Abort (%s)")
+        if record.name in ("kafka.consumer.fetcher", "kafka.cluster"):  # FAILURES.denied says it
+            return msg not in ("Not authorized to read from topic %s.",
+                               "Topic %s is not authorized for this client")
         exc = next((a for a in args if isinstance(a, BaseException)), None)
         if exc is not None and msg in ("Connection failed: %s", "%s: Connection lost: %s",
                                        "Bootstrap connection to %s failed: %s (backoff %.2f secs)"):
@@ -194,7 +218,8 @@ def install(describe: str) -> None:
     """Route kafka-python's connection failures through ``FAILURES`` (idempotent);
     ``describe`` names the connection settings in the reason of a refused login."""
     _FILTER.describe = describe
-    for name in ("kafka.net.transport", "kafka.net.connection", "kafka.net.manager"):
+    for name in ("kafka.net.transport", "kafka.net.connection", "kafka.net.manager",
+                 "kafka.consumer.fetcher", "kafka.cluster"):
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)

@@ -13,7 +13,8 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from ..config import Config
-from .backend import BrokerUnavailable, open_consumer, unavailable_reason
+from .backend import (BrokerUnavailable, TopicDenied, describe_denied, open_consumer,
+                      unavailable_reason)
 
 
 class Metadata:
@@ -49,6 +50,8 @@ class Metadata:
             c.topics()
             parts = c.partitions_for_topic(name)
             if not parts:
+                if describe_denied(c, name, timeout):
+                    raise TopicDenied(name)
                 return None
             tps = [TopicPartition(name, p) for p in sorted(parts)]
             first = c.beginning_offsets(tps, timeout_ms=timeout)

@@ -4,7 +4,9 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 
 from ..security.access import current_identity
-from ..tail.consumer import BrokerUnavailable
+from ..tail import clientconf
+from ..tail.backend import BrokerUnavailable, TopicDenied
+from ..tail.failures import FAILURES
 from ..tail.request import BadRequest, parse_topic
 
 bp = Blueprint("kafkatail_api", __name__)
@@ -17,6 +19,12 @@ def _ext() -> dict:
 @bp.errorhandler(BrokerUnavailable)
 def _unavailable(exc: BrokerUnavailable):
     return jsonify(error="broker unavailable", reason=str(exc)), 503
+
+
+@bp.errorhandler(TopicDenied)
+def _denied(exc: TopicDenied):
+    security = clientconf.security(_ext()["config"].kafka).describe()
+    return jsonify(error=FAILURES.denied(exc.topic, security)), 403
 
 
 @bp.get("/api/topics")

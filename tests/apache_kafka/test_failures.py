@@ -13,7 +13,9 @@ import urllib.request
 
 import psutil
 import pytest
-from kafka.admin import KafkaAdminClient, ScramMechanism, UserScramCredentialUpsertion
+from kafka.admin import (ACL, ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType,
+                         KafkaAdminClient, ResourcePattern, ResourcePatternFilter, ResourceType,
+                         ScramMechanism, UserScramCredentialUpsertion)
 
 from integration.wsclient import Closed, TailClient
 from kafkatail.testing.certs import make_pki
@@ -149,3 +151,71 @@ def test_a_plaintext_client_on_a_tls_listener_is_told(apache, cluster, tmp_path,
         assert close_code == 1013 and close_reason.startswith("broker unavailable")
     finally:
         server.stop()
+
+
+def acls(admin: KafkaAdminClient, topic: str, denied: str, add: bool) -> None:
+    """Deny alice ``denied`` on the topic. Any ACL on a topic ends "allow everyone if no ACL
+    is found" for it, so denying READ alone would take DESCRIBE too: that case allows it."""
+    entries = [(ACLOperation[denied], ACLPermissionType.DENY)]
+    if denied == "READ":
+        entries.append((ACLOperation.DESCRIBE, ACLPermissionType.ALLOW))
+    if add:
+        result = admin.create_acls([ACL(
+            principal="User:alice", host="*", operation=op, permission_type=permission,
+            resource_pattern=ResourcePattern(ResourceType.TOPIC, topic))
+            for op, permission in entries])
+        assert not result["failed"], result
+    else:
+        admin.delete_acls([ACLFilter(
+            principal="User:alice", host="*", operation=op, permission_type=permission,
+            resource_pattern=ResourcePatternFilter(ResourceType.TOPIC, topic,
+                                                   ACLResourcePatternType.LITERAL))
+            for op, permission in entries])
+
+
+def api_topic(server: ServerProcess, topic: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(server.url(f"/api/topics/{topic}"), timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("operation", ["READ", "DESCRIBE"])
+def test_a_topic_the_acls_deny_is_told_and_readable_once_allowed(apache, cluster, tmp_path,
+                                                                 backend, operation):
+    topic = cluster.create_topic()
+    cluster.produce(topic, [(None, "allowed now")])
+    admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap, client_id="kt-test-acl")
+    server = serve(apache.properties("SASL_SSL", "SCRAM-SHA-512", user="alice"), tmp_path,
+                   backend)
+    try:
+        acls(admin, topic, operation, add=True)
+        needle = f"the cluster's ACLs do not let SASL_SSL SCRAM-SHA-512 as alice read {topic}"
+        for _ in range(2):  # told each time, logged once
+            frames, close_code, close_reason = tail_ending(server, topic)
+            assert [f.get("reason") for f in frames if f.get("status") == "denied"] == [needle]
+            assert (close_code, close_reason) == (4403, needle[:120])
+        assert readyz(server)[0] == 200  # the cluster lets kafkatail in: one topic is refused
+        code, body = api_topic(server, topic)
+        if operation == "DESCRIBE":
+            assert (code, body) == (403, {"error": needle})
+        else:
+            assert code == 200, body  # its offsets may be described, not read
+        assert len([ln for ln in server.output.splitlines() if needle in ln]) == 1
+        acls(admin, topic, operation, add=False)
+        deadline = time.monotonic() + 30
+        while True:  # the broker's ACL cache catches up within moments
+            c = TailClient(server.ws_url(f"/ws/tail/{topic}?from=earliest"))
+            try:
+                c.collect(1, timeout=10)
+                break
+            except (Closed, AssertionError):
+                assert time.monotonic() < deadline, c.frames
+            finally:
+                c.close()
+        assert c.records[0]["value"] == "allowed now"
+    finally:
+        server.stop()
+        admin.close()

@@ -897,6 +897,9 @@
       case 'end':
         enqueueMarker('info', `tail ended${msg.reason ? `: ${msg.reason}` : ''}`);
         return;
+      case 'denied':
+        enqueueMarker('error', msg.reason);
+        return;
       case 'broker-unavailable':
         enqueueMarker('warn', msg.reason ? `broker unavailable: ${msg.reason}`
                                          : 'broker unavailable — waiting for it to come back');

@@ -104,3 +104,27 @@ def test_a_secured_cluster_serves_api_readiness_and_tails(apache, cluster, store
     if case == "OIDC" and backend == "kafka-python":
         # One token for the process (metadata client and consumer), asked with its scope.
         assert oidc.issued == 1 and "scope=kafka" in oidc.forms[0]
+
+
+@pytest.mark.parametrize("case", ["SCRAM-SHA-512", "OIDC", "mTLS-PKCS12"])
+def test_the_gevent_worker_connects_over_tls_and_sasl(apache, cluster, stores, oidc, tmp_path,
+                                                      case):
+    """``kafkatail serve`` under gevent, with the properties from a file: TLS contexts and
+    token fetches made after the worker's monkey-patching work there too."""
+    from kafkatail.testing.server import ServerProcess
+    topic = cluster.create_topic()
+    cluster.produce(topic, [(None, f"gevent-{case}")])
+    props = case_properties(apache, stores, oidc, case)
+    path = tmp_path / "client.properties"
+    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    server = ServerProcess(props["bootstrap.servers"], worker_class="gevent",
+                           kafka_properties=path)
+    try:
+        with urllib.request.urlopen(server.url("/readyz"), timeout=20) as r:
+            assert json.loads(r.read())["status"] == "ready"
+        c = TailClient(server.ws_url(f"/ws/tail/{topic}?from=earliest"))
+        c.collect(1)
+        assert c.records[0]["value"] == f"gevent-{case}"
+        c.close()
+    finally:
+        server.stop()

@@ -122,3 +122,24 @@ def test_an_open_transaction_shows_nothing_until_it_commits(server, cluster, txn
     t.producer.commit_transaction()
     c.collect(2)
     assert values(c.records) == ["pending", "outside"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_read_uncommitted_shows_aborted_records_and_says_so(make_server_, cluster, txn, backend):
+    from kafkatail.clientprops import ClientProps
+    topic = cluster.create_topic()
+    t = txn(topic)
+    t.run(["c-0"], commit=True)                         # 0, marker 1
+    t.run(["a-0"], commit=False)                        # 2, marker 3
+    default = make_server_(consumer_backend=backend)
+    c = tail(default, topic, "from=earliest")
+    assert c.hello()["options"]["isolation"] == "read_committed"
+    c.collect(1)
+    c.status("caught-up")
+    assert values(c.records) == ["c-0"]
+    server = make_server_(consumer_backend=backend,
+                          kafka=ClientProps({"isolation.level": "read_uncommitted"}))
+    c = tail(server, topic, "from=earliest")
+    assert c.hello()["options"]["isolation"] == "read_uncommitted"
+    c.collect(2)
+    assert values(c.records) == ["c-0", "a-0"]

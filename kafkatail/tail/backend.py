@@ -27,7 +27,7 @@ from kafka.net.compat import KafkaNetClient
 from ..config import Config, check_backend
 from ..ops.threads import REGISTRY, rename
 from . import clientconf, kafkafix
-from .failures import FAILURES, classify_librdkafka
+from .failures import FAILURES, UndecodableBatch, classify_librdkafka
 
 log = logging.getLogger(__name__)
 kafkafix.apply()
@@ -418,6 +418,9 @@ class ConfluentBackend:
             if err is not None:
                 if err.code() == err.TOPIC_AUTHORIZATION_FAILED:
                     raise TopicDenied(m.topic() or topic)
+                if err.code() == err._BAD_COMPRESSION:
+                    raise UndecodableBatch(m.topic() or topic, m.partition(), m.offset(),
+                                           "its codec")
                 if not err.retriable() and err.code() != err._PARTITION_EOF:
                     log.warning("%s: %s", self.client_id, err)
                 continue

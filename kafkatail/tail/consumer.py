@@ -29,7 +29,7 @@ from ..ops.threads import set_native_name
 from . import clientconf, frames
 from .backend import (BrokerUnavailable, TopicDenied, open_backend,  # noqa: F401 (re-exported)
                       open_consumer)
-from .failures import FAILURES
+from .failures import FAILURES, UndecodableBatch
 from .records import Batch, decode_batch, encode_batch, select
 from .request import REGEX_BUDGET_S
 from .viewer import Viewer
@@ -388,7 +388,11 @@ class ConsumerThread(threading.Thread):
                     self._broadcast(frames.status(self.state))
             if self._hold(poll_ms / 1000):
                 continue
-            polled = consumer.poll(timeout_ms=self._poll_ms(poll_ms))
+            try:
+                polled = consumer.poll(timeout_ms=self._poll_ms(poll_ms))
+            except UndecodableBatch as exc:
+                self._undecodable(consumer, tps, exc)
+                continue
             if stop.is_set():
                 break
             if polled:
@@ -435,6 +439,20 @@ class ConsumerThread(threading.Thread):
                 return
             elif caught_up and now >= next_share:
                 next_share = now + status_every
+
+    def _undecodable(self, consumer: Consumer, tps: list[TopicPartition],
+                     exc: UndecodableBatch) -> None:
+        """Stop reading the partition whose batch cannot be decoded, telling every viewer where
+        and why; the other partitions go on. With none left, the tail ends (1003)."""
+        tp = next(t for t in tps if t.partition == exc.partition)
+        consumer.pause(tp)
+        tps.remove(tp)
+        log.warning("%s: %s", self.name, exc)
+        self._broadcast(frames.error(frames.UNSUPPORTED, str(exc), topic=exc.topic,
+                                     partition=exc.partition, offset=exc.offset,
+                                     codec=exc.codec))
+        if not tps:
+            raise frames.Close(frames.UNSUPPORTED, f"{exc.codec} records cannot be decoded here")
 
     def _rewind(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
         """A dedicated viewer resumes at its cursor: a poll that landed after the pause

@@ -114,6 +114,16 @@ def _probe(address: str, context: ssl.SSLContext, _error: str) -> Failure | None
         return None
 
 
+class UndecodableBatch(Exception):
+    """A batch of records the client cannot decompress (a codec library missing, or a codec it
+    does not know): where it is, and the codec in plain words."""
+
+    def __init__(self, topic: str, partition: int, offset: int, codec: str) -> None:
+        super().__init__(f"records of {topic} partition {partition} from offset {offset} are "
+                         f"compressed with {codec}, which this server cannot decode")
+        self.topic, self.partition, self.offset, self.codec = topic, partition, offset, codec
+
+
 class Failures:
     """The process's current connection failure, if any; thread-safe."""
 
@@ -211,15 +221,43 @@ class _KafkaPythonFilter(logging.Filter):
         return True
 
 
+class _SaslRedactFilter(logging.Filter):
+    """kafka-python logs each request and response at DEBUG, and the raw bytes it sends and
+    receives: a SASL login's carry a PLAIN password or an OAuth token in clear. SASL requests
+    and responses are shown by name only, raw bytes by their length."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(_secretive(a) for a in args):
+            record.args = tuple(_shown(a) if _secretive(a) else a for a in args)
+        return True
+
+
+def _secretive(arg: object) -> bool:
+    return isinstance(arg, (bytes, bytearray, memoryview)) or type(arg).__name__.startswith(
+        "Sasl")
+
+
+def _shown(arg: object) -> str:
+    if isinstance(arg, (bytes, bytearray, memoryview)):
+        return f"<{len(arg)} bytes>"
+    return f"<{type(arg).__name__} ****>"
+
+
 _FILTER = _KafkaPythonFilter()
+_REDACT = _SaslRedactFilter()
 
 
 def install(describe: str) -> None:
-    """Route kafka-python's connection failures through ``FAILURES`` (idempotent);
-    ``describe`` names the connection settings in the reason of a refused login."""
+    """Route kafka-python's connection failures through ``FAILURES`` and keep SASL bytes out
+    of its debug lines (idempotent); ``describe`` names the connection settings in the reason
+    of a refused login."""
     _FILTER.describe = describe
-    for name in ("kafka.net.transport", "kafka.net.connection", "kafka.net.manager",
-                 "kafka.consumer.fetcher", "kafka.cluster"):
-        logger = logging.getLogger(name)
-        if _FILTER not in logger.filters:
-            logger.addFilter(_FILTER)
+    for names, flt in (
+            (("kafka.net.transport", "kafka.net.connection", "kafka.net.manager",
+              "kafka.consumer.fetcher", "kafka.cluster"), _FILTER),
+            (("kafka.net.connection", "kafka.protocol.parser"), _REDACT)):
+        for name in names:
+            logger = logging.getLogger(name)
+            if flt not in logger.filters:
+                logger.addFilter(flt)

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 NORMAL = 1000
 GOING_AWAY = 1001
+UNSUPPORTED = 1003
 POLICY = 1008
 TOO_BIG = 1009
 INTERNAL = 1011
@@ -59,5 +60,5 @@ def ends(partitions: Mapping[int, int]) -> str:
     return dumps({"type": "ends", "partitions": {str(p): o for p, o in partitions.items()}})
 
 
-def error(code: int, message: str) -> str:
-    return dumps({"type": "error", "code": code, "message": message})
+def error(code: int, message: str, **detail: Any) -> str:
+    return dumps({"type": "error", "code": code, "message": message, **detail})

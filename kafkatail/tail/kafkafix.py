@@ -20,11 +20,17 @@
 5. When a read returns data and then end-of-file, the transport drops the data and aborts: a
    broker's last answer before it hangs up is lost. That answer is how a refused SASL login is
    told (SaslAuthenticate with the broker's message), so a wrong password looked like a broker
-   that drops connections. The patched read hands the data to the connection first.
+   that drops connections. The patched read hands the data to the connection first and aborts
+   on the next turn of the IO loop, once the request waiting for that answer has failed.
    ``tests/apache_kafka/test_failures.py`` checks the reason of each.
+6. A batch whose codec the client cannot decode raises ``UnsupportedCodecError`` out of poll
+   with no partition or offset. The patched record unpacking raises ``UndecodableBatch``
+   naming both, so the tail can stop that partition and go on with the others
+   (``tests/integration/test_codecs.py``).
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 import weakref
@@ -34,13 +40,18 @@ from kafka import errors as Errors
 from kafka.net.inet import KafkaNetSocket
 from kafka.net.manager import KafkaConnectionManager
 from kafka.net.selector import NetworkSelector
+from kafka.consumer.fetcher import Fetcher
 from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
+
+from .failures import UndecodableBatch
 
 _original = KafkaNetSocket.connect
 _original_manager_init = KafkaConnectionManager.__init__
 _original_selector_close = NetworkSelector.close
 _original_handshake = KafkaSSLTransport.handshake
 _original_read = KafkaTCPTransport._read_from_sock
+_original_unpack = Fetcher.PartitionRecords._unpack_records
+_CODEC = re.compile(r"for (\w+) compression|compression type: (\w+)")
 
 # NetworkSelector -> the sockets connect made for it (both weak: they come and go with it).
 _sockets: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -98,8 +109,23 @@ async def _read_from_sock(self: Any) -> None:
                 self._protocol.data_received(data)
             except Errors.KafkaProtocolError as exc:
                 return self.abort(error=exc)
+            if err:
+                # After the request waiting for this answer has run: it fails with the broker's
+                # reason, not with the disconnect.
+                self._net.call_soon(lambda: self.abort(error=err))
+                return None
         if err:
             return self.abort(error=err)
+
+
+def _unpack_records(self: Any, tp: Any, *args: Any) -> Any:
+    try:
+        yield from _original_unpack(self, tp, *args)
+    except Errors.UnsupportedCodecError as exc:
+        found = _CODEC.search(str(exc))
+        codec = (found.group(1) or f"compression type {found.group(2)}") if found else \
+            "an unknown codec"
+        raise UndecodableBatch(tp.topic, tp.partition, self.next_fetch_offset, codec) from None
 
 
 def apply() -> None:
@@ -111,5 +137,7 @@ def apply() -> None:
         NetworkSelector.close = _selector_close  # type: ignore[method-assign]
     if KafkaSSLTransport.handshake is _original_handshake:
         KafkaSSLTransport.handshake = _handshake  # type: ignore[method-assign]
+    if Fetcher.PartitionRecords._unpack_records is _original_unpack:
+        Fetcher.PartitionRecords._unpack_records = _unpack_records  # type: ignore[method-assign]
     if KafkaTCPTransport._read_from_sock is _original_read:
         KafkaTCPTransport._read_from_sock = _read_from_sock  # type: ignore[method-assign]

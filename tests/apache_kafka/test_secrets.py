@@ -18,6 +18,20 @@ PAGES = ["/", "/healthz", "/readyz", "/api/topics", "/debug/threads", "/debug/ru
          "/metrics", "/debug/profile?seconds=0.5&format=folded"]
 
 
+LOGGING = """version = 1
+[formatters.plain]
+format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+[handlers.console]
+class = "logging.StreamHandler"
+stream = "ext://sys.stderr"
+formatter = "plain"
+[root]
+handlers = ["console"]
+[loggers.kafka]
+level = "DEBUG"
+"""
+
+
 def fetch(server: ServerProcess, path: str) -> str:
     try:
         with urllib.request.urlopen(server.url(path), timeout=30) as r:
@@ -51,7 +65,7 @@ def forms(secret: str) -> list[str]:
             raw.hex()]
 
 
-@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "OIDC"])
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512", "OIDC"])
 def test_no_secret_reaches_a_log_page_frame_or_error(apache, cluster, oidc, tmp_path,
                                                       mechanism, monkeypatch):
     topic = cluster.create_topic()
@@ -70,11 +84,14 @@ def test_no_secret_reaches_a_log_page_frame_or_error(apache, cluster, oidc, tmp_
         props["sasl.password"] = "${env:KT_TEST_SECRET}"
     path = tmp_path / "client.properties"
     path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    logging_toml = tmp_path / "logging.toml"  # kafka-python's own debug lines too
+    logging_toml.write_text(LOGGING)
     seen = []
     for secret in (right, wrong):
         monkeypatch.setenv("KT_TEST_SECRET", secret)
         server = ServerProcess(props["bootstrap.servers"], kafka_properties=path,
-                               log_level="DEBUG", debug="true", request_timeout_ms=3000)
+                               log_level="DEBUG", debug="true", request_timeout_ms=3000,
+                               log_config=logging_toml)
         try:
             seen.append(served(server, topic))
         finally:
@@ -82,5 +99,6 @@ def test_no_secret_reaches_a_log_page_frame_or_error(apache, cluster, oidc, tmp_
         seen.append(server.output)
     text = "\n".join(seen)
     assert "visible" in seen[0]  # the right secret let the tail in: something was shown
+    assert "Sending request" in text  # kafka-python's debug lines were there to search
     leaked = sum(f in text for s in [right, wrong, *oidc.tokens] for f in forms(s))
     assert leaked == 0, f"secrets found {leaked} times in {len(text)} characters"  # not shown

@@ -40,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kafkatail", description="Live-tail Kafka topics in the browser over WebSocket.")
     parser.add_argument("--version", action="version", version=f"kafkatail {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = sub.add_parser("demo", help="embedded broker + sample traffic + server; prints the URL")
+    demo = sub.add_parser(
+        "demo", help="embedded broker + sample traffic + server; prints the URL",
+        description="Sample traffic and a server, on an embedded broker; given a cluster "
+                    "(--bootstrap-servers, --kafka-properties or -X), the demo topics and their "
+                    "traffic go there instead, with the same client properties.")
     _add_config_flags(demo)
     demo.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 = any free)")
     serve = sub.add_parser("serve", help="serve tails from a configured Kafka cluster (gunicorn)")
@@ -107,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def demo(args: argparse.Namespace) -> int:
     """Broker, topics, traffic and a ``kafkatail serve`` child; Ctrl-C stops all three."""
     from .broker import BrokerError, EmbeddedBroker, free_port, wait_for_port
+    from kafka.errors import KafkaError
+
     from .demo_traffic import TrafficGenerator, create_demo_topics
 
     port = args.port or free_port()
@@ -122,29 +128,47 @@ def demo(args: argparse.Namespace) -> int:
     # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    broker = EmbeddedBroker()
+    # Given a cluster (its address or client properties), the demo's topics and traffic go
+    # there, with the same properties as the server's; else to an embedded broker.
+    external = bool(args.bootstrap_servers or args.kafka_properties or args.properties)
+    broker = None if external else EmbeddedBroker()
     traffic = None
     server = None
     try:
+        security: dict = {}
+        if broker is not None:
+            try:
+                broker.start()
+            except BrokerError as exc:
+                print(f"kafkatail: {exc}", file=sys.stderr)
+                return 1
+            bootstrap = broker.bootstrap
+        else:
+            from .tail.clientconf import kafka_python
+            bootstrap, security = config.bootstrap_servers, kafka_python(config)
         try:
-            broker.start()
-        except BrokerError as exc:
-            print(f"kafkatail: {exc}", file=sys.stderr)
+            create_demo_topics(bootstrap, security=security)
+        except KafkaError as exc:
+            print(f"kafkatail: creating the demo topics on {bootstrap} failed: {exc}",
+                  file=sys.stderr)
             return 1
-        create_demo_topics(broker.bootstrap)
-        traffic = TrafficGenerator(broker.bootstrap)
+        traffic = TrafficGenerator(bootstrap, security=security)
         traffic.start()
-        cmd = [sys.executable, "-m", "kafkatail", "serve", "--bootstrap-servers", broker.bootstrap,
+        cmd = [sys.executable, "-m", "kafkatail", "serve", "--bootstrap-servers", bootstrap,
                "--bind", bind]
         if args.config:
             cmd += ["--config", args.config]
+        if args.kafka_properties:
+            cmd += ["--kafka-properties", args.kafka_properties]
+        for item in args.properties:
+            cmd += ["-X", item]
         server = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         host, _, hport = bind.rpartition(":")
         if not wait_for_port(host, int(hport), 30) or server.poll() is not None:
             print("kafkatail: the server did not start", file=sys.stderr)
             return 1
         print(f"\nkafkatail demo is running: http://{host}:{hport}/?topic=demo.orders&from=-50\n"
-              f"broker {broker.bootstrap}; topics demo.app-logs demo.orders demo.sensor-bin "
+              f"broker {bootstrap}; topics demo.app-logs demo.orders demo.sensor-bin "
               f"demo.audit\nPress Ctrl-C to stop.", flush=True)
         while not stop.wait(0.5):
             if server.poll() is not None:
@@ -161,7 +185,8 @@ def demo(args: argparse.Namespace) -> int:
                 server.wait()
         if traffic is not None:
             traffic.stop()
-        broker.stop()
+        if broker is not None:
+            broker.stop()
 
 
 def _properties_help() -> str:

@@ -225,10 +225,13 @@ def _construct(cls: type[_C], **configs: Any) -> _C:
         raise
 
 
-def create_demo_topics(bootstrap_servers: str, *, bootstrap_timeout_ms: int = 10_000) -> None:
-    """Create DEMO_TOPICS; topics that already exist are left alone."""
+def create_demo_topics(bootstrap_servers: str, *, bootstrap_timeout_ms: int = 10_000,
+                       security: dict[str, Any] | None = None) -> None:
+    """Create DEMO_TOPICS; topics that already exist are left alone. ``security``: kafka-python
+    settings for a cluster that needs them (``tail.clientconf.kafka_python``)."""
     admin = _construct(KafkaAdminClient, bootstrap_servers=bootstrap_servers,
-                       client_id=ADMIN_CLIENT_ID, bootstrap_timeout_ms=bootstrap_timeout_ms)
+                       client_id=ADMIN_CLIENT_ID, bootstrap_timeout_ms=bootstrap_timeout_ms,
+                       **(security or {}))
     try:
         specs = {t.name: {"num_partitions": t.num_partitions,
                           "replication_factor": t.replication_factor} for t in DEMO_TOPICS}
@@ -244,8 +247,10 @@ def create_demo_topics(bootstrap_servers: str, *, bootstrap_timeout_ms: int = 10
 class TrafficGenerator:
     """Produces demo records to DEMO_TOPICS from one daemon thread until stop()."""
 
-    def __init__(self, bootstrap_servers: str, *, seed: int | None = None) -> None:
+    def __init__(self, bootstrap_servers: str, *, seed: int | None = None,
+                 security: dict[str, Any] | None = None) -> None:
         self._bootstrap_servers = bootstrap_servers
+        self._security = dict(security or {})
         self._rng = random.Random(seed)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -299,6 +304,7 @@ class TrafficGenerator:
             # Bound every blocking call so stop() is honoured within a few seconds.
             bootstrap_timeout_ms=2000,
             max_block_ms=2000,
+            **self._security,
         )
 
     def _run(self) -> None:

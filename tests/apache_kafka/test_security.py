@@ -128,3 +128,41 @@ def test_the_gevent_worker_connects_over_tls_and_sasl(apache, cluster, stores, o
         c.close()
     finally:
         server.stop()
+
+
+def test_the_demo_pointed_at_a_secured_cluster(apache, tmp_path):
+    """``kafkatail demo --kafka-properties FILE``: no embedded broker; the demo topics, their
+    traffic and the server all reach the cluster over SASL_SSL with the file's properties."""
+    import re
+    import signal
+    import sys
+
+    import psutil
+    props = apache.properties("SASL_SSL", "SCRAM-SHA-256", user="alice")
+    path = tmp_path / "client.properties"
+    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    proc = subprocess.Popen([sys.executable, "-m", "kafkatail", "demo", "--port", "0",
+                             "--kafka-properties", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    try:
+        url = None
+        for line in proc.stdout:
+            found = re.search(r"(http://\S+)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url, "demo printed no URL"
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert "tansu" not in " ".join(" ".join(c.cmdline()) for c in children)
+        c = TailClient(url.split("/?")[0].replace("http", "ws") + "/ws/tail/demo.orders")
+        assert all(isinstance(r["value"], dict) for r in c.collect(3, timeout=30))
+        c.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()

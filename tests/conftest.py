@@ -98,9 +98,9 @@ def make_server_(cluster):
     servers = []
 
     def make(port: int = 0, **overrides) -> LiveServer:
-        cfg = Config(bootstrap_servers=cluster.bootstrap, poll_timeout_ms=200,
-                     ping_interval_s=5, status_interval_s=1, request_timeout_ms=3000,
-                     feed_linger_s=0.5, **OPEN_ACCESS)
+        cfg = Config(bootstrap_servers=cluster.bootstrap, kafka=cluster.props,
+                     poll_timeout_ms=200, ping_interval_s=5, status_interval_s=1,
+                     request_timeout_ms=3000, feed_linger_s=0.5, **OPEN_ACCESS)
         server = LiveServer(cfg.replace(**overrides), port)
         server.thread.start()
         servers.append(server)

@@ -2,7 +2,9 @@
 
 ``KAFKATAIL_TEST_BROKER`` chooses the broker the session starts: ``tansu`` (the default: the
 embedded broker, no JVM) or ``kafka`` (Apache Kafka, fetched with Maven: ``apache_kafka.py``).
-``KAFKATAIL_TEST_BOOTSTRAP=host:port`` points them at an existing cluster instead, starting none.
+``KAFKATAIL_TEST_BOOTSTRAP=host:port`` points them at an existing cluster instead, starting none;
+one that needs TLS or SASL takes its client properties from ``KAFKATAIL_KAFKA_PROPERTIES`` (the
+file ``kafkatail serve`` reads too), and every helper here connects with them.
 """
 from __future__ import annotations
 
@@ -15,11 +17,13 @@ from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from ..broker import BrokerError, EmbeddedBroker
+from ..clientprops import ClientProps, read_properties
 
 if TYPE_CHECKING:
     from .apache_kafka import ApacheKafka
 
 BOOTSTRAP_ENV = "KAFKATAIL_TEST_BOOTSTRAP"
+PROPERTIES_ENV = "KAFKATAIL_KAFKA_PROPERTIES"
 BROKER_ENV = "KAFKATAIL_TEST_BROKER"
 BROKERS = ("tansu", "kafka")
 
@@ -27,10 +31,11 @@ BROKERS = ("tansu", "kafka")
 class Cluster:
     """Where the tests' Kafka is, and (when embedded) the broker process to stop or restart."""
 
-    def __init__(self, bootstrap: str, broker: EmbeddedBroker | ApacheKafka | None = None
-                 ) -> None:
+    def __init__(self, bootstrap: str, broker: EmbeddedBroker | ApacheKafka | None = None,
+                 props: ClientProps | None = None) -> None:
         self.bootstrap = bootstrap
         self.broker = broker
+        self.props = props or ClientProps()
         self.external = broker is None
         self._names = itertools.count(1)
         self._run = uuid.uuid4().hex[:6]
@@ -54,6 +59,18 @@ class Cluster:
                     + (f", after {fetched:.1f} s fetching it" if fetched >= 1 else "") + ")")
         return f"Tansu (embedded) at {self.bootstrap}"
 
+    @property
+    def client_settings(self) -> dict:
+        """kafka-python settings for the cluster's security (none on the brokers started
+        here): what the helpers below, and a test's own clients, connect with."""
+        from ..config import Config
+        from ..tail.clientconf import kafka_python
+        return kafka_python(Config(kafka=self.props, bootstrap_servers=self.bootstrap))
+
+    def _admin(self) -> KafkaAdminClient:
+        return KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="kt-test-admin",
+                                **self.client_settings)
+
     def unique_topic(self, prefix: str = "t") -> str:
         return f"{prefix}.{self._run}.{next(self._names)}"
 
@@ -62,7 +79,7 @@ class Cluster:
         """A topic (a unique name unless given); ``configs`` are topic configs, e.g.
         ``{"cleanup.policy": "compact"}``."""
         name = name or self.unique_topic()
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="kt-test-admin")
+        admin = self._admin()
         try:
             admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {})])
         finally:
@@ -71,14 +88,14 @@ class Cluster:
 
     def topics(self) -> set[str]:
         """The names of the topics the cluster lists now."""
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="kt-test-admin")
+        admin = self._admin()
         try:
             return set(admin.list_topics())
         finally:
             admin.close()
 
     def delete_topic(self, name: str) -> None:
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="kt-test-admin")
+        admin = self._admin()
         try:
             admin.delete_topics([name])
         finally:
@@ -88,7 +105,7 @@ class Cluster:
         """Delete each partition's records below the given offset, so its earliest offset moves
         up as retention would move it. Raises KafkaError where the broker cannot (Tansu 0.6's
         memory storage advertises DeleteRecords but drops the connection)."""
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="kt-test-admin")
+        admin = self._admin()
         try:
             admin.delete_records({TopicPartition(topic, p): o for p, o in before.items()},
                                  timeout_ms=timeout_ms)
@@ -102,7 +119,7 @@ class Cluster:
         with the last batch's base offset + 1, which is only the true end with one-record batches.
         """
         producer = KafkaProducer(bootstrap_servers=self.bootstrap, client_id="kt-test-producer",
-                                 linger_ms=5)
+                                 linger_ms=5, **self.client_settings)
         n = 0
         try:
             for rec in records:
@@ -140,7 +157,9 @@ def start_cluster(kind: str | None = None) -> Iterator[Cluster]:
     ``broker_kind()``), stopped after."""
     external = os.environ.get(BOOTSTRAP_ENV)
     if external:
-        yield Cluster(external)
+        path = os.environ.get(PROPERTIES_ENV)
+        yield Cluster(external, props=ClientProps(read_properties(path), source=path)
+                      if path else None)
         return
     if (kind or broker_kind()) == "kafka":
         from .apache_kafka import ApacheKafka

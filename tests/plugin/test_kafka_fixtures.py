@@ -111,3 +111,44 @@ def test_apache_kafka_that_cannot_be_fetched_fails_with_the_reason(inner, monkey
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable))  # python, and no mvn
     assert_broker_error(inner, f"*Apache Kafka {KAFKA_VERSION} is not cached in * and there is "
                         "no `mvn` to fetch it*")
+
+
+SECURED = '''
+from kafka import KafkaConsumer, TopicPartition
+
+
+def test_round_trip_over_sasl_ssl(kafka_cluster, kafka_topic, kafka_produce):
+    assert kafka_cluster.props["security.protocol"] == "SASL_SSL"
+    topic = kafka_topic()
+    assert kafka_produce(topic, [(None, b"secured")]) == 1
+    consumer = KafkaConsumer(bootstrap_servers=kafka_cluster.bootstrap, client_id="inner",
+                             **kafka_cluster.client_settings)
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        consumer.seek_to_beginning()
+        values = []
+        for _ in range(50):
+            for records in consumer.poll(timeout_ms=200).values():
+                values += [r.value for r in records]
+            if values:
+                break
+    finally:
+        consumer.close()
+    assert values == [b"secured"]
+'''
+
+
+def test_an_external_cluster_that_needs_sasl_ssl_gets_its_properties(inner, cluster, tmp_path,
+                                                                     monkeypatch):
+    """KAFKATAIL_TEST_BOOTSTRAP with KAFKATAIL_KAFKA_PROPERTIES: the fixtures' admin and producer
+    connect with the file's properties, and hand them to the test (client_settings)."""
+    if cluster.kind != "kafka":
+        pytest.skip("needs Apache Kafka's SASL_SSL listener: make test-kafka")
+    props = cluster.broker.properties("SASL_SSL", "SCRAM-SHA-512", user="admin")
+    path = tmp_path / "client.properties"
+    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    monkeypatch.setenv(BOOTSTRAP_ENV, props["bootstrap.servers"])
+    monkeypatch.setenv("KAFKATAIL_KAFKA_PROPERTIES", str(path))
+    inner.pytester.makepyfile(test_secured=SECURED)
+    result = inner.run("-W", "ignore::DeprecationWarning")
+    result.assert_outcomes(passed=1)

@@ -3,7 +3,9 @@
 
 Starts an embedded Tansu broker, Apache Kafka (``--broker kafka``), or both one after the other
 (``--broker tansu,kafka``: every row once on each), or uses the cluster ``--bootstrap`` or
-``KAFKATAIL_TEST_BOOTSTRAP`` names; and ``kafkatail serve`` processes as production runs them, drives
+``KAFKATAIL_TEST_BOOTSTRAP`` names (with ``KAFKATAIL_KAFKA_PROPERTIES`` for one that needs TLS
+or SASL: its clients and servers all read that file); and ``kafkatail serve`` processes as
+production runs them, drives
 them from this process (WebSocket clients, paced producers, a plain kafka-python consumer for the
 reference rate) and measures the server's gunicorn worker with psutil. Rows:
 

@@ -6,6 +6,7 @@ summary) have unit tests, and bench.py reads as the list of measurements it make
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -223,8 +224,20 @@ def value(seq: int, size: int = 200) -> bytes:
     return (raw[:-1] + ',"pad":"' + "x" * max(0, size - len(raw) - 9) + '"}').encode()
 
 
+@functools.lru_cache(maxsize=1)
+def security() -> dict[str, Any]:
+    """kafka-python settings from ``KAFKATAIL_KAFKA_PROPERTIES`` (a cluster given with
+    ``--bootstrap`` that needs TLS or SASL; the servers started here read the same file)."""
+    path = os.environ.get("KAFKATAIL_KAFKA_PROPERTIES")
+    if not path:
+        return {}
+    from kafkatail.config import load
+    from kafkatail.tail.clientconf import kafka_python
+    return kafka_python(load(None, overrides={"kafka_properties": path}))
+
+
 def producer(bootstrap: str, **kw: Any) -> KafkaProducer:
-    return KafkaProducer(bootstrap_servers=bootstrap, acks=1, **kw)
+    return KafkaProducer(bootstrap_servers=bootstrap, acks=1, **kw, **security())
 
 
 def produce_bulk(bootstrap: str, topic: str, n: int) -> None:
@@ -270,7 +283,8 @@ def raw_consume_rate(bootstrap: str, topic: str, n: int, max_poll_records: int =
         return raw_confluent_rate(bootstrap, topic, n, max_poll_records, fetch_max_wait_ms)
     start = time.monotonic()
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                      max_poll_records=max_poll_records, fetch_max_wait_ms=fetch_max_wait_ms)
+                      max_poll_records=max_poll_records, fetch_max_wait_ms=fetch_max_wait_ms,
+                      **security())
     try:
         tp = TopicPartition(topic, 0)
         c.assign([tp])
@@ -319,7 +333,7 @@ class RawLatency(threading.Thread):
         self._halt = threading.Event()
         self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                        enable_auto_commit=False,
-                                       fetch_max_wait_ms=fetch_max_wait_ms)
+                                       fetch_max_wait_ms=fetch_max_wait_ms, **security())
         tp = TopicPartition(topic, 0)
         self._consumer.assign([tp])
         self._consumer.seek(tp, 0)

@@ -78,6 +78,7 @@ def oidc_fetcher(oauth: OAuth, timeout_s: float) -> Callable[[], tuple[str, floa
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 body = json.loads(response.read(1 << 20))
         except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the response's socket
             raise TokenError(f"OIDC token endpoint {_where(oauth.token_url)} answered HTTP "
                              f"{exc.code}") from None
         except (OSError, ValueError) as exc:

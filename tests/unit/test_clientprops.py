@@ -222,3 +222,66 @@ def test_a_bad_properties_file_exits_2_with_one_line(tmp_path, content, needle):
                           stdin=subprocess.DEVNULL)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and needle in done.stderr, done.stderr
+
+
+def test_tokens_are_kept_until_80_percent_of_their_lifetime(monkeypatch):
+    from kafkatail.tail import oauth
+    now = [1000.0]
+    monkeypatch.setattr(oauth.time, "monotonic", lambda: now[0])
+    issued = []
+
+    def fetch():
+        issued.append(f"token-{len(issued)}")
+        return issued[-1], 100.0
+    provider = oauth.CachedToken(fetch, {"logicalCluster": "lkc-1"})
+    assert provider.token() == "token-0" and provider.extensions() == {"logicalCluster": "lkc-1"}
+    now[0] += 79
+    assert provider.token() == "token-0"
+    now[0] += 2  # past 80 s of its 100: a connection made now gets a fresh one
+    assert provider.token() == "token-1" and provider.fetched == 2
+
+
+def test_an_oidc_endpoint_that_refuses_is_named_without_the_secret():
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+    from kafkatail.clientprops import OAuth
+    from kafkatail.tail.oauth import TokenError, oidc_fetcher
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.send_response(401)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    thread = threading.Thread(target=http.serve_forever, name="kt-test-oidc",
+                              kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{http.server_port}/token?key=q-secret"
+        fetch = oidc_fetcher(OAuth("oidc", token_url=url, client_id="kt",
+                                   client_secret="s3cret-xyz"), timeout_s=5)
+        with pytest.raises(TokenError) as e:
+            fetch()
+    finally:
+        http.shutdown()
+        http.server_close()
+        thread.join(5)
+    assert str(e.value) == (f"OIDC token endpoint http://127.0.0.1:{http.server_port}/token "
+                            f"answered HTTP 401")
+
+
+def test_msk_iam_on_librdkafka_is_an_oauth_callback(monkeypatch):
+    pytest.importorskip("aws_msk_iam_sasl_signer")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
+    monkeypatch.setenv("AWS_REGION", "us-east-2")
+    config = Config(bootstrap_servers="b-1.x.kafka.us-east-2.amazonaws.com:9098",
+                    kafka=ClientProps({"security.protocol": "SASL_SSL",
+                                       "sasl.mechanism": "AWS_MSK_IAM"}))
+    conf = clientconf.librdkafka(config)
+    assert conf["sasl.mechanism"] == "OAUTHBEARER" and conf["ssl.ca.location"] == "probe"
+    import time
+    token, expires_at = conf["oauth_cb"]("")
+    assert token and 60 < expires_at - time.time() <= 900

@@ -29,7 +29,7 @@ def init_app(app: Flask, config: Config, authorize: Authorize | None = None,
     Call ``shutdown(app)`` when the host app stops: it closes every tail with 1001.
     """
     sec = clientconf.security(config.kafka)
-    failures.install(sec.describe())
+    failures.install(sec.describe(), sec.trust)
     log.info("kafka: %s at %s%s", sec.describe(), config.bootstrap_servers,
              f"; properties not used by a viewer: {', '.join(sec.ignored)}" if sec.ignored else "")
     pool = ConsumerPool(config)

@@ -140,6 +140,15 @@ class Security:
     def sasl(self) -> bool:
         return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
 
+    @property
+    def trust(self) -> str:
+        """Where the CAs that vouch for the brokers come from, by property name."""
+        if self.truststore:
+            return f"ssl.truststore.location ({self.truststore.location})"
+        if self.ca_location:
+            return f"ssl.ca.location ({self.ca_location})"
+        return "the system's CAs (set ssl.ca.location)"
+
     def describe(self) -> str:
         """One line for the log and ``hello``: how kafkatail connects, no secrets."""
         parts = [self.protocol]

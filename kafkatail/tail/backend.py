@@ -246,7 +246,7 @@ def _error_callback(config: Config) -> Any:
     address = config.bootstrap_servers.split(",")[0].strip()
 
     def on_error(err: Any) -> None:
-        FAILURES.failed(classify_librdkafka(err, sec.describe(), address, context))
+        FAILURES.failed(classify_librdkafka(err, sec.describe(), sec.trust, address, context))
     return on_error
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -27,28 +28,40 @@ log = logging.getLogger(__name__)
 _NAME_MISMATCH = {62, 64}
 
 
-SPECIFIC = ("tls-untrusted", "tls-hostname", "tls", "auth")
+SPECIFIC = ("tls-untrusted", "tls-hostname", "tls-client", "tls", "auth")
+# The alerts a broker sends when it does not accept the client's certificate (or wants one).
+_CLIENT_REFUSED = re.compile(r"alert[ _](unknown[ _]ca|bad[ _]certificate|certificate[ _]required|"
+                             r"access[ _]denied|certificate[ _]unknown)", re.I)
 # A TLS or SASL failure stays the reason over plain disconnects for this long after it was last
 # seen: each refused attempt also ends in a dropped connection.
 STICKY_S = 30.0
 DENIED_KEPT = 1000
 
 
+class TokenError(Exception):
+    """An OAUTHBEARER token could not be had (``oauth.py``); the message names the endpoint or
+    signer, never a secret."""
+
+
 @dataclass(frozen=True)
 class Failure:
-    """``kind``: tls-untrusted, tls-hostname, tls, auth, unreachable or denied."""
+    """``kind``: tls-untrusted, tls-hostname, tls-client, tls, auth or unreachable."""
     kind: str
     reason: str
 
 
-def classify(exc: BaseException, security: str = "") -> Failure:
+def classify(exc: BaseException, security: str = "",
+             trust: str = "ssl.ca.location or ssl.truststore.location") -> Failure:
     """The failure an exception from a Kafka client's connect stands for. ``security`` names
-    the settings to check (e.g. ``SASL_SSL SCRAM-SHA-512 as alice``)."""
-    chain = []
-    seen: BaseException | None = exc
-    while seen is not None and len(chain) < 8:
+    the settings to check (e.g. ``SASL_SSL SCRAM-SHA-512 as alice``), ``trust`` where the
+    trusted CAs come from."""
+    chain: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(chain) < 8:  # causes, contexts, and exceptions wrapped as arguments
+        seen = todo.pop(0)
         chain.append(seen)
-        seen = seen.__cause__ or seen.__context__
+        todo += [a for a in (seen.__cause__, seen.__context__, *seen.args)
+                 if isinstance(a, BaseException) and a not in chain]
     for e in chain:
         if isinstance(e, ssl.SSLCertVerificationError):
             if e.verify_code in _NAME_MISMATCH:
@@ -57,40 +70,47 @@ def classify(exc: BaseException, security: str = "") -> Failure:
                                                f"bootstrap_servers, or "
                                                f"ssl.endpoint.identification.algorithm")
             return Failure("tls-untrusted", f"TLS: the broker's certificate is not trusted "
-                                            f"({e.verify_message}); check ssl.ca.location or "
-                                            f"ssl.truststore.location")
+                                            f"({e.verify_message}); check {trust}")
     for e in chain:
+        if isinstance(e, ssl.SSLError) and _CLIENT_REFUSED.search(str(e)):
+            return _client_refused(str(getattr(e, "reason", None) or e))
         if isinstance(e, ssl.SSLError):
-            return Failure("tls", f"TLS handshake failed ({e.reason or e.__class__.__name__}); "
+            return Failure("tls", f"TLS handshake failed ({getattr(e, 'reason', None) or e}); "
                                   f"is it a TLS listener, and does it want a client "
                                   f"certificate?")
     text = " ".join(str(e) for e in chain)
     for e in chain:
+        if isinstance(e, TokenError):
+            return Failure("auth", f"SASL login not possible ({security}): {e}")
         if "AuthenticationFailed" in type(e).__name__:
             # str() is "[Error 58] SaslAuthenticationFailedError: ..." once or twice over.
             detail = str(e).rsplit("Error: ", 1)[-1].strip() or type(e).__name__
             return Failure("auth", f"SASL login refused ({security}): {detail[:160]}")
     if "CERTIFICATE_VERIFY_FAILED" in text:
-        return Failure("tls-untrusted", "TLS: the broker's certificate is not trusted; check "
-                                        "ssl.ca.location or ssl.truststore.location")
+        return Failure("tls-untrusted", f"TLS: the broker's certificate is not trusted; check "
+                                        f"{trust}")
     if isinstance(exc, ConnectionRefusedError) or "Connection refused" in text:
         return Failure("unreachable", "broker unavailable: connection refused (check "
                                       "bootstrap_servers)")
     return Failure("unreachable", f"broker unavailable: {text[:160]}")
 
 
-def classify_librdkafka(err: Any, security: str, address: str,
+def classify_librdkafka(err: Any, security: str, trust: str, address: str,
                         context: ssl.SSLContext | None) -> Failure:
     """The failure a librdkafka ``KafkaError`` (from ``error_cb``) stands for. librdkafka says
     "certificate verify failed" for an untrusted and a misnamed certificate alike, so that one
     is told apart by a handshake of Python's own (``probe_tls``), once per distinct error."""
     name, text = err.name(), err.str()
+    if "OAUTHBEARER" in text and "token" in text.lower() and name != "_AUTHENTICATION":
+        return Failure("auth", f"SASL login not possible ({security}): {text[:160]}")
     if name == "_AUTHENTICATION":
         detail = text.split("SASL authentication error:", 1)[-1].split(" (after ", 1)[0]
         return Failure("auth", f"SASL login refused ({security}): {detail.strip()[:160]}")
+    if _CLIENT_REFUSED.search(text):
+        return _client_refused(_CLIENT_REFUSED.search(text).group(0))
     if name == "_SSL":
         if "verify failed" in text and context is not None:
-            found = _probe(address, context, text)
+            found = _probe(address, context, trust, text)
             if found is not None:
                 return found
         detail = text.split("SSL handshake failed:", 1)[-1].split(" (after ", 1)[0]
@@ -100,7 +120,7 @@ def classify_librdkafka(err: Any, security: str, address: str,
 
 
 @functools.lru_cache(maxsize=16)
-def _probe(address: str, context: ssl.SSLContext, _error: str) -> Failure | None:
+def _probe(address: str, context: ssl.SSLContext, trust: str, _error: str) -> Failure | None:
     """A TLS handshake with ``address`` as kafka-python would make it: the precise failure if
     its certificate check fails, else None."""
     host, _, port = address.rpartition(":")
@@ -109,7 +129,7 @@ def _probe(address: str, context: ssl.SSLContext, _error: str) -> Failure | None
             with context.wrap_socket(raw, server_hostname=host):
                 return None
     except ssl.SSLCertVerificationError as exc:
-        return classify(exc)
+        return classify(exc, trust=trust)
     except (OSError, ValueError):
         return None
 
@@ -122,6 +142,11 @@ class UndecodableBatch(Exception):
         super().__init__(f"records of {topic} partition {partition} from offset {offset} are "
                          f"compressed with {codec}, which this server cannot decode")
         self.topic, self.partition, self.offset, self.codec = topic, partition, offset, codec
+
+
+def _client_refused(detail: str) -> Failure:
+    return Failure("tls-client", f"TLS: the broker refused the client certificate ({detail}); "
+                                 f"check ssl.certificate.location or ssl.keystore.location")
 
 
 class Failures:
@@ -199,18 +224,20 @@ class _KafkaPythonFilter(logging.Filter):
     go."""
 
     describe = ""
+    trust = ""
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg, args = record.msg, record.args if isinstance(record.args, tuple) else ()
         if record.name == "kafka.net.transport":
-            return msg not in ("%s: socket disconnected", "%s: Abort (%s)")
+            return msg not in ("%s: socket disconnected", "%s: Abort (%s)",
+                               "%s: Error receiving network data closing socket")
         if record.name in ("kafka.consumer.fetcher", "kafka.cluster"):  # FAILURES.denied says it
             return msg not in ("Not authorized to read from topic %s.",
                                "Topic %s is not authorized for this client")
         exc = next((a for a in args if isinstance(a, BaseException)), None)
         if exc is not None and msg in ("Connection failed: %s", "%s: Connection lost: %s",
                                        "Bootstrap connection to %s failed: %s (backoff %.2f secs)"):
-            failure = classify(exc, self.describe)
+            failure = classify(exc, self.describe, self.trust)
             FAILURES.failed(failure)
             if failure.kind in SPECIFIC:
                 return False
@@ -248,11 +275,11 @@ _FILTER = _KafkaPythonFilter()
 _REDACT = _SaslRedactFilter()
 
 
-def install(describe: str) -> None:
+def install(describe: str, trust: str) -> None:
     """Route kafka-python's connection failures through ``FAILURES`` and keep SASL bytes out
     of its debug lines (idempotent); ``describe`` names the connection settings in the reason
     of a refused login."""
-    _FILTER.describe = describe
+    _FILTER.describe, _FILTER.trust = describe, trust
     for names, flt in (
             (("kafka.net.transport", "kafka.net.connection", "kafka.net.manager",
               "kafka.consumer.fetcher", "kafka.cluster"), _FILTER),

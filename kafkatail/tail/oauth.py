@@ -24,12 +24,9 @@ from typing import Callable
 from kafka.net.sasl.oauth import AbstractTokenProvider
 
 from ..clientprops import OAuth
+from .failures import TokenError
 
 REFRESH_AT = 0.8  # of a token's lifetime
-
-
-class TokenError(Exception):
-    """A token could not be had; the message names the endpoint or signer, never a secret."""
 
 
 class CachedToken(AbstractTokenProvider):

@@ -108,14 +108,55 @@ def test_a_refused_login_is_told_and_recovers_when_the_user_exists(apache, clust
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_an_untrusted_certificate_is_told(apache, cluster, tmp_path, backend):
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "OAUTHBEARER"])
+def test_a_wrong_secret_is_told(apache, cluster, oidc, tmp_path, mechanism, backend):
+    """A wrong password for each mechanism; for OAUTHBEARER, a wrong OIDC client secret (the
+    token endpoint refuses it)."""
+    topic = cluster.create_topic()
+    if mechanism == "OAUTHBEARER":
+        props = apache.properties("SASL_SSL", "OAUTHBEARER", user="alice")
+        del props["sasl.oauthbearer.config"]
+        props.update({"sasl.oauthbearer.method": "oidc",
+                      "sasl.oauthbearer.token.endpoint.url": oidc.url,
+                      "sasl.oauthbearer.client.id": oidc.client_id,
+                      "sasl.oauthbearer.client.secret": "not-" + oidc.secret})
+    else:
+        props = apache.properties("SASL_SSL", mechanism, user="alice")
+        props["sasl.password"] = "not-" + props["sasl.password"]
+    server = serve(props, tmp_path, backend)
+    try:
+        reason = check_told(server, topic, "SASL login")
+        assert f"SASL_SSL {mechanism}" in reason
+        assert props.get("sasl.password", "-") not in server.output
+    finally:
+        server.stop()
+
+
+def pkcs12_truststore(ca_pem, path, password: str):
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
+    ca = x509.load_pem_x509_certificate(ca_pem.read_bytes())
+    path.write_bytes(pkcs12.serialize_key_and_certificates(
+        None, None, None, [ca], BestAvailableEncryption(password.encode())))
+    return path
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("trust", ["ssl.ca.location", "ssl.truststore.location"])
+def test_an_untrusted_certificate_is_told(apache, cluster, tmp_path, backend, trust):
     topic = cluster.create_topic()
     other = make_pki(tmp_path / "other-ca")
-    props = {**apache.properties("SSL"), "ssl.ca.location": str(other.ca)}
+    props = apache.properties("SSL")
+    if trust == "ssl.ca.location":
+        props["ssl.ca.location"] = str(other.ca)
+    else:
+        del props["ssl.ca.location"]
+        props.update({"ssl.truststore.location": str(pkcs12_truststore(
+            other.ca, tmp_path / "other.p12", "pw")), "ssl.truststore.password": "pw"})
     server = serve(props, tmp_path, backend)
     try:
         reason = check_told(server, topic, "certificate is not trusted")
-        assert "ssl.ca.location" in reason
+        assert trust in reason
         assert len([c for c in psutil.Process(server.worker.pid).net_connections()
                     if c.status == psutil.CONN_CLOSE_WAIT]) == 0
     finally:
@@ -219,3 +260,18 @@ def test_a_topic_the_acls_deny_is_told_and_readable_once_allowed(apache, cluster
     finally:
         server.stop()
         admin.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_client_certificate_the_broker_does_not_trust_is_told(apache, cluster, tmp_path,
+                                                               backend):
+    """Mutual TLS with a client certificate from another CA: the broker refuses it."""
+    topic = cluster.create_topic()
+    other = make_pki(tmp_path / "other-ca")
+    props = {**apache.properties("SSL"), "ssl.certificate.location": str(other.client_cert),
+             "ssl.key.location": str(other.client_key)}
+    server = serve(props, tmp_path, backend)
+    try:
+        check_told(server, topic, "the broker refused the client certificate")
+    finally:
+        server.stop()

@@ -53,12 +53,20 @@ def describe_denied(consumer: KafkaConsumer, topic: str, timeout_ms: int) -> boo
     """For a topic an all-topics metadata answer did not list: does a metadata request for it
     alone come back TOPIC_AUTHORIZATION_FAILED? (An all-topics answer leaves out topics the
     client may not describe, so an unknown topic and a denied one look the same there.)"""
-    future = consumer._cluster.add_topic(topic)
-    try:
-        consumer._net.run(consumer._manager.wait_for, future, timeout_ms)
-    except KafkaError:
-        pass
-    return topic in consumer._cluster.unauthorized_topics
+    cluster = consumer._cluster
+
+    async def ask() -> bool:
+        # On the client's IO thread, which alone touches the tracked topics: the topic is
+        # tracked for this one request, so a long-lived client (the API's) does not keep
+        # asking for every name it was ever given.
+        try:
+            await consumer._manager.wait_for(cluster.add_topic(topic), timeout_ms)
+        except KafkaError:
+            pass
+        finally:
+            cluster._topics.discard(topic)
+        return topic in cluster.unauthorized_topics
+    return consumer._net.run(ask)
 
 
 def unavailable_reason(exc: BaseException) -> str:

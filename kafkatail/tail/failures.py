@@ -175,8 +175,12 @@ class Failures:
                 return
             if self._current is None:
                 self._since = now
+            # Each library words the same failure its own way (the API's client is always
+            # kafka-python's): a new kind of failure is news, a new wording of it is not.
+            news = failure.kind in SPECIFIC and (
+                self._current is None or self._current.kind != failure.kind)
             self._current = failure
-        if failure.kind in SPECIFIC:
+        if news:
             log.warning("kafka: %s", failure.reason)
 
     def connected(self) -> None:
@@ -192,6 +196,12 @@ class Failures:
 
     def current(self) -> Failure | None:
         return self._current
+
+    def specific(self) -> bool:
+        """Is a TLS or SASL failure the current one (and recent)?"""
+        current = self._current
+        return current is not None and current.kind in SPECIFIC and (
+            time.monotonic() - self._specific_at < STICKY_S)
 
     def denied(self, topic: str, security: str) -> str:
         """The reason a topic is refused by the cluster's ACLs, logged once per topic until a
@@ -239,12 +249,12 @@ class _KafkaPythonFilter(logging.Filter):
                                        "Bootstrap connection to %s failed: %s (backoff %.2f secs)"):
             failure = classify(exc, self.describe, self.trust)
             FAILURES.failed(failure)
-            if failure.kind in SPECIFIC:
+            if failure.kind in SPECIFIC or FAILURES.specific():
                 return False
             return msg != "Connection failed: %s"  # the connection's line says it too
-        if msg.startswith(("Bootstrap %s not ready", "Bootstrap failed")):
-            current = FAILURES.current()
-            return current is None or current.kind not in SPECIFIC
+        if msg.startswith(("Bootstrap %s not ready", "Bootstrap failed", "%s: Request timed out")):
+            # the rest of a retry series: a refused login can also end in a bootstrap deadline
+            return not FAILURES.specific()
         return True
 
 
@@ -271,7 +281,26 @@ def _shown(arg: object) -> str:
     return f"<{type(arg).__name__} ****>"
 
 
+class _LibrdkafkaFilter(logging.Filter):
+    """On the logger librdkafka writes to (``%s [%s] %s``: facility, client, text): its lines
+    of a TLS or SASL failure repeat at every reconnect, and ``error_cb`` has told ``FAILURES``
+    the same; they go. Other lines (an unreachable broker) stay."""
+
+    FACILITIES = ("FAIL", "SASL", "SASLAUTH", "SASLMECHS", "AUTH", "OAUTHBEARER")
+    FAILURE = re.compile(r"SSL handshake failed|SASL authentication error|mechanism handshake "
+                         r"failed|OAUTHBEARER|certificate|alert", re.I)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.msg == "%s [%s] %s" and isinstance(args, tuple) and len(args) == 3:
+            if args[0] == "SSL":  # OpenSSL's error queue, dumped before each FAIL line
+                return False
+            return not (args[0] in self.FACILITIES and self.FAILURE.search(str(args[2])))
+        return True
+
+
 _FILTER = _KafkaPythonFilter()
+_RDKAFKA = _LibrdkafkaFilter()
 _REDACT = _SaslRedactFilter()
 
 
@@ -283,7 +312,8 @@ def install(describe: str, trust: str) -> None:
     for names, flt in (
             (("kafka.net.transport", "kafka.net.connection", "kafka.net.manager",
               "kafka.consumer.fetcher", "kafka.cluster"), _FILTER),
-            (("kafka.net.connection", "kafka.protocol.parser"), _REDACT)):
+            (("kafka.net.connection", "kafka.protocol.parser"), _REDACT),
+            (("kafkatail.tail.backend",), _RDKAFKA)):
         for name in names:
             logger = logging.getLogger(name)
             if flt not in logger.filters:

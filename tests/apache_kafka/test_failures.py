@@ -66,6 +66,10 @@ def check_told(server: ServerProcess, topic: str, needle: str) -> str:
     assert readyz(server)[0] == 503  # retried: still one line in the log
     lines = [ln for ln in server.output.splitlines() if needle in ln]
     assert len(lines) == 1, "\n".join(lines)
+    # Nor do the client libraries repeat it at every retry (3 opens, several attempts each).
+    noise = [ln for ln in server.output.splitlines()
+             if (" WARNING " in ln or " ERROR " in ln) and needle not in ln]
+    assert len(noise) <= 2, "\n".join(noise[:10])
     return reason
 
 
@@ -127,7 +131,8 @@ def test_a_wrong_secret_is_told(apache, cluster, oidc, tmp_path, mechanism, back
     try:
         reason = check_told(server, topic, "SASL login")
         assert f"SASL_SSL {mechanism}" in reason
-        assert props.get("sasl.password", "-") not in server.output
+        secret = props.get("sasl.password") or props["sasl.oauthbearer.client.secret"]
+        assert secret not in server.output
     finally:
         server.stop()
 
@@ -157,8 +162,10 @@ def test_an_untrusted_certificate_is_told(apache, cluster, tmp_path, backend, tr
     try:
         reason = check_told(server, topic, "certificate is not trusted")
         assert trust in reason
-        assert len([c for c in psutil.Process(server.worker.pid).net_connections()
-                    if c.status == psutil.CONN_CLOSE_WAIT]) == 0
+        broker_port = int(props["bootstrap.servers"].rpartition(":")[2])
+        assert [c for c in psutil.Process(server.worker.pid).net_connections()
+                if c.raddr and c.raddr.port == broker_port
+                and c.status == psutil.CONN_CLOSE_WAIT] == []  # kafkafix 4
     finally:
         server.stop()
 

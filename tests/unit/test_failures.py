@@ -93,11 +93,16 @@ def test_a_failure_is_logged_once_and_its_end_once(caplog):
             # each refused attempt also ends in a dropped connection: it does not replace it
             failures.failed(Failure("unreachable", "broker unavailable: socket disconnected"))
         assert failures.current() == refused
+        # The same failure in another library's words (the API's client is kafka-python's,
+        # the tails' may be librdkafka's): the reason follows, the log does not repeat it.
+        other_words = Failure("auth", "SASL login refused (X): in other words")
+        failures.failed(other_words)
+        assert failures.current() == other_words
         failures.connected()
         failures.connected()
     assert [r.getMessage() for r in caplog.records] == [
         "kafka: SASL login refused (X): bad",
-        "kafka: connected again, after 10 failed attempts in 0 s"]
+        "kafka: connected again, after 11 failed attempts in 0 s"]
     assert failures.current() is None
 
 

@@ -17,6 +17,7 @@ from kafka.admin import (ACL, ACLFilter, ACLOperation, ACLPermissionType, ACLRes
                          KafkaAdminClient, ResourcePattern, ResourcePatternFilter, ResourceType,
                          ScramMechanism, UserScramCredentialUpsertion)
 
+from apache_kafka.idp import oidc_properties
 from integration.wsclient import Closed, TailClient
 from kafkatail.testing.certs import make_pki
 from kafkatail.testing.server import ServerProcess
@@ -118,12 +119,7 @@ def test_a_wrong_secret_is_told(apache, cluster, oidc, tmp_path, mechanism, back
     token endpoint refuses it)."""
     topic = cluster.create_topic()
     if mechanism == "OAUTHBEARER":
-        props = apache.properties("SASL_SSL", "OAUTHBEARER", user="alice")
-        del props["sasl.oauthbearer.config"]
-        props.update({"sasl.oauthbearer.method": "oidc",
-                      "sasl.oauthbearer.token.endpoint.url": oidc.url,
-                      "sasl.oauthbearer.client.id": oidc.client_id,
-                      "sasl.oauthbearer.client.secret": "not-" + oidc.secret})
+        props = oidc_properties(apache, oidc, secret="not-" + oidc.secret)
     else:
         props = apache.properties("SASL_SSL", mechanism, user="alice")
         props["sasl.password"] = "not-" + props["sasl.password"]

@@ -11,6 +11,7 @@ import urllib.request
 
 import pytest
 
+from apache_kafka.idp import oidc_properties
 from integration.wsclient import Closed, TailClient
 from kafkatail.testing.server import ServerProcess
 
@@ -71,12 +72,7 @@ def test_no_secret_reaches_a_log_page_frame_or_error(apache, cluster, oidc, tmp_
     topic = cluster.create_topic()
     cluster.produce(topic, [(None, "visible")])
     if mechanism == "OIDC":
-        props = apache.properties("SASL_SSL", "OAUTHBEARER", user="alice")
-        del props["sasl.oauthbearer.config"]
-        props.update({"sasl.oauthbearer.method": "oidc",
-                      "sasl.oauthbearer.token.endpoint.url": oidc.url,
-                      "sasl.oauthbearer.client.id": oidc.client_id,
-                      "sasl.oauthbearer.client.secret": "${env:KT_TEST_SECRET}"})
+        props = oidc_properties(apache, oidc, secret="${env:KT_TEST_SECRET}")
         right, wrong = oidc.secret, "oidc-" + secrets.token_hex(8)
     else:
         props = apache.properties("SASL_SSL", mechanism, user="alice")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from apache_kafka.idp import oidc_properties
 from integration.wsclient import TailClient
 from kafkatail.clientprops import ClientProps
 from kafkatail.testing.apache_kafka import java_binary
@@ -50,13 +51,7 @@ def case_properties(apache, stores, oidc, case: str) -> dict[str, str]:
     if case in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"):
         return apache.properties("SASL_SSL", case, user="alice")
     if case == "OIDC":
-        props = apache.properties("SASL_SSL", "OAUTHBEARER", user="alice")
-        del props["sasl.oauthbearer.config"]
-        return {**props, "sasl.oauthbearer.method": "oidc",
-                "sasl.oauthbearer.token.endpoint.url": oidc.url,
-                "sasl.oauthbearer.client.id": oidc.client_id,
-                "sasl.oauthbearer.client.secret": oidc.secret,
-                "sasl.oauthbearer.scope": "kafka"}
+        return {**oidc_properties(apache, oidc), "sasl.oauthbearer.scope": "kafka"}
     if case == "JAAS-SCRAM":
         props = apache.properties("SASL_SSL", "SCRAM-SHA-512", user="alice")
         password = props.pop("sasl.password")

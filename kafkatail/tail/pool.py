@@ -183,7 +183,7 @@ class ConsumerPool:
             thread = viewer.thread
             left = thread.remove(viewer) if thread is not None else 0
             if thread is None or left or (thread.shared and self.config.feed_linger_s > 0
-                                          and not self._shutdown):
+                                          and not thread.closed and not self._shutdown):
                 thread = None
             elif thread.shared and thread.retire() and self._feeds.get(thread.key) is thread:
                 del self._feeds[thread.key]
@@ -209,11 +209,14 @@ class ConsumerPool:
         return True
 
     def _collect(self) -> None:
-        """Under the lock: forget threads that ended by themselves (handed over, retired)."""
+        """Under the lock: forget threads that ended by themselves (handed over, retired,
+        failed), and the feeds among them: a feed that could not start leaves nothing behind."""
         for t in [t for t in self._threads if t.started and not t.is_alive()]:
             t.join()
             self._threads.discard(t)
             self.threads_joined += 1
+            if self._feeds.get(t.key) is t:
+                del self._feeds[t.key]
 
     def collect(self) -> None:
         with self._lock:

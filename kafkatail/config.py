@@ -127,6 +127,13 @@ FIELDS: tuple[Field, ...] = (
     Field("connect_burst_per_client", int, 100,
           "New WebSocket connections a client address may open at once before the rate applies.",
           _positive),
+    Field("api_rate_per_client", float, 10.0,
+          "HTTP requests per second a client address may make to /api, /debug and /metrics, "
+          "sustained (HTTP 429 with Retry-After beyond; the page and health checks are not "
+          "counted); 0 turns the limit off.", _non_negative),
+    Field("api_burst_per_client", int, 30,
+          "HTTP requests a client address may make at once before api_rate_per_client applies.",
+          _positive),
     Field("control_rate_per_socket", float, 20.0,
           "Control frames (pause, resume, filter) per second per socket, sustained (close 1008 "
           "beyond); 0 turns the limit off.", _non_negative),

@@ -32,9 +32,10 @@ def unavailable(reason: str) -> NoReturn:
 
 
 # The suite's servers, in-process and subprocesses alike, admit anonymous tails, open /debug and
-# do not limit the connection rate, as before access rules existed (tests open hundreds of tails
+# do not limit the connection or request rate, as before access rules existed (tests open hundreds of tails
 # from one address); the tests of those rules (test_auth.py, ...) configure their own.
-OPEN_ACCESS = {"anonymous_topics": "**", "debug_access": "open", "connect_rate_per_client": "0"}
+OPEN_ACCESS = {"anonymous_topics": "**", "debug_access": "open", "connect_rate_per_client": "0",
+               "api_rate_per_client": "0"}
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,8 +1,9 @@
 """The access rules applied to kafkatail's own routes (never to a host app's).
 
 - HTTP: paths matching ``auth_exempt_paths`` (the page, its static files, health checks) are
-  open; ``/debug/*`` and ``/metrics`` need an admin token unless ``debug_access = "open"``;
-  everything else needs an identity (401, or 403 when it may not see that). Errors are JSON.
+  open; the rest is rate-limited per client address (429), ``/debug/*`` and ``/metrics`` need
+  an admin token unless ``debug_access = "open"``, and everything else needs an identity (401,
+  or 403 when it may not see that). Errors are JSON.
 - WebSocket: the connection rate per client address is checked before the upgrade (429); who
   is calling and what it may tail is checked after it, so a browser sees the close code and
   reason (4401, 4403) instead of a bare failed handshake.
@@ -41,6 +42,7 @@ class Access:
         self.debug_open = config.debug_access == "open"
         self.connects = RateLimiter(config.connect_rate_per_client,
                                     config.connect_burst_per_client)
+        self.requests = RateLimiter(config.api_rate_per_client, config.api_burst_per_client)
         self.control_rate = config.control_rate_per_socket
         self.control_burst = config.control_burst_per_socket
 
@@ -64,6 +66,10 @@ class Access:
             return None
         if self.exempt.match(path):
             return None
+        wait = self.requests.take(request.remote_addr or "")
+        if wait:
+            return _error(429, "too many requests from this address; retry later",
+                          {"Retry-After": str(max(1, round(wait)))})
         if any(p in request.args for p in TOKEN_PARAMS):
             return _error(400, URL_TOKEN)
         debug = DEBUG_PATHS.match(path)

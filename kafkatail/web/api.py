@@ -7,6 +7,7 @@ from ..security.access import current_identity
 from ..tail import clientconf
 from ..tail.backend import BrokerUnavailable, TopicDenied
 from ..tail.failures import FAILURES
+from ..tail.metadata import MetadataBusy
 from ..tail.request import BadRequest, parse_topic
 
 bp = Blueprint("kafkatail_api", __name__)
@@ -19,6 +20,11 @@ def _ext() -> dict:
 @bp.errorhandler(BrokerUnavailable)
 def _unavailable(exc: BrokerUnavailable):
     return jsonify(error="broker unavailable", reason=str(exc)), 503
+
+
+@bp.errorhandler(MetadataBusy)
+def _busy(exc: MetadataBusy):
+    return jsonify(error="busy", reason=str(exc)), 503, {"Retry-After": "1"}
 
 
 @bp.errorhandler(TopicDenied)

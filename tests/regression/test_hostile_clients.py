@@ -2,7 +2,12 @@
 measured from outside the server process as the attack pass that found them measured them."""
 from __future__ import annotations
 
+import threading
+import time
+import urllib.error
+import urllib.request
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import websocket
@@ -61,3 +66,49 @@ def test_failed_tails_leave_nothing_behind(server_process, cluster):
     print(f"{server_process.worker_class}: RSS +{grown:.1f} MB over 1,000 refused tails")
     assert grown < 8
     live.close()
+
+
+def timed_get(url: str, timeout: float = 10) -> tuple[int, float]:
+    """(HTTP status, seconds taken)."""
+    start = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+        exc.close()
+    return status, time.monotonic() - start
+
+
+def test_api_flood_neither_queues_nor_blinds_readiness(server_process):
+    """Finding 5: 16 clients looking up missing topics as fast as they can are rate-limited
+    (429), and /readyz keeps answering from the broker state in well under a probe's 1 s."""
+    server = server_process(api_rate_per_client=10, api_burst_per_client=30)  # the defaults
+    stop = threading.Event()
+    statuses: Counter[int] = Counter()
+
+    def flood() -> None:
+        while not stop.is_set():
+            status, _ = timed_get(server.url(f"/api/topics/kt-missing.{uuid.uuid4().hex[:12]}"))
+            statuses[status] += 1
+
+    flooders = [threading.Thread(target=flood, name=f"kt-test-flood-{i}") for i in range(16)]
+    for t in flooders:
+        t.start()
+    try:
+        ready = []
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            ready.append(timed_get(server.url("/readyz")))
+            stop.wait(0.2)
+    finally:
+        stop.set()
+        for t in flooders:
+            t.join(30)
+    slowest = max(took for _, took in ready)
+    print(f"{server_process.worker_class}: /readyz slowest {slowest:.3f}s of {len(ready)}; "
+          f"/api answers {dict(statuses)}")
+    assert {status for status, _ in ready} == {200}
+    assert slowest < 1.0
+    assert statuses[429] and statuses[404], statuses
+    assert set(statuses) <= {404, 429, 503}, statuses

@@ -92,6 +92,12 @@ FIELDS: tuple[Field, ...] = (
           "Kafka request timeout: metadata, offset lookups, bootstrap.", _positive),
     Field("outbox_max_records", int, 5000,
           "Records buffered per socket before the full policy applies.", _positive),
+    Field("outbox_max_bytes", int, 4 << 20,
+          "Record bytes queued per client (as for outbox_max_records, whichever is reached "
+          "first); a historical tail reads ahead at most half of it.", _positive),
+    Field("outbox_total_bytes", int, 256 << 20,
+          "Record bytes queued for all clients of a worker together; beyond it the full policy "
+          "applies to each client that has a queue.", _positive),
     Field("outbox_full_policy", str, "drop-oldest",
           "For viewers of a shared live feed, when their outbox is full. drop-oldest: discard "
           "the oldest buffered records and send a 'dropped' frame; disconnect: close the slow "

@@ -125,6 +125,8 @@ def open_consumer(config: Config, client_id: str, **owner: Any) -> KafkaConsumer
             request_timeout_ms=config.request_timeout_ms,
             bootstrap_timeout_ms=config.request_timeout_ms,
             fetch_max_wait_ms=_fetch_wait_ms(config),
+            # A poll's bytes are what a waiting historical tail may overshoot its outbox by.
+            fetch_max_bytes=max(1 << 20, config.outbox_max_bytes),
             reconnect_backoff_max_ms=2000,
             kafka_client=client_factory,
             **clientconf.kafka_python(config),

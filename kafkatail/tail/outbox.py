@@ -1,6 +1,7 @@
 """The bounded hand-off between a ConsumerThread and one socket.
 
-The consumer side never blocks: when the outbox holds ``max_records`` records, the full policy
+The consumer side never blocks: when the outbox holds ``max_records`` records or ``max_bytes``
+bytes, or every outbox of the process together holds its ``ByteBudget``, the full policy
 decides. ``drop-oldest`` discards the oldest buffered records and remembers which offsets went,
 so the client gets an explicit ``dropped`` frame; ``disconnect`` closes the slow client. The
 socket side takes everything queued in one call and sends it as few frames as possible. A shared
@@ -24,10 +25,30 @@ DROP_OLDEST = "drop-oldest"
 DISCONNECT = "disconnect"
 
 
+class ByteBudget:
+    """The record bytes every outbox of a process holds together, against one limit: clients
+    that never read cost at most this much memory, however many there are."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.total += n
+
+    def over(self) -> bool:
+        return self.total > self.limit
+
+
 class Outbox:
     def __init__(self, max_records: int, policy: str = DROP_OLDEST,
-                 notify: Callable[[], None] = lambda: None) -> None:
+                 notify: Callable[[], None] = lambda: None, max_bytes: int = 1 << 62,
+                 budget: ByteBudget | None = None) -> None:
         self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.budget = budget or ByteBudget(1 << 62)
         self.policy = policy
         self.notify = notify
         self.abort: Callable[[], None] = lambda: None
@@ -35,6 +56,7 @@ class Outbox:
         self._lock = threading.Lock()
         self._items: deque[str | Batch] = deque()
         self._records = 0
+        self._bytes = 0
         self._dropped = 0
         self._dropped_ranges: dict[int, list[int]] = {}
         self._close: frames.Close | None = None
@@ -72,37 +94,57 @@ class Outbox:
                         self._remainder = True
                         self.notify()
                     return
+            # A producer that waits while behind (a dedicated tail) may overshoot the byte
+            # caps by one poll, never more: only a put made while behind is cut for bytes.
+            was_behind = self._behind()
             self._items.append(batch)
             self._records += len(batch)
-            if self._records * 2 >= self.max_records:
+            self._bytes += batch.size
+            self.budget.add(batch.size)
+            if self._behind():
                 self._drained.clear()
-            if self._records > self.max_records:
+            if self._records > self.max_records or (was_behind and self._over_bytes()):
                 if self.policy == DISCONNECT:
                     self._close = frames.Close(frames.POLICY, "client too slow: outbox full")
                     overflow = True
                 else:
-                    self._drop_oldest(self._records - self.max_records)
+                    self._drop_oldest()
         self.notify()
         if overflow:
             self.abort()
 
-    def _drop_oldest(self, excess: int) -> None:
+    def _behind(self) -> bool:
+        """Under the lock: half a cap or more is queued, or the process is over its budget."""
+        return (self._records * 2 >= self.max_records or self._bytes * 2 >= self.max_bytes
+                or (self._bytes > 0 and self.budget.over()))
+
+    def _over_bytes(self) -> bool:
+        return self._bytes > self.max_bytes or (self._bytes > 0 and self.budget.over())
+
+    def _drop_oldest(self) -> None:
+        """Under the lock: drop the oldest records until under the caps, noting their offsets."""
         items, ranges = self._items, self._dropped_ranges
-        while excess > 0:
+        while self._records > self.max_records or self._over_bytes():
             i = next(i for i, item in enumerate(items) if isinstance(item, Batch))
-            records = items[i].records
-            cut = records[:excess]
-            if len(cut) == len(records):
+            batch = items[i]
+            excess = self._records - self.max_records
+            if excess <= 0:
+                excess = _records_over(batch.records, max(self._bytes - self.max_bytes,
+                                                          self.budget.total - self.budget.limit))
+            cut = batch.records[:excess]
+            if len(cut) == len(batch):
                 del items[i]
             else:
-                items[i] = Batch(records[excess:])
+                items[i] = Batch(batch.records[excess:])
             for rec in cut:
                 r = ranges.get(rec["partition"])
                 if r is None:
                     ranges[rec["partition"]] = [rec["offset"], rec["offset"]]
                 else:
                     r[1] = rec["offset"]
-            excess -= len(cut)
+            size = batch.size - (items[i].size if len(cut) < len(batch) else 0)
+            self._bytes -= size
+            self.budget.add(-size)
             self._records -= len(cut)
             self._dropped += len(cut)
             self.dropped_total += len(cut)
@@ -114,6 +156,16 @@ class Outbox:
                 self._close = frames.Close(code, reason)
         self.notify()
 
+    def discard(self) -> None:
+        """The socket is gone: drop what is queued, give its bytes back, take nothing more."""
+        with self._lock:
+            if self._close is None:
+                self._close = frames.Close(frames.GOING_AWAY, "released")
+            self._items.clear()
+            self.budget.add(-self._bytes)
+            self._records = self._bytes = 0
+        self._drained.set()
+
     def take(self) -> tuple[list[str | Batch], frames.Close | None]:
         """Everything queued, as encoded frames (a lone Batch as itself: a feed's viewers share
         its framing), and the close to send after them (if any). Until ``sent()``, the socket
@@ -121,6 +173,8 @@ class Outbox:
         with self._lock:
             items, self._items = self._items, deque()
             self._records = 0
+            self.budget.add(-self._bytes)
+            self._bytes = 0
             self._drained.set()
             dropped, ranges = self._dropped, self._dropped_ranges
             self._dropped, self._dropped_ranges = 0, {}
@@ -152,7 +206,7 @@ class Outbox:
             self._sending_since = 0.0
 
     def behind(self) -> bool:
-        """Half the cap or more is queued: the socket is not keeping up."""
+        """Half a cap or more is queued: the socket is not keeping up."""
         return not self._drained.is_set()
 
     def wait_drained(self, timeout: float) -> bool:
@@ -168,3 +222,14 @@ class Outbox:
             self.abort()
             return True
         return False
+
+
+def _records_over(records: list[dict[str, Any]], excess_bytes: int) -> int:
+    """How many of the first records to drop to free ``excess_bytes`` (at least one)."""
+    n = freed = 0
+    for rec in records:
+        n += 1
+        freed += rec["size"]
+        if freed >= excess_bytes:
+            break
+    return n

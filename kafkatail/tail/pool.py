@@ -23,7 +23,7 @@ from ..config import Config
 from ..ops.threads import REGISTRY
 from . import frames
 from .consumer import ConsumerThread
-from .outbox import Outbox
+from .outbox import ByteBudget, Outbox
 from .request import TailRequest
 from .viewer import Viewer
 
@@ -63,6 +63,8 @@ class ConsumerPool:
         self.handovers = 0
         # Totals of tails already released; live tails are added when read (see totals()).
         self._closed_totals = Counter()
+        # What every viewer's outbox holds, in record bytes, against outbox_total_bytes.
+        self.outbox_bytes = ByteBudget(config.outbox_total_bytes)
         _pools.add(self)
 
     def open(self, request: TailRequest, outbox: Outbox, client: str = "",
@@ -173,6 +175,7 @@ class ConsumerPool:
             if self._viewers.pop(viewer.tail_id, None) is None:
                 return True
             viewer.released = True
+            viewer.outbox.discard()
             self._closed_totals.update(_totals(viewer))
             self._per_client[viewer.client] -= 1
             self._per_topic[viewer.request.topic] -= 1

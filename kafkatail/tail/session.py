@@ -46,7 +46,8 @@ class TailSession:
         self.client = client
         self.wire = ws.sock = Wire(ws.sock, negotiated_deflate(ws))
         self.outbox = Outbox(config.outbox_max_records, config.outbox_full_policy,
-                             notify=ws.event.set)
+                             notify=ws.event.set, max_bytes=config.outbox_max_bytes,
+                             budget=pool.outbox_bytes)
         self.outbox.abort = self.abort
         self.outbox.writer = self._write
         self._handler = threading.current_thread()

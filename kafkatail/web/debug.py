@@ -148,6 +148,9 @@ class _Collector:
         yield CounterMetricFamily("kafkatail_log_records_dropped",
                                   "Log records dropped because the log queue was full.",
                                   value=logsetup.dropped_total())
+        yield GaugeMetricFamily("kafkatail_outbox_bytes",
+                                "Record bytes queued for clients that are behind, all together.",
+                                value=pool.outbox_bytes.total)
         yield GaugeMetricFamily("kafkatail_threads_stuck", "Tail threads that did not stop.",
                                 value=len(pool.stuck))
         t = GaugeMetricFamily("kafkatail_topic_tails", "Open tails per topic.", labels=["topic"])

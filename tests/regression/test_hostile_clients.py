@@ -2,6 +2,7 @@
 measured from outside the server process as the attack pass that found them measured them."""
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import urllib.error
@@ -112,3 +113,35 @@ def test_api_flood_neither_queues_nor_blinds_readiness(server_process):
     assert slowest < 1.0
     assert statuses[429] and statuses[404], statuses
     assert set(statuses) <= {404, 429, 503}, statuses
+
+
+def test_readers_that_never_read_cost_bounded_memory_given_back(server_process, cluster):
+    """Finding 2: four sockets tail 200 KB records from earliest and never read (4 KB receive
+    buffers). The server holds at most a bounded number of bytes for them, not records, and
+    gives the memory back when they are gone."""
+    topic = cluster.create_topic(partitions=1)
+    value = "v" * 200_000
+    cluster.produce(topic, [(f"k{i}", value) for i in range(600)])  # 120 MB
+    server = server_process(send_timeout_s=4, reaper_interval_s=1)
+    warm = TailClient(server.ws_url(f"/ws/tail/{topic}?from=earliest&max=50"))
+    assert len(warm.collect(50, timeout=60)) == 50
+    warm.closed()
+    wait_for(lambda: server.tails() == 0, 30, server.tails)
+    base = server.worker.memory_info().rss
+    mb = lambda: (server.worker.memory_info().rss - base) / 2**20  # noqa: E731
+    stalled = [websocket.create_connection(
+        server.ws_url(f"/ws/tail/{topic}?from=earliest"), timeout=10,
+        sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)) for _ in range(4)]
+    try:
+        peak, deadline = 0.0, time.monotonic() + 12
+        while time.monotonic() < deadline:
+            peak = max(peak, mb())
+            time.sleep(0.2)  # sampling interval, not a wait for a condition
+    finally:
+        for ws in stalled:
+            ws.shutdown()
+    print(f"{server_process.worker_class}: RSS +{peak:.0f} MB at most while open")
+    wait_for(lambda: server.tails() == 0, 30, server.tails)
+    took = wait_for(lambda: mb() < 50, 30, lambda: f"RSS +{mb():.0f} MB after they closed")
+    print(f"{server_process.worker_class}: RSS +{mb():.0f} MB {took:.1f} s after they closed")
+    assert peak < 150

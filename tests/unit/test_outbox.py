@@ -1,7 +1,7 @@
 import json
 
 from kafkatail.tail import frames
-from kafkatail.tail.outbox import Outbox
+from kafkatail.tail.outbox import ByteBudget, Outbox
 
 
 def batch(start, n, partition=0):
@@ -133,3 +133,49 @@ def test_drops_are_reported_before_anything_is_written_directly():
     assert len(writer.batches) == 1  # the first try only: a dropped frame is owed first
     out, _ = box.take()
     assert decoded(out)[0]["type"] == "dropped"
+
+
+def sized(start, n, size, partition=0):
+    recs = batch(start, n, partition)
+    for r in recs:
+        r["size"] = size
+    return recs
+
+
+def test_bytes_cap_drops_oldest_once_behind():
+    """A put made while under half the byte cap may overshoot it (a waiting producer's one
+    poll); a put made while behind is cut back to the cap, oldest first, with the ranges."""
+    box = Outbox(1000, max_bytes=1000)
+    box.put_records(sized(0, 12, 100))        # was not behind: kept whole, 1,200 bytes
+    assert box.behind()
+    box.put_records(sized(12, 3, 100))        # behind: cut to 1,000 bytes
+    out, _ = box.take()
+    d = decoded(out)
+    assert d[0] == {"type": "dropped", "count": 5, "partitions": {"0": [0, 4]}}
+    assert [m["offset"] for m in d[1]["messages"]] == list(range(5, 15))
+    assert not box.behind()
+
+
+def test_process_budget_is_shared_and_given_back():
+    budget = ByteBudget(1000)
+    slow, other = Outbox(1000, budget=budget), Outbox(1000, budget=budget)
+    slow.put_records(sized(0, 9, 100))
+    other.put_records(sized(0, 2, 100))       # over the budget: other is now behind
+    assert budget.total == 1100 and other.behind()
+    other.put_records(sized(2, 1, 100))       # put while behind: cut until under the budget
+    assert budget.total <= 1000 and other.dropped_total >= 1
+    slow.discard()
+    other.take()
+    assert budget.total == 0
+    slow.put_records(sized(9, 1, 100))        # released: takes nothing more
+    assert budget.total == 0
+
+
+def test_disconnect_policy_applies_to_bytes():
+    box = Outbox(1000, policy="disconnect", max_bytes=1000)
+    aborted = []
+    box.abort = lambda: aborted.append(True)
+    box.put_records(sized(0, 6, 100))
+    box.put_records(sized(6, 6, 100))
+    _, close = box.take()
+    assert aborted and close.code == frames.POLICY

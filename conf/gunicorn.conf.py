@@ -2,7 +2,9 @@
 
     KAFKATAIL_CONFIG=/etc/kafkatail/kafkatail.toml gunicorn -c conf/gunicorn.conf.py
 
-This is what ``kafkatail serve`` runs, from the same code (``kafkatail.server``): worker class,
+This is what ``kafkatail serve`` runs, from the same code (``kafkatail.server``): worker class
+(kafkatail's subclasses of gunicorn's gthread and gevent workers, which give a request's headers
+``header_timeout_s`` and read them without holding a pool thread: ``kafkatail/workers/``),
 threads and connections, timeouts sized against ``shutdown_grace_s``, the SIGTERM hook that
 closes every tail with 1001 before the worker exits, and gunicorn's logs through kafkatail's
 log queue. Every value comes from kafkatail's config (``$KAFKATAIL_CONFIG``, then

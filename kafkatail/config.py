@@ -85,6 +85,18 @@ FIELDS: tuple[Field, ...] = (
     Field("worker_connections", int, 1000,
           "Most simultaneous connections per worker (gevent; gthread stops accepting there too).",
           _positive),
+    Field("header_timeout_s", float, 5.0,
+          "Time a client has, from connecting, to send the request line and headers; then it "
+          "gets 408 and is closed (on a kept-alive connection: from the next request's first "
+          "byte under gthread, from the previous response and at most keepalive under "
+          "gevent). Under gthread a connection takes a pool thread only once its headers are "
+          "complete, so slow clients (slowloris) cannot hold the threads kept for HTTP.",
+          _positive),
+    Field("header_conns_per_client", int, 32,
+          "Connections one client address may have that have not finished their request "
+          "headers; more get 429 and are closed at once. 0: no limit. Not applied when "
+          "proxy_hops is set (every connection then comes from the proxy, which bounds its "
+          "own clients' headers).", _non_negative),
     Field("poll_timeout_ms", int, 500,
           "Longest a ConsumerThread waits in poll(); bounds stop latency. Never 0.", _positive),
     Field("max_poll_records", int, 500, "Most records fetched per poll, i.e. per batch.", _positive),

@@ -32,6 +32,13 @@ log = logging.getLogger(__name__)
 
 CONFIG_ENV = "KAFKATAIL_CONFIG"
 
+# gunicorn's two workers, subclassed so that a client trickling its request headers
+# (slowloris) holds no request slot past header_timeout_s (kafkatail/workers/).
+WORKER_CLASSES = {
+    "gthread": "kafkatail.workers.gthread.ThreadWorker",
+    "gevent": "kafkatail.workers.ggevent.GeventWorker",
+}
+
 
 def config_from_env() -> Config:
     """The config for a server started without kafkatail's CLI: the TOML file named by
@@ -135,12 +142,13 @@ class _QueuedLogger(GunicornLogger):
 
 
 def gunicorn_settings(config: Config) -> dict[str, Any]:
-    """gunicorn's settings and hooks for kafkatail: worker class and sizes, timeouts sized
-    against ``shutdown_grace_s``, the SIGTERM hook and logging through kafkatail's queue."""
+    """gunicorn's settings and hooks for kafkatail: worker class (kafkatail's subclass of the
+    configured one, with a deadline for request headers) and sizes, timeouts sized against
+    ``shutdown_grace_s``, the SIGTERM hook and logging through kafkatail's queue."""
     return {
         "bind": [config.bind],
         "workers": config.workers,
-        "worker_class": config.worker_class,
+        "worker_class": WORKER_CLASSES[config.worker_class],
         "threads": config.threads,
         "worker_connections": config.worker_connections,
         "graceful_timeout": int(config.shutdown_grace_s) + 1,

@@ -56,7 +56,9 @@ def create_app(config: Config | None = None) -> Flask:
     check_backend(config)
     app = Flask(__name__, static_folder=None)
     if config.proxy_hops:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops)  # type: ignore[method-assign]
+        # X-Forwarded-Proto too: the Origin check compares the scheme the browser used.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops,  # type: ignore[method-assign]
+                                x_proto=config.proxy_hops)
     logging.getLogger("kafkatail").setLevel(config.log_level)
     init_app(app, config)
     return app

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .clientprops import ClientProps, parse_assignments, read_properties
 from .errors import ConfigError
+from .security.origin import check_hosts
 from .security.tokens import check_patterns, check_tokens
 
 __all__ = ["Config", "ConfigError", "FIELDS", "load"]
@@ -126,7 +127,16 @@ FIELDS: tuple[Field, ...] = (
           "Values larger than this are truncated and marked truncated: true.", _positive),
     Field("allowed_origins", str, "",
           "Comma list of extra browser origins (https://host[:port]) allowed to open tails; "
-          "the server's own origin is always allowed, * allows any (close 4403 otherwise)."),
+          "the server's own origin is always allowed, * allows any (close 4403 otherwise). "
+          "An origin matches by scheme, host and port: http pages for a plain server, https "
+          "behind a TLS proxy (X-Forwarded-Proto, with proxy_hops)."),
+    Field("allowed_hosts", str, "",
+          "Host names this server answers to, comma or space separated, each with an optional "
+          ":port (without one, any port). A request whose Host header is not on the list gets "
+          "HTTP 400 before any other check, page, API and WebSocket alike: a page whose own "
+          "name was made to resolve here (DNS rebinding) cannot reach the server. Empty: any "
+          "Host (set it when the port is reachable from browsers without a proxy that checks "
+          "Host).", check_hosts),
     Field("anonymous_topics", str, "",
           "Topic patterns anyone may tail without a token, e.g. \"**\" (all) or \"demo.** "
           "!demo.secret\" (* one segment, ** any, ! denies and always wins). Empty: every tail "

@@ -1,5 +1,7 @@
 """The access rules applied to kafkatail's own routes (never to a host app's).
 
+- Host: with ``allowed_hosts`` set, a request whose Host header is not on it gets 400 before
+  any other check, HTTP and WebSocket handshake alike (DNS rebinding).
 - HTTP: paths matching ``auth_exempt_paths`` (the page, its static files, health checks) are
   open; the rest is rate-limited per client address (429), ``/debug/*`` and ``/metrics`` need
   an admin token unless ``debug_access = "open"``, and everything else needs an identity (401,
@@ -19,6 +21,7 @@ from typing import Any, Callable
 from flask import Request, g, jsonify, request
 
 from .limits import RateLimiter, TokenBucket
+from .origin import host_allowed, parse_hosts
 from .tokens import Authenticator, Identity, Unauthenticated, presented_token
 from .trie import PatternTrie, split_patterns
 
@@ -45,6 +48,7 @@ class Access:
         self.requests = RateLimiter(config.api_rate_per_client, config.api_burst_per_client)
         self.control_rate = config.control_rate_per_socket
         self.control_burst = config.control_burst_per_socket
+        self.hosts = parse_hosts(config.allowed_hosts)
 
     def identify(self, req: Request) -> Identity | None:
         """Token, else the host's authorize, else anonymous; raises Unauthenticated on a bad token."""
@@ -56,6 +60,12 @@ class Access:
 
     def guard(self) -> Any:
         """``before_request`` for kafkatail's blueprints: None lets the request through."""
+        if not host_allowed(request.host, self.hosts):
+            # First, before any limit or route: a name this server is not known by (DNS
+            # rebinding) gets nothing, not even a WebSocket upgrade.
+            log.info("refused %s %s from %s: Host %r not in allowed_hosts", request.method,
+                     request.path, request.remote_addr, request.host)
+            return _error(400, "Host not allowed: not a name this server answers to")
         path = request.path[len(self.prefix):] or "/"
         if path.startswith("/ws/"):
             wait = self.connects.take(request.remote_addr or "")

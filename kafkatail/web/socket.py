@@ -32,7 +32,8 @@ def blueprint(sock: Sock) -> Blueprint:
     def tail(ws, topic: str) -> None:
         ext = current_app.extensions["kafkatail"]
         client = request.remote_addr or ""
-        if not origin_allowed(request.headers.get("Origin"), request.host, ext["origins"]):
+        if not origin_allowed(request.headers.get("Origin"), request.host, ext["origins"],
+                              request.scheme):
             log.warning("refused tail of %r from origin %r (client %s)", topic,
                         request.headers.get("Origin"), client)
             refuse(ws, frames.Close(frames.FORBIDDEN, "origin not allowed"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 # re's own parser (private, stable since 3.11): inspects a pattern without compiling it.
 import re._constants as sre_constants
 import re._parser as sre_parse
@@ -25,15 +26,22 @@ MAX_FILTER_LEN = 1024
 MAX_LAST_N = 100_000
 MAX_MAX = 10_000_000
 MAX_PARTITIONS = 10_000
-# A regex is bounded three ways: its length, its size once repeats are expanded (what the
-# compiler allocates: ``(?:a{65535}){65535}`` would take gigabytes), and a time budget per search.
+# A regex is bounded four ways: its length, its size once repeats are expanded (what the
+# compiler allocates: ``(?:a{65535}){65535}`` would take gigabytes), the backtracking paths its
+# shape allows (``(?:.|.){25}`` tries 2**25 ways to fail), and a time budget per search.
 MAX_PATTERN_WEIGHT = 10_000
+# Measured with the regex module: about 3 us per path per start position, so 10**4 paths cost
+# some 30 ms over a 60-character record, a third of the budget; 2**15 paths already overran it.
+MAX_REGEX_PATHS = 10_000
 REGEX_BUDGET_S = 0.1
 # Overruns before a regex is switched off; more than one, so a search that was merely descheduled
 # on a loaded machine does not silence a sound filter.
 REGEX_OVERRUNS = 3
 
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
+# ASCII only: \d and str.isdigit() take every script's digits, and superscripts too.
+_DIGITS = re.compile(r"[0-9]+")
+_INT = re.compile(r"-?[0-9]+")
 
 
 class BadRequest(ValueError):
@@ -195,8 +203,9 @@ def parse_start(raw: str | None) -> StartAt:
 def parse_timestamp(raw: str) -> int:
     """Epoch milliseconds or an ISO-8601 date-time (UTC when no zone is given)."""
     raw = raw.strip()
-    if raw.isdigit():
-        value = int(raw)
+    if _DIGITS.fullmatch(raw):
+        # Past 16 digits it is out of range anyway: int() is never handed thousands of them.
+        value = int(raw) if len(raw) <= 16 else 2**53
     else:
         try:
             dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
@@ -226,21 +235,31 @@ def compile_matcher(substring: str | None, regex: str | None) -> Matcher:
         raise BadRequest(f"filter: longer than {MAX_FILTER_LEN} characters")
     if len(regex) > MAX_PATTERN_LEN:
         raise BadRequest(f"regex: longer than {MAX_PATTERN_LEN} characters")
+    for key, text in (("filter", substring), ("regex", regex)):
+        try:  # a JSON control frame can carry "\ud800", which no frame echoing it could send
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest(f"{key}: not valid Unicode (a lone surrogate)") from None
     return Matcher(substring.lower(), compile_regex(regex) if regex else None)
 
 
 def compile_regex(pattern: str) -> regex.Pattern:
     """Python ``re`` syntax, checked before compiling: no nested unbounded repeats (``(a+)+``),
-    and at most ``MAX_PATTERN_WEIGHT`` once repeats are expanded; compiled with ``regex``,
-    whose searches take a timeout."""
+    at most ``MAX_PATTERN_WEIGHT`` once repeats are expanded, and at most ``MAX_REGEX_PATHS``
+    backtracking paths (``(?:.|.){25}``: see ``_Paths``); compiled with ``regex``, whose
+    searches take a timeout."""
     try:
         tree = sre_parse.parse(pattern)
         weight = _weight(tree, False)
+        paths = _Paths(tree).count() if weight <= MAX_PATTERN_WEIGHT else 0
     except (re.error, RecursionError, OverflowError) as exc:
         raise BadRequest(f"regex: {exc}") from None
     if weight > MAX_PATTERN_WEIGHT:
         raise BadRequest(f"regex: too large once repeats are expanded ({weight} > "
                          f"{MAX_PATTERN_WEIGHT})")
+    if paths > MAX_REGEX_PATHS:
+        raise BadRequest(f"regex: a repeat whose parts can match the same text takes exponential "
+                         f"time (~{paths:.0e} paths > {MAX_REGEX_PATHS})")
     try:
         return regex.compile(pattern)
     except (regex.error, RecursionError, OverflowError, MemoryError) as exc:
@@ -274,6 +293,209 @@ def _subpatterns(av: object):
             yield from _subpatterns(item)
 
 
+_SATURATED = 10**18
+_IGNORECASE = sre_constants.SRE_FLAG_IGNORECASE
+_CATEGORIES = {getattr(sre_constants, name): re.compile(rx) for name, rx in (
+    ("CATEGORY_DIGIT", r"\d"), ("CATEGORY_NOT_DIGIT", r"\D"), ("CATEGORY_SPACE", r"\s"),
+    ("CATEGORY_NOT_SPACE", r"\S"), ("CATEGORY_WORD", r"\w"), ("CATEGORY_NOT_WORD", r"\W"),
+    ("CATEGORY_LINEBREAK", "\n"), ("CATEGORY_NOT_LINEBREAK", "[^\n]"))}
+# Characters every pattern is probed with besides its own literals: Latin-1, and a few from
+# other scripts, spaces and digits, so that ``\w`` and ``\d`` overlap as they do at run time.
+_SAMPLES = [chr(c) for c in range(256)] + list(
+    "\u0416\u4e2d\u0660\u2028\u3000\U0001f600\U0010ffff")
+
+
+def _mul(a: int, b: int) -> int:
+    return min(a * b, _SATURATED)
+
+
+def _pow(base: int, exp: int) -> int:
+    return 1 if base <= 1 else _SATURATED if exp >= 64 else min(base ** exp, _SATURATED)
+
+
+def _cases(ch: str) -> set[str]:
+    return {c for c in (ch, ch.lower(), ch.upper()) if len(c) == 1}
+
+
+class _Paths:
+    """Estimates how many ways a parsed pattern can match one text: the paths a backtracking
+    search may try before it gives up.
+
+    Two alternatives of a branch are ambiguous when they can begin with the same character
+    (first-character sets, over a pattern's literals, range ends and ``_SAMPLES``; what is not
+    analysed counts as any character) and their leading characters never differ, or when both
+    can match nothing; an ambiguous branch has
+    the sum of its alternatives' paths, a clean one the largest. A bounded repeat raises its
+    body's paths to its upper count; an unbounded one repeats an ambiguous body without limit.
+    Inside another repeat, a bounded repeat of variable length that can stop where what follows
+    it could start offers one path per count it can stop at (``(?:a{1,3}){30}``: 3**30).
+    Unbounded repeats in sequence (``a+a+a+``, ``(?:a+){3}``) cost a polynomial of the text's
+    length, not of the pattern's; the search budget bounds them.
+    """
+
+    def __init__(self, tree: sre_parse.SubPattern) -> None:
+        self.icase = bool(tree.state.flags & _IGNORECASE)
+        self.tree = tree
+        codes: set[int] = set()
+        self._collect(tree, codes)
+        chars = set(_SAMPLES)
+        for code in codes:
+            chars.update(chr(c) for c in (code - 1, code, code + 1) if 0 <= c <= sys.maxunicode)
+        self.all = frozenset(c for ch in chars for c in _cases(ch))
+        self._firsts: dict[tuple[int, bool], tuple[frozenset[str], bool]] = {}
+        self._categories: dict[object, frozenset[str]] = {}
+
+    def count(self) -> int:
+        return self._paths(self.tree, frozenset(), False, self.icase)
+
+    def _collect(self, tree: sre_parse.SubPattern, codes: set[int]) -> None:
+        for op, av in tree:
+            if op in (sre_constants.LITERAL, sre_constants.NOT_LITERAL):
+                codes.add(av)
+            elif op is sre_constants.IN:
+                for item_op, item_av in av:
+                    if item_op is sre_constants.LITERAL:
+                        codes.add(item_av)
+                    elif item_op is sre_constants.RANGE:
+                        codes.update(item_av)
+            for sub in _subpatterns(av):
+                self._collect(sub, codes)
+
+    def _paths(self, items: sre_parse.SubPattern, follow: frozenset[str], repeated: bool,
+               icase: bool) -> int:
+        """Paths through a sequence followed by a character in ``follow`` (empty: the end);
+        ``repeated``: the sequence runs once per iteration of an enclosing repeat."""
+        total = 1
+        for op, av in reversed(list(items)):
+            total = _mul(total, self._item_paths(op, av, follow, repeated, icase))
+            first, nullable = self._item_first(op, av, icase)
+            follow = first | follow if nullable else first
+        return total
+
+    def _item_paths(self, op: object, av: Any, follow: frozenset[str], repeated: bool,
+                    icase: bool) -> int:
+        if op is sre_constants.SUBPATTERN:
+            return self._paths(av[3], follow, repeated, _flags(icase, av[1], av[2]))
+        if op is sre_constants.ATOMIC_GROUP:
+            return self._paths(av, follow, repeated, icase)
+        if op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+            return self._paths(av[1], frozenset(), False, icase)
+        if op in (sre_constants.BRANCH, sre_constants.GROUPREF_EXISTS):
+            alternatives = av[1] if op is sre_constants.BRANCH else [av[1], av[2] or ()]
+            paths, entries = [], []
+            for alt in alternatives:
+                paths.append(self._paths(alt, follow, repeated, icase))
+                first, nullable = self._first(alt, icase)
+                entries.append((first | follow if nullable else first, nullable,
+                                self._prefix(alt, icase)))
+            ambiguous = any((n1 and n2) or (f1 & f2 and all(a & b for a, b in zip(p1, p2)))
+                            for i, (f1, n1, p1) in enumerate(entries)
+                            for f2, n2, p2 in entries[i + 1:])
+            return min(sum(paths), _SATURATED) if ambiguous else max(paths)
+        if op in _REPEATS:
+            low, high, body = av
+            if high == 0:
+                return 1
+            first, nullable = self._first(body, icase)
+            inner = self._paths(body, first | follow if high > 1 else follow,
+                                repeated or high > 1, icase)
+            if high == sre_constants.MAXREPEAT:
+                return 1 if inner <= 1 else _SATURATED
+            total = _pow(inner, high)
+            if repeated and high > low and (nullable or first & follow):
+                total = _mul(total, high - low + 1)
+            return total
+        return 1
+
+    def _first(self, items: sre_parse.SubPattern, icase: bool) -> tuple[frozenset[str], bool]:
+        """The characters a sequence can begin with, and whether it can match nothing."""
+        key = (id(items), icase)
+        if key not in self._firsts:
+            first: frozenset[str] = frozenset()
+            for op, av in items:
+                item_first, nullable = self._item_first(op, av, icase)
+                first |= item_first
+                if not nullable:
+                    self._firsts[key] = first, False
+                    break
+            else:
+                self._firsts[key] = first, True
+        return self._firsts[key]
+
+    def _prefix(self, items: sre_parse.SubPattern, icase: bool) -> list[frozenset[str]]:
+        """The character sets of a sequence's leading one-character items: two alternatives
+        that differ at one of these positions (``POST|PUT``) never match the same text."""
+        sets = []
+        for op, av in items:
+            if op not in (sre_constants.LITERAL, sre_constants.NOT_LITERAL, sre_constants.ANY,
+                          sre_constants.IN):
+                break
+            sets.append(self._item_first(op, av, icase)[0])
+        return sets
+
+    def _item_first(self, op: object, av: Any, icase: bool) -> tuple[frozenset[str], bool]:
+        if op is sre_constants.LITERAL:
+            return self._literal(av, icase), False
+        if op is sre_constants.NOT_LITERAL:
+            return self.all - self._literal(av, icase), False
+        if op is sre_constants.ANY:
+            return self.all, False
+        if op is sre_constants.IN:
+            return self._in(av, icase), False
+        if op in (sre_constants.AT, sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+            return frozenset(), True
+        if op is sre_constants.SUBPATTERN:
+            return self._first(av[3], _flags(icase, av[1], av[2]))
+        if op is sre_constants.ATOMIC_GROUP:
+            return self._first(av, icase)
+        if op in (sre_constants.BRANCH, sre_constants.GROUPREF_EXISTS):
+            alternatives = av[1] if op is sre_constants.BRANCH else [av[1], av[2] or ()]
+            firsts = [self._first(alt, icase) for alt in alternatives]
+            return frozenset().union(*(f for f, _ in firsts)), any(n for _, n in firsts)
+        if op in _REPEATS:
+            low, high, body = av
+            if high == 0:
+                return frozenset(), True
+            first, nullable = self._first(body, icase)
+            return first, nullable or low == 0
+        return self.all, True  # a backreference, or anything else not analysed
+
+    def _literal(self, code: int, icase: bool) -> frozenset[str]:
+        ch = chr(code)
+        if not icase:
+            return frozenset((ch,))
+        cases = _cases(ch)
+        return frozenset(c for c in self.all if _cases(c) & cases)
+
+    def _in(self, items: list[tuple[object, Any]], icase: bool) -> frozenset[str]:
+        """A character class as a set of characters: set operations only, so that a pattern of
+        a hundred classes costs no more to check than to parse."""
+        members: set[str] = set()
+        negate = False
+        for op, av in items:
+            if op is sre_constants.NEGATE:
+                negate = True
+            elif op is sre_constants.LITERAL:
+                members.add(chr(av))
+            elif op is sre_constants.RANGE:
+                members.update(c for c in self.all if av[0] <= ord(c) <= av[1])
+            elif op is sre_constants.CATEGORY and av in _CATEGORIES:
+                if av not in self._categories:
+                    self._categories[av] = frozenset(
+                        c for c in self.all if _CATEGORIES[av].fullmatch(c))
+                members |= self._categories[av]
+            else:
+                members |= self.all
+        if icase:
+            members = {c for c in self.all if _cases(c) & members}
+        return self.all - members if negate else frozenset(members)
+
+
+def _flags(icase: bool, add: int, remove: int) -> bool:
+    """Whether a group's scoped flags (``(?i:...)``, ``(?-i:...)``) leave it case-insensitive."""
+    return (icase or bool(add & _IGNORECASE)) and not remove & _IGNORECASE
+
+
 def parse(topic: str, args: Mapping[str, str]) -> TailRequest:
     """Build a TailRequest from the path topic and the query arguments."""
     max_raw = args.get("max")
@@ -300,7 +522,8 @@ def parse(topic: str, args: Mapping[str, str]) -> TailRequest:
 
 
 def _int(raw: str, key: str) -> int:
+    """A whole number in ASCII digits: ``str.isdigit`` also passes ``²``, which int() refuses."""
     raw = raw.strip()
-    if not raw or len(raw) > 19 or not raw.lstrip("-").isdigit():
+    if len(raw) > 19 or not _INT.fullmatch(raw):
         raise BadRequest(f"{key}: {raw[:40]!r} is not a whole number")
     return int(raw)

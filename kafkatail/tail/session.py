@@ -127,6 +127,8 @@ class TailSession:
             msg = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise BadRequest("control frame: not JSON") from None
+        except RecursionError:  # thousands of [ or {: the decoder recurses once per level
+            raise BadRequest("control frame: nested too deeply") from None
         op = msg.get("op") if isinstance(msg, dict) else None
         if op == "pause":
             self.pool.set_paused(viewer, True)

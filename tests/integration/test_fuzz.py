@@ -50,7 +50,10 @@ def clean_log(caplog):
 
 
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
-numbers = st.integers(-2**70, 2**70).map(str)
+# Digits of other scripts and superscripts: str.isdigit() passes them, int() may not.
+unicode_digits = st.text(st.characters(categories=("Nd", "No")), min_size=1, max_size=6)
+numbers = st.one_of(st.integers(-2**70, 2**70).map(str), unicode_digits,
+                    unicode_digits.map(lambda d: "-" + d))
 
 
 def mostly(valid: list[str], *hostile: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
@@ -66,14 +69,18 @@ from_values = mostly(
     numbers.map(lambda n: "-" + n), numbers.map(lambda n: "ts:" + n),
     st.lists(st.tuples(st.integers(-3, 9), st.integers(-3, 10**12)), max_size=4).map(
         lambda ps: "offsets:" + ",".join(f"{p}:{o}" for p, o in ps)),
+    st.lists(st.tuples(numbers, numbers), min_size=1, max_size=3).map(
+        lambda ps: "offsets:" + ",".join(f"{p}:{o}" for p, o in ps)),
     text)
 params = st.fixed_dictionaries({}, optional={
     "from": from_values,
-    "partitions": mostly(["0", "1", "0,1"], st.sampled_from(["7", "-1", "0,,1", ""]), text),
+    "partitions": mostly(["0", "1", "0,1"], st.sampled_from(["7", "-1", "0,,1", ""]), numbers,
+                         text),
     "filter": mostly(["k1", "", "x"], st.just("x" * 2000), text),
     "regex": mostly(["", "k1", r"\d+", "(?i)K", "x+y+z", "(a|aa)+b", r"(\d)\1"],
                     st.sampled_from(["(a+)+$", r"(\w+\s?)*$", "(?:a{9999}){9999}", "[",
-                                     "(?P<x>", r"\1", "a" * 600, "(?<=a+)b"]), text),
+                                     "(?P<x>", r"\1", "a" * 600, "(?<=a+)b",
+                                     r"(?:.|.){25}\b\B"]), text),
     "max": mostly(["1", "5", "100"], st.sampled_from(["0", "10000001", "-3", "1e3"]), numbers,
                   text),
     "format": mostly(["auto", "text", "json", "base64"], st.just("xml"), text),
@@ -137,8 +144,13 @@ control_frames = st.one_of(
                      '{"op":"filter","regex":"' + "a" * 700 + '"}', "x" * (MAX_INBOUND + 1)]),
     st.dictionaries(st.sampled_from(["op", "filter", "regex", "x"]),
                     st.one_of(st.none(), st.booleans(), st.integers(), text,
-                              st.sampled_from(["pause", "resume", "filter"])),
+                              st.sampled_from(["pause", "resume", "filter"]),
+                              st.text(st.characters(categories=("Cs",)), min_size=1, max_size=3)),
                     max_size=3).map(json.dumps),
+    # Nested 400 to 4,096 deep, around the JSON decoder's recursion limit (1,000), still under
+    # MAX_INBOUND.
+    st.sampled_from(["[", '[{"":']).flatmap(
+        lambda p: st.integers(400, MAX_INBOUND // len(p)).map(lambda n: p * n)),
     text,
     st.binary(max_size=64))
 

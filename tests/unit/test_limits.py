@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import regex
 
 from kafkatail.security.limits import RateLimiter, TokenBucket
 from kafkatail.tail import request as rq
@@ -59,23 +60,71 @@ def test_risky_or_broken_regex_is_refused_before_compiling(pattern, needle):
     assert str(e.value).startswith("regex:")
 
 
-@pytest.mark.parametrize("pattern", [r"\d{3}ms", "x+y+z", "(a|b)+c", "(?:a{100}){100}",
-                                     r"(\d+)-\1", "(?<=id=)\\d+", "^ERROR"])
+# Shapes whose alternatives or variable-length parts can match the same text, repeated: each
+# search tries every way to split the text among them before it fails.
+EXPONENTIAL = [r"(?:.|.){25}\b\B", "(a|a)*$", "(a|aa)+b", "(a|aa)*$", "(a|ab|b)*$",
+               "(?:a|a){30}", r"(?:\d|\d){20}\b\B", r"(.|\s)*x", "(?:a{1,3}){100}b"]
+# Sound patterns, including ones whose alternatives share a first character but never the same
+# text (POST|PUT, a|ab), and polynomial ones the search budget bounds (a+a+a+a+b).
+SOUND = ["(GET|POST|PUT)", "(?:GET|POST|PUT)+", "(a|b)*", r"\d{1,3}(\.\d{1,3}){3}",
+         r"(\d+\.){3}\d+", ".*error.*timeout", r"^\w+@\w+\.com$", "(?i)k", "x+y+z",
+         "(foo|bar)+", r"[a-z]+-\d+", "(a|ab)*c", r"(\w+\s?){3}", r"(?:\w|\d){25}!",
+         r"\d{3}ms", "(a|b)+c", "(?:a{100}){100}", r"(\d+)-\1", "(?<=id=)\\d+", "^ERROR", "k1",
+         r"\d+", "(?i)K", r"(\d)\1", "(?<=a+)b", ".{0,100}a.{0,100}b"]
+# Accepted, and slow on long runs all the same: polynomial, or just under MAX_REGEX_PATHS (2**13).
+BUDGETED = ["a+a+a+a+b", r"(?:a|a){13}\b\B"]
+# Adversarial texts: runs of one character, as long as a short record or a longer one, cut by
+# a character that makes the match fail late.
+PROBES = [(start + (c * run + end) * 12)[:length] for start in ("", "x")
+          for c in ("a", "1", " ", "ab") for run in (19, 29, 99, 300) for end in ("", "!", "b")
+          for length in (60, 300)]
+
+
+@pytest.mark.parametrize("pattern", EXPONENTIAL)
+def test_exponential_regex_shapes_are_refused(pattern):
+    with pytest.raises(BadRequest, match="exponential time") as e:
+        compile_matcher(None, pattern)
+    assert len(str(e.value)) <= 120  # whole in a close reason
+
+
+@pytest.mark.parametrize("pattern", SOUND + BUDGETED)
 def test_ordinary_regexes_compile(pattern):
     assert compile_matcher(None, pattern).pattern is not None
 
 
+def _overruns(pattern: str, timeout: float) -> bool:
+    compiled = regex.compile(pattern)
+    for text in PROBES:
+        try:
+            compiled.search(text, timeout=timeout)
+        except TimeoutError:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("pattern", EXPONENTIAL)
+def test_refused_shapes_really_are_slow(pattern):
+    # Grounds the estimate in behaviour: some record of at most 300 characters takes each
+    # refused shape more than 50 ms (a machine under load only makes that likelier).
+    assert _overruns(pattern, 0.05), pattern
+
+
+@pytest.mark.parametrize("pattern", SOUND)
+def test_accepted_patterns_are_fast_on_the_same_probes(pattern):
+    assert not _overruns(pattern, 1.0), pattern
+
+
 def test_regex_over_budget_trips_and_then_matches_nothing(caplog):
-    # Exponential in the regex module too, and not caught by the nesting check.
-    m = compile_matcher(None, "(a|aa)+b")
+    # Polynomial (four a+ share every split of a long run), so the static check lets it through.
+    m = compile_matcher(None, "a+a+a+a+b")
     for _ in range(rq.REGEX_OVERRUNS):
         assert not m.tripped
         t0 = time.monotonic()
-        assert not m.matches(None, "a" * 64)
+        assert not m.matches(None, "a" * 2000)
         assert time.monotonic() - t0 < rq.REGEX_BUDGET_S * 3 + 0.5
     assert m.tripped
     t0 = time.monotonic()
-    assert not m.matches(None, "aab")  # would match, but a tripped regex no longer runs
+    assert not m.matches(None, "aaaab")  # would match, but a tripped regex no longer runs
     assert time.monotonic() - t0 < 0.01
     assert [r.levelname for r in caplog.records] == ["WARNING"] * rq.REGEX_OVERRUNS
     assert all("budget" in r.getMessage() and not r.exc_info for r in caplog.records)
@@ -83,9 +132,9 @@ def test_regex_over_budget_trips_and_then_matches_nothing(caplog):
 
 
 def test_a_sound_regex_keeps_matching_after_one_overrun():
-    m = compile_matcher(None, "(a|aa)+b")
-    assert not m.matches(None, "a" * 64)  # one overrun
-    assert m.matches(None, "aab") and not m.tripped
+    m = compile_matcher(None, "a+a+a+a+b")
+    assert not m.matches(None, "a" * 2000)  # one overrun
+    assert m.matches(None, "aaaab") and not m.tripped
 
 
 def test_many_offsets_are_capped():

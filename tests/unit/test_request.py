@@ -88,3 +88,25 @@ def test_matcher_substring_and_regex_may_match_different_parts():
     m = parse("t", {"filter": "svc", "regex": r"^eu-\w+$"}).matcher
     assert m.matches("svc", "v", [["region", "eu-west"]])
     assert not m.matches("svc", "v", [["region", "us-east"]])
+
+
+@pytest.mark.parametrize("args,key", [
+    ({"max": "²"}, "max"), ({"max": "٣"}, "max"), ({"from": "-²"}, "from"),
+    ({"partitions": "¹"}, "partitions"), ({"from": "offsets:0:³"}, "from"),
+    ({"from": "offsets:١:0"}, "from"), ({"from": "ts:²"}, "from"), ({"from": "ts:١٧٠٠"}, "from"),
+    ({"from": "ts:" + "9" * 5000}, "from"),
+])
+def test_numbers_are_ascii_digits_only(args, key):
+    # str.isdigit() passes superscripts and other scripts' digits; int() then raised ValueError,
+    # or (5,000 digits) refused to convert at all: a 500 instead of a close with a reason.
+    with pytest.raises(BadRequest) as e:
+        parse("t", args)
+    assert str(e.value).startswith(key + ":")
+
+
+@pytest.mark.parametrize("args", [{"filter": "\ud800"}, {"regex": "a\udfff"}])
+def test_lone_surrogates_are_refused(args):
+    # A JSON control frame can spell them ("\ud800"); the status frame echoing the filter could
+    # not be encoded, and the session died with a traceback instead of answering.
+    with pytest.raises(BadRequest, match="lone surrogate"):
+        parse("t", args)

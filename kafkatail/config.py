@@ -20,6 +20,9 @@ from .security.tokens import check_patterns, check_tokens
 __all__ = ["Config", "ConfigError", "FIELDS", "load"]
 
 ENV_PREFIX = "KAFKATAIL_"
+# Errors name these keys and the problem, never their values: a raw token pasted as a sha256
+# would be printed with every other token's hash, a [kafka] table with its passwords.
+_SECRET_FIELDS = frozenset({"tokens", "kafka"})
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
 
 def _host_port(v: str) -> str | None:
     host, sep, port = v.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         return "must look like HOST:PORT"
     return None
 
@@ -276,12 +279,14 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
         else:
             value = field.type(raw)
     except (TypeError, ValueError):
+        shown = "its value" if name in _SECRET_FIELDS else repr(raw)
         raise ConfigError(
-            f"{name}: {raw!r} is not a valid {field.type.__name__} (from {source})") from None
+            f"{name}: {shown} is not a valid {field.type.__name__} (from {source})") from None
     if field.check is not None:
         problem = field.check(value)
         if problem:
-            raise ConfigError(f"{name}: {value!r} {problem} (from {source})")
+            shown = "" if name in _SECRET_FIELDS else f"{value!r} "
+            raise ConfigError(f"{name}: {shown}{problem} (from {source})")
     return value
 
 

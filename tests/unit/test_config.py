@@ -47,3 +47,25 @@ def test_bad_toml_and_missing_file(tmp_path):
         load(str(f), env={})
     with pytest.raises(ConfigError, match="No such file"):
         load(str(tmp_path / "nope.toml"), env={})
+
+
+RAW_TOKEN = "kt-raw-token-pasted-where-its-hash-goes"
+OTHER_HASH = "ab" * 32
+
+
+@pytest.mark.parametrize("tokens", [
+    {"ops": {"sha256": RAW_TOKEN}, "ci": {"sha256": OTHER_HASH}},
+    {"ops": {"sha256": OTHER_HASH, "topics": RAW_TOKEN}},
+    RAW_TOKEN,
+])
+def test_token_errors_name_the_key_not_the_values(tokens):
+    with pytest.raises(ConfigError) as e:
+        Config(tokens=tokens)
+    assert str(e.value).startswith("tokens: ")
+    assert RAW_TOKEN not in str(e.value) and OTHER_HASH not in str(e.value)
+
+
+def test_kafka_errors_do_not_quote_the_table():
+    with pytest.raises(ConfigError) as e:
+        Config(kafka=f"sasl.password={RAW_TOKEN}")
+    assert str(e.value).startswith("kafka: ") and RAW_TOKEN not in str(e.value)

@@ -20,9 +20,10 @@ from typing import Any, Callable
 
 from flask import Request, g, jsonify, request
 
-from .limits import RateLimiter, TokenBucket
+from ..tail.request import RegexCharge
+from .limits import Ledger, RateLimiter, TokenBucket
 from .origin import host_allowed, parse_hosts
-from .tokens import Authenticator, Identity, Unauthenticated, presented_token
+from .tokens import ANONYMOUS, Authenticator, Identity, Unauthenticated, presented_token
 from .trie import PatternTrie, split_patterns
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Access:
         self.connects = RateLimiter(config.connect_rate_per_client,
                                     config.connect_burst_per_client)
         self.requests = RateLimiter(config.api_rate_per_client, config.api_burst_per_client)
+        self.regex_charges: Ledger[RegexCharge] = Ledger(RegexCharge)
         self.control_rate = config.control_rate_per_socket
         self.control_burst = config.control_burst_per_socket
         self.hosts = parse_hosts(config.allowed_hosts)
@@ -95,6 +97,12 @@ class Access:
             return _error(403, "admin only: /debug and /metrics need a token with admin = true")
         g.kafkatail_identity = identity
         return None
+
+    def regex_charge(self, identity: Identity, client: str) -> RegexCharge:
+        """The account a caller's regex overruns are charged to: its identity's, shared by
+        every socket it opens (anonymous callers: their address's)."""
+        return self.regex_charges[identity.name if identity.name != ANONYMOUS
+                                  else f"{ANONYMOUS}@{client}"]
 
     def control_bucket(self) -> TokenBucket:
         """A fresh control-frame budget for one socket."""

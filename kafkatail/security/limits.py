@@ -1,14 +1,17 @@
-"""Rate limits: new WebSocket connections per client address, control frames per socket.
+"""Limits per client: token buckets for rates (connections and requests per address, control
+frames per socket), and a bounded ledger of per-caller accounts (regex overruns).
 
-Both are token buckets: ``rate`` per second sustained, up to ``burst`` at once. A rate of 0
-turns the limit off.
+A bucket allows ``rate`` per second sustained, up to ``burst`` at once; a rate of 0 turns the
+limit off.
 """
 from __future__ import annotations
 
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class TokenBucket:
@@ -68,3 +71,25 @@ class RateLimiter:
             if bucket.take():
                 return 0.0
             return max(bucket.wait_s(), 0.001)
+
+
+class Ledger(Generic[T]):
+    """One account per key (a caller), made by ``factory`` on first use, for at most
+    ``max_keys`` keys: the least recently used are forgotten first, so memory stays bounded."""
+
+    def __init__(self, factory: Callable[[], T], max_keys: int = 10_000) -> None:
+        self.factory = factory
+        self.max_keys = max_keys
+        self._accounts: OrderedDict[str, T] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key: str) -> T:
+        with self._lock:
+            account = self._accounts.get(key)
+            if account is None:
+                account = self._accounts[key] = self.factory()
+                if len(self._accounts) > self.max_keys:
+                    self._accounts.popitem(last=False)
+            else:
+                self._accounts.move_to_end(key)
+            return account

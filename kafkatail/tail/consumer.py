@@ -68,8 +68,11 @@ class ConsumerThread(threading.Thread):
         self.state = "starting"
         self._start = start
         self._stop_event = threading.Event()
-        # Guards the viewers, positions and replay window: a poll is delivered under it, and a
-        # viewer joins or resumes under it, so neither can slip between the other's steps.
+        # Guards the viewers, positions and replay window: a poll enters the window under it,
+        # and a viewer joins or resumes under it, so neither can slip between the other's
+        # steps. Delivery runs viewers' filters, so it happens outside it, under each viewer's
+        # own lock: joining, pausing and leaving (and, through the pool's lock, admission and
+        # health checks) never wait for someone's regex.
         self._lock = threading.Lock()
         self._viewers: tuple[Viewer, ...] = (viewer,)
         # A dedicated thread starts where its viewer asked; kept so a quick release cannot race it.
@@ -118,8 +121,9 @@ class ConsumerThread(threading.Thread):
             self._viewers += (viewer,)
             viewer.thread = self
             if self._positioned:
-                self._greet(viewer)
-                self._replay(viewer)
+                with viewer.lock:
+                    self._greet(viewer)
+                    self._replay(viewer)
         return True
 
     def remove(self, viewer: Viewer) -> int:
@@ -150,7 +154,7 @@ class ConsumerThread(threading.Thread):
         if not self.shared:
             viewer.paused = paused
             return True
-        with self._lock:
+        with self._lock, viewer.lock:
             if viewer.paused == paused:
                 return True
             if not paused and not self._covers(viewer):
@@ -229,7 +233,8 @@ class ConsumerThread(threading.Thread):
                 self._ring = {tp.partition: deque(maxlen=replay) for tp in tps}
             self._positioned = True
             for v in self._viewers:
-                self._greet(v)
+                with v.lock:
+                    self._greet(v)
         return tps
 
     def _start_offsets(self, consumer: Consumer, tps: list[TopicPartition],
@@ -260,7 +265,7 @@ class ConsumerThread(threading.Thread):
         return dict(latest)
 
     def _greet(self, viewer: Viewer) -> None:
-        """Under the lock, once positioned: a new viewer's hello, and its cursor if it has none;
+        """Under both locks, once positioned: a new viewer's hello, and its cursor if it has none;
         then, to any viewer, a ``dropped`` frame for what retention deleted before it read it."""
         wanted = viewer.cursor
         if wanted is None:
@@ -284,7 +289,7 @@ class ConsumerThread(threading.Thread):
 
     def _retention_gaps(self, cursor: dict[int, int],
                         wanted: dict[int, int]) -> dict[int, list[int]]:
-        """Under the lock: per partition, the [first, last] offsets from ``wanted`` to just before
+        """Under both locks: per partition, the [first, last] offsets from ``wanted`` to just before
         the earliest one the broker still keeps; ``cursor`` moves past them."""
         gaps = {}
         for p, earliest in self._earliest.items():
@@ -305,13 +310,13 @@ class ConsumerThread(threading.Thread):
         return all(p in cursor and cursor[p] >= low for p, low in floor.items())
 
     def _replay(self, viewer: Viewer) -> None:
-        """Under the lock: what the replay window holds past the viewer's cursor."""
+        """Under both locks: what the replay window holds past the viewer's cursor."""
         for p, ring in self._ring.items():
             if ring and ring[-1].offset >= viewer.cursor[p]:
                 self._deliver(viewer, p, [r for r in ring if r.offset >= viewer.cursor[p]], {})
 
     def _deliver(self, v: Viewer, partition: int, recs: list, shared: dict) -> None:
-        """Under the lock: one partition's records to one viewer, past its cursor.
+        """Under the viewer's lock: one partition's records to one viewer, past its cursor.
 
         ``shared`` caches, per format, the whole poll decoded (filtered viewers select from
         it) and as one Batch (unfiltered viewers all send the same JSON).
@@ -509,6 +514,8 @@ class ConsumerThread(threading.Thread):
         return held
 
     def _take(self, polled: dict) -> None:
+        """A poll into the replay window, then to each viewer of that moment. A viewer that
+        joins or resumes meanwhile replays it from the window; its cursor drops duplicates."""
         with self._lock:
             viewers = self._viewers
             for tp, recs in polled.items():
@@ -519,9 +526,11 @@ class ConsumerThread(threading.Thread):
                     ring.extend(recs)
                     if len(ring) == ring.maxlen:
                         self._floor[p] = ring[0].offset
-                shared: dict[str, Any] = {}
-                for v in viewers:
-                    self._deliver(v, p, recs, shared)
+        for tp, recs in polled.items():
+            shared: dict[str, Any] = {}
+            for v in viewers:
+                with v.lock:
+                    self._deliver(v, tp.partition, recs, shared)
 
     def _pass_markers(self, consumer: Consumer, tps: list[TopicPartition], polled: dict) -> None:
         """Move past offsets that hold no record for a tail: transaction markers, and aborted
@@ -543,8 +552,9 @@ class ConsumerThread(threading.Thread):
                 if self._next[p] != edge:
                     continue
                 for v in self._viewers:
-                    if v.cursor is not None and v.cursor.get(p) == edge:
-                        v.cursor[p] = pos
+                    with v.lock:
+                        if v.cursor is not None and v.cursor.get(p) == edge:
+                            v.cursor[p] = pos
                 self._next[p] = pos
 
     def _announce_caught_up(self) -> None:

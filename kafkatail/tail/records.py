@@ -116,6 +116,8 @@ def select(decoded: list[Decoded], matcher: Matcher) -> list[dict[str, Any]]:
     """The records of a decoded batch that a viewer's filter keeps: no decoding again."""
     if not matcher.active:
         return [d[0] for d in decoded]
+    if matcher.pattern is not None:
+        matcher.begin_batch(sum(item["size"] for item, _, _ in decoded))
     matches = matcher.matches
     return [item for item, key, text in decoded if matches(key, text, item["headers"])]
 
@@ -129,6 +131,10 @@ def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
     """
     out: list[Decoded] = []
     active = matcher is not None and matcher.active
+    if active and matcher.pattern is not None:
+        records = list(records)
+        matcher.begin_batch(sum(max(r.serialized_key_size, 0) + max(r.serialized_value_size, 0)
+                                for r in records))
     for rec in records:
         key, key_encoding = _key(rec.key)
         raw = rec.value

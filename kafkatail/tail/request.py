@@ -8,12 +8,13 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 # re's own parser (private, stable since 3.11): inspects a pattern without compiling it.
 import re._constants as sre_constants
 import re._parser as sre_parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import regex
 
@@ -34,9 +35,16 @@ MAX_PATTERN_WEIGHT = 10_000
 # some 30 ms over a 60-character record, a third of the budget; 2**15 paths already overran it.
 MAX_REGEX_PATHS = 10_000
 REGEX_BUDGET_S = 0.1
+# The time a new regex may take on a short probe text (``_probe``) before it is refused.
+REGEX_PROBE_S = 0.05
+# A batch's budget grows with its bytes at this rate: a sound regex scans hundreds of MB/s, a
+# clumsy one (x+y+z over long runs of x) 2-3 MB/s; an exponential one never gets this far.
+REGEX_MIN_BYTES_PER_S = 2_000_000
 # Overruns before a regex is switched off; more than one, so a search that was merely descheduled
 # on a loaded machine does not silence a sound filter.
 REGEX_OVERRUNS = 3
+# How long a caller whose regexes overran REGEX_OVERRUNS times has its regexes refused.
+REGEX_COOLDOWN_S = 60.0
 
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 # ASCII only: \d and str.isdigit() take every script's digits, and superscripts too.
@@ -58,28 +66,64 @@ class StartAt:
     offsets: Mapping[int, int] = field(default_factory=dict)
 
 
-class _Trip:
-    """Counts a regex's budget overruns; at REGEX_OVERRUNS it is tripped and matches nothing."""
+class RegexCharge:
+    """The budget overruns of one caller's regexes (an identity; an address when anonymous),
+    shared by every socket it opens, so reconnecting does not start it over. At
+    ``REGEX_OVERRUNS`` its regexes match nothing and new ones are refused, until
+    ``REGEX_COOLDOWN_S`` has passed since the last overrun."""
 
-    __slots__ = ("overruns",)
+    __slots__ = ("overruns", "last", "clock")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.overruns = 0
+        self.last = 0.0
+        self.clock = clock
+
+    def overran(self) -> int:
+        now = self.clock()
+        if now - self.last >= REGEX_COOLDOWN_S:
+            self.overruns = 0
+        self.overruns += 1
+        self.last = now
+        return self.overruns
+
+    @property
+    def tripped(self) -> bool:
+        return (self.overruns >= REGEX_OVERRUNS
+                and self.clock() - self.last < REGEX_COOLDOWN_S)
+
+    def refusal(self) -> str:
+        """Why a tripped caller's new regex is refused."""
+        wait = max(1, round(REGEX_COOLDOWN_S - (self.clock() - self.last)))
+        return (f"regex: your regexes overran their {REGEX_BUDGET_S:g} s budget "
+                f"{self.overruns} times; regexes are refused for {wait} s")
+
+
+class _Budget:
+    """What is left of a matcher's time for the batch it is filtering."""
+
+    __slots__ = ("left",)
 
     def __init__(self) -> None:
-        self.overruns = 0
+        self.left = REGEX_BUDGET_S
 
 
 @dataclass(frozen=True)
 class Matcher:
     """Case-insensitive substring and/or regex over a record's key, value and headers.
 
-    A regex search that takes longer than ``REGEX_BUDGET_S`` stops and counts as no match, with
-    a warning; after ``REGEX_OVERRUNS`` of them the matcher trips and matches nothing from then
-    on, so one pathological pattern costs a shared consumer a few budgets, never minutes per
-    record.
+    A regex has ``REGEX_BUDGET_S`` of search time per batch, and more for a large batch
+    (``begin_batch``); a batch that
+    runs out stops there, the rest of it counting as no match, and is one overrun charged to
+    the caller (``compile_matcher``'s ``charge``). After ``REGEX_OVERRUNS`` of them the caller's regexes match
+    nothing, so a pathological pattern costs its feed a few budgets, never minutes, however
+    many sockets carry it. Searches release the GIL (``concurrent``): other threads run on.
     """
 
     substring: str = ""
     pattern: regex.Pattern | None = None
-    _trip: _Trip = field(default_factory=_Trip, compare=False, repr=False)
+    _charge: RegexCharge = field(default_factory=RegexCharge, compare=False, repr=False)
+    _budget: _Budget = field(default_factory=_Budget, compare=False, repr=False)
 
     @property
     def active(self) -> bool:
@@ -87,8 +131,13 @@ class Matcher:
 
     @property
     def tripped(self) -> bool:
-        """The regex overran its time budget REGEX_OVERRUNS times and now matches nothing."""
-        return self._trip.overruns >= REGEX_OVERRUNS
+        """The caller's regexes overran their budget REGEX_OVERRUNS times and match nothing."""
+        return self.pattern is not None and self._charge.tripped
+
+    def begin_batch(self, size: int) -> None:
+        """A new batch of ``size`` bytes: the regex's time budget starts again, with time to
+        scan that many bytes at ``REGEX_MIN_BYTES_PER_S``."""
+        self._budget.left = REGEX_BUDGET_S + size / REGEX_MIN_BYTES_PER_S
 
     def matches(self, key: str | None, value: str | None,
                 headers: Sequence[Sequence[Any]] = ()) -> bool:
@@ -108,23 +157,33 @@ class Matcher:
 
     def _search(self, key: str | None, value: str | None,
                 headers: Sequence[Sequence[Any]]) -> bool:
-        trip = self._trip
-        if trip.overruns >= REGEX_OVERRUNS:
+        budget = self._budget
+        if budget.left <= 0 or self._charge.tripped:
             return False
+        texts = [t for t in (key, value) if t]
+        if headers:
+            texts.extend(_header_texts(headers))
         search = self.pattern.search
+        start = time.monotonic()
         try:
-            if ((key and search(key, timeout=REGEX_BUDGET_S))
-                    or (value and search(value, timeout=REGEX_BUDGET_S))):
-                return True
-            return bool(headers) and any(search(text, timeout=REGEX_BUDGET_S)
-                                         for text in _header_texts(headers))
-        except TimeoutError:
-            trip.overruns += 1
-            log.warning("regex %r overran its %g s budget on one record (%d of %d)%s",
-                        self.pattern.pattern[:80], REGEX_BUDGET_S, trip.overruns,
-                        REGEX_OVERRUNS, "; it now matches nothing"
-                        if trip.overruns >= REGEX_OVERRUNS else "")
+            for text in texts:
+                left = budget.left - (time.monotonic() - start)
+                if left <= 0:
+                    raise TimeoutError
+                if search(text, timeout=left, concurrent=True):
+                    return True
             return False
+        except TimeoutError:
+            budget.left = 0.0
+            overruns = self._charge.overran()
+            log.warning("regex %r overran its %g s budget on a batch (%d of %d)%s",
+                        self.pattern.pattern[:80], REGEX_BUDGET_S, overruns, REGEX_OVERRUNS,
+                        "; its caller's regexes now match nothing"
+                        if overruns >= REGEX_OVERRUNS else "")
+            return False
+        finally:
+            if budget.left > 0:
+                budget.left -= time.monotonic() - start
 
     def describe(self) -> dict[str, str]:
         return {"filter": self.substring, "regex": self.pattern.pattern if self.pattern else ""}
@@ -228,7 +287,11 @@ def parse_partitions(raw: str | None) -> tuple[int, ...] | None:
     return tuple(parts)
 
 
-def compile_matcher(substring: str | None, regex: str | None) -> Matcher:
+def compile_matcher(substring: str | None, regex: str | None,
+                    charge: RegexCharge | None = None) -> Matcher:
+    """A Matcher whose regex overruns, from the first probe on, are charged to ``charge`` (the
+    caller's account); a tripped account's regexes are refused before they are compiled."""
+    charge = charge or RegexCharge()
     substring = substring or ""
     regex = regex or ""
     if len(substring) > MAX_FILTER_LEN:
@@ -240,14 +303,16 @@ def compile_matcher(substring: str | None, regex: str | None) -> Matcher:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise BadRequest(f"{key}: not valid Unicode (a lone surrogate)") from None
-    return Matcher(substring.lower(), compile_regex(regex) if regex else None)
+    if regex and charge.tripped:
+        raise BadRequest(charge.refusal())
+    return Matcher(substring.lower(), compile_regex(regex, charge) if regex else None, charge)
 
 
-def compile_regex(pattern: str) -> regex.Pattern:
+def compile_regex(pattern: str, charge: RegexCharge | None = None) -> regex.Pattern:
     """Python ``re`` syntax, checked before compiling: no nested unbounded repeats (``(a+)+``),
     at most ``MAX_PATTERN_WEIGHT`` once repeats are expanded, and at most ``MAX_REGEX_PATHS``
     backtracking paths (``(?:.|.){25}``: see ``_Paths``); compiled with ``regex``, whose
-    searches take a timeout."""
+    searches take a timeout, and tried on a few short texts (``_probe``)."""
     try:
         tree = sre_parse.parse(pattern)
         weight = _weight(tree, False)
@@ -261,9 +326,38 @@ def compile_regex(pattern: str) -> regex.Pattern:
         raise BadRequest(f"regex: a repeat whose parts can match the same text takes exponential "
                          f"time (~{paths:.0e} paths > {MAX_REGEX_PATHS})")
     try:
-        return regex.compile(pattern)
+        compiled = regex.compile(pattern)
     except (regex.error, RecursionError, OverflowError, MemoryError) as exc:
         raise BadRequest(f"regex: {exc}") from None
+    _probe(compiled, tree, charge or RegexCharge())
+    return compiled
+
+
+def _probe(compiled: regex.Pattern, tree: sre_parse.SubPattern, charge: RegexCharge) -> None:
+    """Search runs of one character each (common ones, and the pattern's own literals): a sound
+    pattern takes microseconds, one that backtracks exponentially takes seconds. This catches
+    what the parse tree hides: ``re``'s parser folds ``[a-z]|\\w`` into one class, while the
+    ``regex`` engine backtracks over both branches. Refused only on CPU time spent (a search
+    merely descheduled on a loaded machine runs into the budget with little), and charged to
+    the caller: each refusal cost the server its budget."""
+    codes: set[int] = set()
+    _Paths(tree)._collect(tree, codes)
+    chars = list(_PROBE_CHARS) + sorted(chr(c) for c in codes if c < 0x110000)[:_PROBE_LITERALS]
+    for ch in chars:
+        cpu = time.thread_time()
+        try:
+            compiled.search(ch * _PROBE_LEN, timeout=REGEX_PROBE_S, concurrent=True)
+        except TimeoutError:
+            if time.thread_time() - cpu >= REGEX_PROBE_S / 2:
+                charge.overran()
+                raise BadRequest(f"regex: over {REGEX_PROBE_S * 1000:g} ms on {_PROBE_LEN} "
+                                 f"{ch!r} characters; it backtracks too much") from None
+            return
+
+
+_PROBE_CHARS = "aA0 _.-\n"
+_PROBE_LITERALS = 8
+_PROBE_LEN = 64
 
 
 _REPEATS = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT)
@@ -496,8 +590,9 @@ def _flags(icase: bool, add: int, remove: int) -> bool:
     return (icase or bool(add & _IGNORECASE)) and not remove & _IGNORECASE
 
 
-def parse(topic: str, args: Mapping[str, str]) -> TailRequest:
-    """Build a TailRequest from the path topic and the query arguments."""
+def parse(topic: str, args: Mapping[str, str], charge: RegexCharge | None = None) -> TailRequest:
+    """Build a TailRequest from the path topic and the query arguments; the regex is charged
+    to the caller's ``charge``."""
     max_raw = args.get("max")
     max_records = None
     if max_raw not in (None, ""):
@@ -515,7 +610,7 @@ def parse(topic: str, args: Mapping[str, str]) -> TailRequest:
         topic=parse_topic(topic),
         start=start,
         partitions=partitions,
-        matcher=compile_matcher(args.get("filter"), args.get("regex")),
+        matcher=compile_matcher(args.get("filter"), args.get("regex"), charge),
         max_records=max_records,
         format=fmt,
     )

@@ -24,7 +24,7 @@ from . import frames
 from .outbox import Outbox
 from .pool import ConsumerPool
 from .records import Batch
-from .request import BadRequest, TailRequest, compile_matcher
+from .request import BadRequest, RegexCharge, TailRequest, compile_matcher
 from .viewer import Viewer
 from .wire import Wire, negotiated_deflate
 
@@ -38,9 +38,11 @@ _CLOSE_WAIT_S = 1.0
 
 class TailSession:
     def __init__(self, ws: Any, pool: ConsumerPool, request: TailRequest, config: Config,
-                 client: str) -> None:
+                 client: str, charge: RegexCharge | None = None) -> None:
         self.ws = ws
         self.pool = pool
+        # The caller's account of regex overruns, which every regex this socket sets is charged to.
+        self.charge = charge or RegexCharge()
         self.request = request
         self.config = config
         self.client = client
@@ -138,7 +140,7 @@ class TailSession:
             substring, regex = msg.get("filter"), msg.get("regex")
             if not all(v is None or isinstance(v, str) for v in (substring, regex)):
                 raise BadRequest("filter: filter and regex must be strings")
-            viewer.set_matcher(compile_matcher(substring, regex))
+            viewer.set_matcher(compile_matcher(substring, regex, self.charge))
             self.ws.send(frames.status("filter", **viewer.matcher.describe()))
         else:
             raise BadRequest("control frame: op must be pause, resume or filter")

@@ -8,6 +8,7 @@ The cursor is what makes those moves lossless.
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,8 @@ class Viewer:
         self.remaining = request.max_records
         self.paused = False
         self.cursor: dict[int, int] | None = None
+        # Held while records are delivered to it (its filter runs) or its cursor moves.
+        self.lock = threading.Lock()
         self.thread: ConsumerThread | None = None
         self.greeted = False
         self.caught_up = False

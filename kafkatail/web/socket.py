@@ -55,8 +55,9 @@ def blueprint(sock: Sock) -> Blueprint:
                                     "bearer token (header or kafkatail.bearer.<token> "
                                     "subprotocol)"))
             return
+        charge = access.regex_charge(identity, client)
         try:
-            req = parse(topic, request.args)
+            req = parse(topic, request.args, charge)
         except BadRequest as exc:
             refuse(ws, frames.Close(frames.BAD_REQUEST, str(exc)))
             return
@@ -66,7 +67,7 @@ def blueprint(sock: Sock) -> Blueprint:
             refuse(ws, frames.Close(frames.FORBIDDEN, f"not allowed to tail {req.topic}"))
             return
         limit_controls(ws, access.control_bucket())
-        TailSession(ws, ext["pool"], req, ext["config"], client).run()
+        TailSession(ws, ext["pool"], req, ext["config"], client, charge).run()
 
     return bp
 

@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
@@ -145,3 +146,47 @@ def test_readers_that_never_read_cost_bounded_memory_given_back(server_process, 
     took = wait_for(lambda: mb() < 50, 30, lambda: f"RSS +{mb():.0f} MB after they closed")
     print(f"{server_process.worker_class}: RSS +{mb():.0f} MB {took:.1f} s after they closed")
     assert peak < 150
+
+
+# Accepted (no shape the up-front check refuses) and slow on a long record: polynomial
+# backtracking, 0.5 s a search on 300 characters with the regex module, more on longer ones.
+SLOW_REGEX = r"\w+\w+\w+\w+\w+\w+\b\B"
+
+
+def test_slow_regex_costs_its_viewers_not_the_process(server_process, cluster):
+    """Finding 1: 30 tails of one topic whose regex backtracks for 0.5 s on each record, then
+    10 such records: /healthz keeps answering in under 1 s and a tail of another topic gets
+    its records within 2 s."""
+    attacked = cluster.create_topic(partitions=1)
+    other = cluster.create_topic(partitions=1)
+    cluster.produce(other, [(f"k{i}", f"v{i}") for i in range(5)])
+    server = server_process(ping_interval_s=30)
+    url = server.ws_url(f"/ws/tail/{attacked}?regex={urllib.parse.quote(SLOW_REGEX)}")
+    tails = [TailClient(url) for _ in range(30)]
+    for t in tails:
+        t.status("live")
+    cluster.produce(attacked, [(f"k{i}", "a" * 400) for i in range(10)])
+    stop = threading.Event()
+    health: list[float] = []
+
+    def probe() -> None:
+        while not stop.is_set():
+            health.append(timed_get(server.url("/healthz"))[1])
+            stop.wait(0.1)
+
+    prober = threading.Thread(target=probe, name="kt-test-health-probe")
+    prober.start()
+    try:
+        start = time.monotonic()
+        reader = TailClient(server.ws_url(f"/ws/tail/{other}?from=earliest"))
+        got = reader.collect(5, timeout=30)
+        delivered = time.monotonic() - start
+        stop.wait(3)  # keep probing while the attacked feed works through its records
+    finally:
+        stop.set()
+        prober.join(30)
+    print(f"{server_process.worker_class}: /healthz slowest {max(health):.3f}s of {len(health)}, "
+          f"other topic's 5 records in {delivered:.2f}s")
+    assert len(got) == 5
+    assert max(health) < 1.0
+    assert delivered < 2.0

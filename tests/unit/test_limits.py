@@ -8,6 +8,7 @@ import regex
 
 from kafkatail.security.limits import RateLimiter, TokenBucket
 from kafkatail.tail import request as rq
+from kafkatail.tail.records import select
 from kafkatail.tail.request import BadRequest, compile_matcher, parse
 
 
@@ -119,25 +120,75 @@ def test_regex_over_budget_trips_and_then_matches_nothing(caplog):
     m = compile_matcher(None, "a+a+a+a+b")
     for _ in range(rq.REGEX_OVERRUNS):
         assert not m.tripped
+        m.begin_batch(2000)
         t0 = time.monotonic()
         assert not m.matches(None, "a" * 2000)
         assert time.monotonic() - t0 < rq.REGEX_BUDGET_S * 3 + 0.5
     assert m.tripped
+    m.begin_batch(5)
     t0 = time.monotonic()
     assert not m.matches(None, "aaaab")  # would match, but a tripped regex no longer runs
     assert time.monotonic() - t0 < 0.01
     assert [r.levelname for r in caplog.records] == ["WARNING"] * rq.REGEX_OVERRUNS
     assert all("budget" in r.getMessage() and not r.exc_info for r in caplog.records)
-    assert caplog.records[-1].getMessage().endswith("it now matches nothing")
+    assert caplog.records[-1].getMessage().endswith("regexes now match nothing")
 
 
 def test_a_sound_regex_keeps_matching_after_one_overrun():
     m = compile_matcher(None, "a+a+a+a+b")
+    m.begin_batch(2000)
     assert not m.matches(None, "a" * 2000)  # one overrun
+    m.begin_batch(5)
     assert m.matches(None, "aaaab") and not m.tripped
+
+
+def decoded(values):
+    return [({"size": len(v), "headers": []}, None, v) for v in values]
+
+
+def test_the_budget_is_per_batch_not_per_record():
+    """Records that each stay under the budget (some 40 ms each here) still spend it together:
+    the batch stops at the budget and is one overrun, not twenty searches of 40 ms."""
+    m = compile_matcher(None, "a+a+a+a+b")
+    t0 = time.monotonic()
+    assert select(decoded(["a" * 200] * 20), m) == []
+    took = time.monotonic() - t0
+    assert m._charge.overruns == 1
+    assert took < rq.REGEX_BUDGET_S * 3 + 0.3, took
+    assert [r["size"] for r in select(decoded(["aaaab", "xaaaab"]), m)] == [5, 6]  # a new batch
+
+
+def test_overruns_are_charged_to_the_caller_not_the_socket():
+    """Reconnecting does not start over: every matcher charged to one caller shares its
+    overruns, until REGEX_COOLDOWN_S after the last."""
+    now = [1000.0]
+    charge = rq.RegexCharge(clock=lambda: now[0])
+    sockets = [compile_matcher(None, "a+a+a+a+b", charge) for _ in range(rq.REGEX_OVERRUNS)]
+    for m in sockets:
+        m.begin_batch(2000)
+        assert not m.matches(None, "a" * 2000)
+    assert charge.tripped and all(m.tripped for m in sockets)
+    sockets[0].begin_batch(5)
+    assert not sockets[0].matches(None, "aaaab")  # matches nothing while tripped
+    with pytest.raises(BadRequest, match="refused for 60 s"):
+        compile_matcher(None, "b", charge)         # a new socket's or a filter control's regex
+    assert compile_matcher(None, "b").matches(None, "b")  # another caller
+    now[0] += rq.REGEX_COOLDOWN_S
+    later = compile_matcher(None, "b", charge)
+    later.begin_batch(1)
+    assert later.matches(None, "b") and not charge.tripped
 
 
 def test_many_offsets_are_capped():
     raw = "offsets:" + ",".join(f"{p}:0" for p in range(rq.MAX_PARTITIONS + 1))
     with pytest.raises(BadRequest, match="at most"):
         parse("t", {"from": raw})
+
+
+def test_shapes_the_parse_tree_hides_are_refused_by_their_behaviour():
+    # re's parser folds the two branches into one class, so the path estimate sees none; the
+    # regex engine backtracks over both (seconds on 60 characters).
+    charge = rq.RegexCharge()
+    with pytest.raises(BadRequest, match="backtracks too much"):
+        compile_matcher(None, r"(?:[a-z]|\w){25}\b\B", charge)
+    assert charge.overruns == 1  # the probe's time is charged to the caller too

@@ -96,6 +96,10 @@ class TailSession:
                 self._read_controls(viewer)
             except ConnectionClosed:
                 return
+            except Exception:  # a fault of ours: the client still gets a close frame
+                log.exception("%s: a control frame failed", self.name)
+                send_close(self.ws, frames.Close(frames.INTERNAL, "internal error"))
+                return
             out, ending = outbox.take()
             try:
                 wire.flush()

@@ -18,14 +18,17 @@ from integration.test_lifecycle import wait_for
 from integration.wsclient import TailClient
 
 
-def close_code(url: str) -> int | None:
-    """Open a tail and read until the server closes it; the close code."""
+def close_code(url: str, after_hello: bool = False) -> int | None:
+    """Open a tail and read until the server closes it; the close code. ``after_hello``: leave
+    (None) once the tail is open instead."""
     ws = websocket.create_connection(url, timeout=20)
     try:
         while True:
             opcode, data = ws.recv_data(control_frame=True)
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 return int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+            if after_hello and opcode == websocket.ABNF.OPCODE_TEXT and b'"hello"' in data[:20]:
+                return None
     finally:
         ws.shutdown()  # the server has closed: no close handshake left to wait for
 
@@ -155,8 +158,9 @@ SLOW_REGEX = r"\w+\w+\w+\w+\w+\w+\b\B"
 
 def test_slow_regex_costs_its_viewers_not_the_process(server_process, cluster):
     """Finding 1: 30 tails of one topic whose regex backtracks for 0.5 s on each record, then
-    10 such records: /healthz keeps answering in under 1 s and a tail of another topic gets
-    its records within 2 s."""
+    10 such records, while the attacker keeps reconnecting with the same regex: /healthz keeps
+    answering in under 1 s, a tail of another topic gets its records within 2 s, and the
+    overruns stay charged to the attacker's address, so reconnecting does not reset them."""
     attacked = cluster.create_topic(partitions=1)
     other = cluster.create_topic(partitions=1)
     cluster.produce(other, [(f"k{i}", f"v{i}") for i in range(5)])
@@ -168,14 +172,21 @@ def test_slow_regex_costs_its_viewers_not_the_process(server_process, cluster):
     cluster.produce(attacked, [(f"k{i}", "a" * 400) for i in range(10)])
     stop = threading.Event()
     health: list[float] = []
+    reconnects: Counter[int | None] = Counter()
 
     def probe() -> None:
         while not stop.is_set():
             health.append(timed_get(server.url("/healthz"))[1])
             stop.wait(0.1)
 
-    prober = threading.Thread(target=probe, name="kt-test-health-probe")
-    prober.start()
+    def reconnect() -> None:
+        while not stop.is_set():
+            reconnects[close_code(url, after_hello=True)] += 1
+
+    helpers = [threading.Thread(target=probe, name="kt-test-health-probe")] + [
+        threading.Thread(target=reconnect, name=f"kt-test-reconnect-{i}") for i in range(4)]
+    for h in helpers:
+        h.start()
     try:
         start = time.monotonic()
         reader = TailClient(server.ws_url(f"/ws/tail/{other}?from=earliest"))
@@ -184,9 +195,34 @@ def test_slow_regex_costs_its_viewers_not_the_process(server_process, cluster):
         stop.wait(3)  # keep probing while the attacked feed works through its records
     finally:
         stop.set()
-        prober.join(30)
+        for h in helpers:
+            h.join(30)
     print(f"{server_process.worker_class}: /healthz slowest {max(health):.3f}s of {len(health)}, "
-          f"other topic's 5 records in {delivered:.2f}s")
+          f"other topic's 5 records in {delivered:.2f}s; reconnects closed {dict(reconnects)}")
     assert len(got) == 5
     assert max(health) < 1.0
     assert delivered < 2.0
+    assert reconnects[4400], reconnects
+    code, reason = TailClient(url).closed()
+    assert code == 4400 and "regexes are refused for" in reason, reason
+
+
+def test_hostile_input_gets_its_close_code_never_a_traceback(server_process, cluster):
+    """Finding 6: Unicode digits in the query and a control frame nested 60,000 deep each get
+    their answer (4400; an error frame on a socket that stays open), and the server logs no
+    traceback."""
+    topic = cluster.create_topic(partitions=1)
+    server = server_process()
+    for key, value in (("max", "\u00b2"), ("from", "-\u00b2"), ("partitions", "\u00b9"),
+                       ("from", "offsets:0:\u00b3"), ("from", "ts:\u0661\u0667")):
+        query = urllib.parse.urlencode({key: value})
+        code, reason = TailClient(server.ws_url(f"/ws/tail/{topic}?{query}")).closed()
+        assert code == 4400 and reason.startswith(f"{key}:"), (query, code, reason)
+    tail = TailClient(server.ws_url(f"/ws/tail/{topic}"))
+    tail.status("live")
+    tail.ws.send("[" * 60_000)
+    error = tail.until(lambda f: f["type"] == "error")
+    assert error["code"] == 4400 and "nested" in error["message"], error
+    tail.send({"op": "pause"})
+    tail.status("paused")
+    assert "Traceback" not in server.output, server.output[-3000:]

@@ -100,6 +100,8 @@ class TailSession:
                 log.exception("%s: a control frame failed", self.name)
                 send_close(self.ws, frames.Close(frames.INTERNAL, "internal error"))
                 return
+            # Seen before the take, so whatever the thread queued before it ended is taken.
+            ended = not viewer.is_alive() and not viewer.stopping
             out, ending = outbox.take()
             try:
                 wire.flush()
@@ -117,7 +119,7 @@ class TailSession:
             if ending is not None:
                 send_close(self.ws, ending)
                 return
-            if not viewer.is_alive() and not viewer.stopping:
+            if ended:
                 send_close(self.ws, frames.Close(frames.INTERNAL, "tail ended unexpectedly"))
                 return
 

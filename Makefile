@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-kafka kafka unit integration bench soak clean
+.PHONY: demo test test-kafka kafka unit integration bench soak mutants clean
 
 $(STAMP): setup.cfg setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ bench: $(STAMP)
 # SOAK_ARGS="--minutes 30 --worker-class gevent" to change it.
 soak: $(STAMP)
 	$(PY) scripts/soak.py $(SOAK_ARGS)
+
+# Not in CI, not part of `make test`: each bug a test guards against (scripts/mutants.py) put
+# back, one at a time, in a scratch worktree of HEAD, and its tests run there; prints killed /
+# survived. MUTANTS_ARGS="--list", "-k sigterm --baseline", "--rst mutants.rst" for README's table.
+mutants: $(STAMP)
+	$(PY) scripts/mutants.py $(MUTANTS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

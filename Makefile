@@ -18,10 +18,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The integration, regression and Apache-Kafka-only suites against Apache Kafka (fetched with
-# Maven into ~/.cache/kafkatail once; needs Java 17+ and mvn); the summary names the version.
+# The integration and regression suites against Apache Kafka as the session's broker (fetched
+# with Maven into ~/.cache/kafkatail once; needs Java 17+ and mvn); the summary names the version.
+# The Apache-Kafka-only tests (tests/apache_kafka, retention) run in `make test` already, on an
+# Apache Kafka of their own.
 test-kafka: $(STAMP)
-	KAFKATAIL_TEST_BROKER=kafka $(PY) -m pytest tests/integration tests/regression tests/apache_kafka \
+	KAFKATAIL_TEST_BROKER=kafka $(PY) -m pytest tests/integration tests/regression \
 		tests/plugin/test_kafka_fixtures.py $(PYTEST_ARGS)
 
 # An Apache Kafka broker with every listener (PLAINTEXT, SASL_PLAINTEXT, SSL, SASL_SSL): prints

@@ -12,7 +12,7 @@ from werkzeug.serving import make_server
 
 from kafkatail.app import create_app, shutdown
 from kafkatail.config import Config
-from kafkatail.testing.kafka import Cluster
+from kafkatail.testing.kafka import Cluster, start_cluster
 
 from integration.wsclient import close_all
 
@@ -21,6 +21,26 @@ from integration.wsclient import close_all
 def cluster(kafka_cluster) -> Cluster:
     """The plugin's session broker (embedded Tansu, or KAFKATAIL_TEST_BOOTSTRAP)."""
     return kafka_cluster
+
+
+@pytest.fixture(scope="session")
+def apache_kafka(cluster) -> Iterator[Cluster]:
+    """Apache Kafka, for what only it can show (SASL and TLS listeners, ACLs, transactions,
+    DeleteRecords): the session's broker when it is one (``make test-kafka``), else one started
+    for these tests alone, so a default run tests them instead of skipping. A module or
+    directory hands it to its tests by overriding ``cluster`` with it."""
+    if cluster.kind == "kafka":
+        yield cluster
+        return
+    if cluster.kind == "external":
+        pytest.skip(f"needs Apache Kafka's launcher; the session runs on {cluster.describe()}")
+    try:
+        clusters = start_cluster("kafka")
+        kafka = next(clusters)
+    except RuntimeError as exc:  # BrokerError: no Java or Maven
+        unavailable(f"Apache Kafka could not start: {exc}")
+    yield kafka
+    clusters.close()
 
 
 def unavailable(reason: str) -> NoReturn:

@@ -1,6 +1,6 @@
 """Tests of what only Apache Kafka can show: real SASL/TLS listeners and ACLs, transactions,
-compaction, ListOffsets with multi-record batches. ``make test-kafka`` runs them (the session
-broker is then Apache Kafka); on any other broker they skip, naming that target."""
+compaction, ListOffsets with multi-record batches. Their ``cluster`` is Apache Kafka: the
+session's under ``make test-kafka``, else one started for them (``apache_kafka``)."""
 from __future__ import annotations
 
 import secrets
@@ -11,11 +11,13 @@ from .idp import TokenEndpoint
 
 
 @pytest.fixture(scope="session")
+def cluster(apache_kafka):
+    return apache_kafka
+
+
+@pytest.fixture(scope="session")
 def apache(cluster):
-    """The session's Apache Kafka launcher (listeners, users, test CA)."""
-    if cluster.kind != "kafka":
-        pytest.skip(f"needs Apache Kafka, the session runs on {cluster.describe()}: "
-                    "make test-kafka (KAFKATAIL_TEST_BROKER=kafka)")
+    """The Apache Kafka launcher (listeners, users, test CA)."""
     return cluster.broker
 
 

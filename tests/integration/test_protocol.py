@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 
 import pytest
 import websocket
-from kafka.errors import KafkaError
 
 from .wsclient import TailClient
 
@@ -340,28 +339,6 @@ def test_ends_frames_carry_the_high_watermark_for_the_lag(cluster, server):
     frame = c.until(lambda f: f["type"] == "ends" and f["partitions"] == {"0": 15, "1": 15})
     assert not c.records  # the filter hid every record, yet the client knows how far the topic is
     assert frame["partitions"] == {"0": 15, "1": 15}
-
-
-def test_resume_below_retention_reports_the_deleted_offsets(cluster, server):
-    """A resume point whose records are deleted starts at the earliest offset, and says so."""
-    t = cluster.create_topic(partitions=2)
-    cluster.produce(t, [(None, f"v{i}", i % 2) for i in range(20)], flush_each=True)
-    try:
-        cluster.delete_records(t, {0: 6})
-    except KafkaError as exc:
-        pytest.skip(f"the broker has no working DeleteRecords (Tansu 0.6 memory storage drops "
-                    f"the connection), so no partition can start above offset 0: {exc!r}")
-    c = tail(server, t, "from=offsets:0:2,1:3")
-    hello = c.hello()
-    assert {p["partition"]: p["start"] for p in hello["partitions"]} == {0: 6, 1: 3}
-    dropped = c.until(lambda f: f["type"] == "dropped")
-    assert dropped == {"type": "dropped", "count": 4, "partitions": {"0": [2, 5]},
-                       "reason": "retention"}
-    recs = c.collect(4 + 7)
-    assert offsets(recs, 0) == list(range(6, 10)) and offsets(recs, 1) == list(range(3, 10))
-    kinds = [f["type"] for f in c.frames]
-    assert kinds.index("hello") < kinds.index("dropped") < kinds.index("messages")
-
 
 
 def test_values_strict_json_cannot_carry_reach_every_viewer_as_text(cluster, server, caplog):

@@ -138,13 +138,12 @@ def test_round_trip_over_sasl_ssl(kafka_cluster, kafka_topic, kafka_produce):
 '''
 
 
-def test_an_external_cluster_that_needs_sasl_ssl_gets_its_properties(inner, cluster, tmp_path,
-                                                                     monkeypatch):
+def test_an_external_cluster_that_needs_sasl_ssl_gets_its_properties(inner, apache_kafka,
+                                                                     tmp_path, monkeypatch):
     """KAFKATAIL_TEST_BOOTSTRAP with KAFKATAIL_KAFKA_PROPERTIES: the fixtures' admin and producer
-    connect with the file's properties, and hand them to the test (client_settings)."""
-    if cluster.kind != "kafka":
-        pytest.skip("needs Apache Kafka's SASL_SSL listener: make test-kafka")
-    props = cluster.broker.properties("SASL_SSL", "SCRAM-SHA-512", user="admin")
+    connect with the file's properties, and hand them to the test (client_settings). Apache
+    Kafka's SASL_SSL listener is the external cluster."""
+    props = apache_kafka.broker.properties("SASL_SSL", "SCRAM-SHA-512", user="admin")
     path = tmp_path / "client.properties"
     path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
     monkeypatch.setenv(BOOTSTRAP_ENV, props["bootstrap.servers"])

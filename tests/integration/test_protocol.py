@@ -133,6 +133,41 @@ def test_filter_regex_and_max(cluster, server):
     assert len(m.records) == 4
 
 
+def test_max_delivers_exactly_n_across_batches(cluster, server):
+    """``max=N`` counts across the batches the tail delivers (a poll's records each): N=7 ends
+    inside the third batch of three, N=6 exactly at the end of the second. Either way the client
+    gets exactly N records, then status end and a 1000 close, with nothing after; a budget
+    spent exactly at a batch's end must end the tail then, not when the next batch comes."""
+    t = cluster.create_topic()
+    seven, six = tail(server, t, "max=7"), tail(server, t, "max=6")
+    for c in (seven, six):
+        c.status("live")
+
+    def batch(b: int) -> None:
+        """Three records in one produce, each client reading them before the next is sent."""
+        cluster.produce(t, [(None, f"b{b}-{i}") for i in range(3)])
+
+    batch(0)
+    for c in (seven, six):
+        c.collect(3)
+    batch(1)
+    six.collect(6)
+    # Spent exactly at the end of this batch: the end comes now, with no third batch sent.
+    assert six.status("end", timeout=10)["reason"] == "max reached"
+    assert six.closed() == (1000, "max 6 records reached")
+    assert [r["offset"] for r in six.records] == list(range(6))
+    seven.collect(6)
+    batch(2)
+    seven.collect(7)
+    assert seven.status("end")["reason"] == "max reached"
+    assert seven.closed() == (1000, "max 7 records reached")
+    assert [r["offset"] for r in seven.records] == list(range(7))
+    assert seven.records[-1]["value"] == "b2-0"
+    for c in (six, seven):  # closed() read every frame up to the close: none with records
+        end = max(i for i, f in enumerate(c.frames) if f.get("status") == "end")
+        assert not [f for f in c.frames[end:] if f["type"] == "messages"], c.frames[end:]
+
+
 def test_live_filter_change_and_pause_resume(cluster, server):
     t = cluster.create_topic()
     c = tail(server, t, "filter=apple")

@@ -12,7 +12,7 @@ from kafkatail.broker import EmbeddedBroker
 from kafkatail.testing.kafka import Cluster
 
 from .test_lifecycle import wait_for
-from .wsclient import TailClient
+from .wsclient import Closed, TailClient
 
 PROC = psutil.Process()
 
@@ -66,15 +66,76 @@ def test_a_historical_tail_waits_for_its_client_and_drops_nothing(cluster, make_
     assert [r["offset"] for r in slow.records] == list(range(n))
 
 
-def test_disconnect_policy_closes_slow_client_1008(cluster, make_server_):
-    server = make_server_(outbox_max_records=100, outbox_full_policy="disconnect",
-                          ping_interval_s=30)
+def read_to_end(c: TailClient, timeout: float) -> tuple[int | None, str] | None:
+    """Read (and keep) every frame until the server ends the connection: its close frame's
+    (code, reason), or None if it cut the connection without one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"still open after {timeout}s; last frames {c.frames[-3:]}")
+        try:
+            c.recv(left)
+        except Closed as closed:
+            return closed.code, closed.reason
+        except websocket.WebSocketTimeoutException:
+            continue
+        except (websocket.WebSocketConnectionClosedException, ConnectionError):
+            return None
+
+
+# Far beyond every bound below: the stall detector (a send hung this long) and the pings (a peer
+# silent for two intervals) cannot be what ends these tails.
+PATIENT = {"send_timeout_s": 60, "ping_interval_s": 60}
+
+
+def test_disconnect_policy_closes_1008_with_reason(cluster, make_server_):
+    """``disconnect``: the first put over the cap closes the slow client with 1008 and its
+    reason, at once, never a ``dropped`` frame. The close is decided in the outbox, which also
+    cuts the socket (a send to a client that does not read may never return), so the close
+    frame itself cannot reach this client: it sees its connection end."""
+    server = make_server_(outbox_max_records=100, outbox_full_policy="disconnect", **PATIENT)
     t = cluster.create_topic()
-    slow = stalled_client(server.ws_url(f"/ws/tail/{t}"))
+    slow = TailClient.adopt(stalled_client(server.ws_url(f"/ws/tail/{t}")))
     wait_for(lambda: [x.state for x in server.pool.tails()] == ["live"], 10, server.pool.tails)
+    [viewer] = server.pool.tails()
+    t0 = time.monotonic()
     cluster.produce(t, [(None, "y" * 2000) for _ in range(3000)])
-    wait_for(lambda: len(server.pool) == 0, 20, lambda: server.pool.tails())
-    slow.close()
+    wait_for(lambda: len(server.pool) == 0, 10, lambda: [x.describe() for x in server.pool.tails()])
+    took = time.monotonic() - t0
+    _, close = viewer.outbox.take()
+    assert (close.code, close.reason) == (1008, "client too slow: outbox full"), close
+    assert viewer.outbox.dropped_total == 0
+    end = read_to_end(slow, 30)
+    assert end in (None, (1008, "client too slow: outbox full")), end
+    assert not [f for f in slow.frames if f["type"] == "dropped"], slow.frames[-3:]
+    assert len(slow.records) < 3000
+    print(f"disconnect policy: slow client closed {took:.2f}s after the flood began "
+          f"(send_timeout 60s); it had read {len(slow.records)} records, then "
+          f"{'its connection ended' if end is None else end}")
+
+
+def test_drop_oldest_policy_never_closes(cluster, make_server_):
+    """``drop-oldest`` (the default), where ``disconnect`` would close: the slow client stays
+    open, then gets ``dropped`` frames for what it missed, every record after, and new ones."""
+    server = make_server_(outbox_max_records=100, outbox_full_policy="drop-oldest", **PATIENT)
+    t = cluster.create_topic()
+    slow = TailClient.adopt(stalled_client(server.ws_url(f"/ws/tail/{t}")))
+    wait_for(lambda: [x.state for x in server.pool.tails()] == ["live"], 10, server.pool.tails)
+    [viewer] = server.pool.tails()
+    n = 3000
+    cluster.produce(t, [(None, "y" * 2000) for _ in range(n)])
+    wait_for(lambda: viewer.cursor == {0: n} or viewer.released, 20, viewer.describe)
+    assert not viewer.released and len(server.pool) == 1, "the slow client was closed"
+    assert viewer.outbox.dropped_total > 0, "the outbox never overflowed: no policy was applied"
+    assert viewer.is_alive() and not viewer.done, viewer.describe()
+    dropped = slow.account(n, timeout=60)
+    offsets = [r["offset"] for r in slow.records]
+    assert dropped > 0 and offsets == sorted(offsets) and offsets[-1] == n - 1
+    cluster.produce(t, [(None, "after")])
+    assert slow.collect(len(slow.records) + 1)[-1]["value"] == "after"
+    assert slow.close_code is None and len(server.pool) == 1
+    print(f"drop-oldest policy: {dropped} of {n} dropped, the client still open")
 
 
 def test_client_that_stops_reading_is_cut_after_send_timeout(cluster, make_server_):
@@ -90,6 +151,14 @@ def test_client_that_stops_reading_is_cut_after_send_timeout(cluster, make_serve
     wait_for(lambda: len(server.pool) == 0, 5, lambda: server.pool.tails())
     slow.close()
     print(f"stalled client released {took:.1f}s after the flood began (send_timeout 1s)")
+    # Its send hung for send_timeout_s, not less; then the stall check (every poll), the feed's
+    # linger and the time the flood takes to fill the socket, with room for a loaded machine
+    # (typically 2 s in all). Not the pings (30 s) nor this test's 15 s deadline.
+    cfg = server.config
+    bound = cfg.send_timeout_s + cfg.poll_timeout_ms / 1000 + cfg.feed_linger_s + 3.0
+    assert cfg.send_timeout_s <= took <= bound, (
+        f"cut {took:.1f}s after the flood began, send_timeout {cfg.send_timeout_s:g}s "
+        f"(bound {bound:.1f}s)")
 
 
 def test_silent_peer_is_dropped_by_ping_timeout(cluster, make_server_):

@@ -175,7 +175,6 @@ class ConsumerPool:
             if self._viewers.pop(viewer.tail_id, None) is None:
                 return True
             viewer.released = True
-            viewer.outbox.discard()
             self._closed_totals.update(_totals(viewer))
             self._per_client[viewer.client] -= 1
             self._per_topic[viewer.request.topic] -= 1
@@ -188,8 +187,11 @@ class ConsumerPool:
             if thread is None or left or (thread.shared and self.config.feed_linger_s > 0
                                           and not thread.closed and not self._shutdown):
                 thread = None
-            elif thread.shared and thread.retire() and self._feeds.get(thread.key) is thread:
-                del self._feeds[thread.key]
+            else:
+                thread.stop()  # first: the discard below wakes a thread waiting on this outbox
+                if thread.shared and thread.retire() and self._feeds.get(thread.key) is thread:
+                    del self._feeds[thread.key]
+            viewer.outbox.discard()
             self._collect()
         if thread is None:
             return True

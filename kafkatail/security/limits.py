@@ -44,30 +44,24 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """One bucket per key (client address), for at most ``max_keys`` keys: the least recently
-    seen are forgotten first, so memory stays bounded whatever addresses connect."""
+    """One bucket per key (client address), for at most ``max_keys`` keys (a ``Ledger``): the
+    least recently seen are forgotten first, so memory stays bounded whatever addresses connect."""
 
     def __init__(self, rate: float, burst: int, max_keys: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.burst = burst
-        self.max_keys = max_keys
         self.clock = clock
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._buckets: Ledger[TokenBucket] = Ledger(
+            lambda: TokenBucket(self.rate, self.burst, self.clock), max_keys)
         self._lock = threading.Lock()
 
     def take(self, key: str) -> float:
         """0 when allowed; otherwise the seconds to wait before trying again."""
         if self.rate <= 0:
             return 0.0
+        bucket = self._buckets[key]
         with self._lock:
-            bucket = self._buckets.get(key)
-            if bucket is None:
-                bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, self.clock)
-                if len(self._buckets) > self.max_keys:
-                    self._buckets.popitem(last=False)
-            else:
-                self._buckets.move_to_end(key)
             if bucket.take():
                 return 0.0
             return max(bucket.wait_s(), 0.001)
@@ -93,3 +87,9 @@ class Ledger(Generic[T]):
             else:
                 self._accounts.move_to_end(key)
             return account
+
+    def __len__(self) -> int:
+        return len(self._accounts)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._accounts

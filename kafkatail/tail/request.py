@@ -316,7 +316,8 @@ def compile_regex(pattern: str, charge: RegexCharge | None = None) -> regex.Patt
     try:
         tree = sre_parse.parse(pattern)
         weight = _weight(tree, False)
-        paths = _Paths(tree).count() if weight <= MAX_PATTERN_WEIGHT else 0
+        shape = _Paths(tree) if weight <= MAX_PATTERN_WEIGHT else None
+        paths = shape.count() if shape is not None else 0
     except (re.error, RecursionError, OverflowError) as exc:
         raise BadRequest(f"regex: {exc}") from None
     if weight > MAX_PATTERN_WEIGHT:
@@ -329,19 +330,17 @@ def compile_regex(pattern: str, charge: RegexCharge | None = None) -> regex.Patt
         compiled = regex.compile(pattern)
     except (regex.error, RecursionError, OverflowError, MemoryError) as exc:
         raise BadRequest(f"regex: {exc}") from None
-    _probe(compiled, tree, charge or RegexCharge())
+    _probe(compiled, shape.codes, charge or RegexCharge())
     return compiled
 
 
-def _probe(compiled: regex.Pattern, tree: sre_parse.SubPattern, charge: RegexCharge) -> None:
+def _probe(compiled: regex.Pattern, codes: frozenset[int], charge: RegexCharge) -> None:
     """Search runs of one character each (common ones, and the pattern's own literals): a sound
     pattern takes microseconds, one that backtracks exponentially takes seconds. This catches
     what the parse tree hides: ``re``'s parser folds ``[a-z]|\\w`` into one class, while the
     ``regex`` engine backtracks over both branches. Refused only on CPU time spent (a search
     merely descheduled on a loaded machine runs into the budget with little), and charged to
     the caller: each refusal cost the server its budget."""
-    codes: set[int] = set()
-    _Paths(tree)._collect(tree, codes)
     chars = list(_PROBE_CHARS) + sorted(chr(c) for c in codes if c < 0x110000)[:_PROBE_LITERALS]
     for ch in chars:
         cpu = time.thread_time()
@@ -432,6 +431,8 @@ class _Paths:
         self.tree = tree
         codes: set[int] = set()
         self._collect(tree, codes)
+        # The code points the pattern names (literals, range ends): what _probe tries too.
+        self.codes = frozenset(codes)
         chars = set(_SAMPLES)
         for code in codes:
             chars.update(chr(c) for c in (code - 1, code, code + 1) if 0 <= c <= sys.maxunicode)

@@ -60,8 +60,9 @@ def terminate(proc: subprocess.Popen | None, timeout: float) -> None:
         proc.wait()
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL the broker if the thread that started it dies.
+def die_with_parent() -> None:
+    """A ``preexec_fn`` for ``subprocess.Popen``: in the child before exec, ask the kernel to
+    SIGKILL it when the thread that started it dies (``PR_SET_PDEATHSIG``; Linux).
 
     Covers the owner being killed outright (no ``finally`` runs), e.g. a test run that times out.
     """
@@ -69,6 +70,8 @@ def _die_with_parent() -> None:
     import ctypes.util
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 
 
 class EmbeddedBroker:
@@ -99,7 +102,7 @@ class EmbeddedBroker:
                 [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                  "--storage-engine", "memory://tansu/"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True, preexec_fn=die_with_parent,
                 env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")})
         if not wait_for_port(self.host, self.port, timeout) or self.proc.poll() is not None:
             self.stop()

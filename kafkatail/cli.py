@@ -1,4 +1,6 @@
-"""The ``kafkatail`` command: ``demo`` (everything on this machine) and ``serve`` (production)."""
+"""The ``kafkatail`` command: ``demo`` (everything on this machine), ``serve`` (production),
+``config``, ``tail`` (a topic in the terminal) and ``leakcheck`` (a server's threads, from
+outside)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Sequence
+from typing import Any, Sequence
 
 from . import __version__
 from .config import FIELDS, Config, ConfigError, check_backend, effective_toml, load
@@ -82,10 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--token-file", metavar="PATH",
                       help="read the bearer token from this file (default: $KAFKATAIL_TOKEN); "
                            "sent as a header, never in the URL or on the command line")
+    # Listed here for --help only: main() hands every argument after it to leakcheck's parser.
+    sub.add_parser("leakcheck", add_help=False,
+                   help="check a running server for leaked threads and fds, or profile it "
+                        "(kafkatail leakcheck --help)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["leakcheck"]:
+        return leakcheck(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
@@ -108,12 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+class _DemoFailed(Exception):
+    """A demo step that failed: its message is printed after ``kafkatail: ``, exit 1."""
+
+
 def demo(args: argparse.Namespace) -> int:
     """Broker, topics, traffic and a ``kafkatail serve`` child; Ctrl-C stops all three."""
-    from .broker import BrokerError, EmbeddedBroker, free_port, wait_for_port
-    from kafka.errors import KafkaError
-
-    from .demo_traffic import TrafficGenerator, create_demo_topics
+    from .broker import EmbeddedBroker, free_port
+    from .demo_traffic import TrafficGenerator
 
     port = args.port or free_port()
     if not args.bind and not _port_free(port):
@@ -121,9 +132,6 @@ def demo(args: argparse.Namespace) -> int:
         return 2
     bind = args.bind or f"127.0.0.1:{port}"
     config = _config(args, bind=bind)  # fail on a bad config before starting anything
-    env = dict(os.environ)
-    if not config.anonymous_topics:  # the demo is for looking around: no token unless configured
-        env["KAFKATAIL_ANONYMOUS_TOPICS"] = "**"
     stop = threading.Event()
     # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -135,58 +143,99 @@ def demo(args: argparse.Namespace) -> int:
     traffic = None
     server = None
     try:
-        security: dict = {}
-        if broker is not None:
-            try:
-                broker.start()
-            except BrokerError as exc:
-                print(f"kafkatail: {exc}", file=sys.stderr)
-                return 1
-            bootstrap = broker.bootstrap
-        else:
-            from .tail.clientconf import kafka_python
-            bootstrap, security = config.bootstrap_servers, kafka_python(config)
-        try:
-            create_demo_topics(bootstrap, security=security)
-        except KafkaError as exc:
-            print(f"kafkatail: creating the demo topics on {bootstrap} failed: {exc}",
-                  file=sys.stderr)
-            return 1
+        bootstrap, security = _demo_cluster(config, broker)
         traffic = TrafficGenerator(bootstrap, security=security)
         traffic.start()
-        cmd = [sys.executable, "-m", "kafkatail", "serve", "--bootstrap-servers", bootstrap,
-               "--bind", bind]
-        if args.config:
-            cmd += ["--config", args.config]
-        if args.kafka_properties:
-            cmd += ["--kafka-properties", args.kafka_properties]
-        for item in args.properties:
-            cmd += ["-X", item]
-        server = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
-        host, _, hport = bind.rpartition(":")
-        if not wait_for_port(host, int(hport), 30) or server.poll() is not None:
-            print("kafkatail: the server did not start", file=sys.stderr)
-            return 1
-        print(f"\nkafkatail demo is running: http://{host}:{hport}/?topic=demo.orders&from=-50\n"
-              f"broker {bootstrap}; topics demo.app-logs demo.orders demo.sensor-bin "
-              f"demo.audit\nPress Ctrl-C to stop.", flush=True)
-        while not stop.wait(0.5):
-            if server.poll() is not None:
-                print("kafkatail: the server exited", file=sys.stderr)
-                return 1
-        return 0
+        server = _demo_server(args, config, bootstrap, bind)
+        return _demo_run(server, bind, bootstrap, stop)
+    except _DemoFailed as exc:
+        print(f"kafkatail: {exc}", file=sys.stderr)
+        return 1
     finally:
-        if server is not None and server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-        if traffic is not None:
-            traffic.stop()
-        if broker is not None:
-            broker.stop()
+        _demo_stop(server, traffic, broker)
+
+
+def _demo_cluster(config: Config, broker: Any) -> tuple[str, dict]:
+    """The demo's cluster, its topics created: the embedded ``broker`` started, or (None) the
+    configured cluster; returns its bootstrap address and kafka-python security settings."""
+    from kafka.errors import KafkaError
+
+    from .broker import BrokerError
+    from .demo_traffic import create_demo_topics
+
+    security: dict = {}
+    if broker is not None:
+        try:
+            broker.start()
+        except BrokerError as exc:
+            raise _DemoFailed(str(exc)) from None
+        bootstrap = broker.bootstrap
+    else:
+        from .tail.clientconf import kafka_python
+        bootstrap, security = config.bootstrap_servers, kafka_python(config)
+    try:
+        create_demo_topics(bootstrap, security=security)
+    except KafkaError as exc:
+        raise _DemoFailed(f"creating the demo topics on {bootstrap} failed: {exc}") from None
+    return bootstrap, security
+
+
+def _demo_server(args: argparse.Namespace, config: Config, bootstrap: str,
+                 bind: str) -> subprocess.Popen:
+    """``kafkatail serve`` as a child, with the demo's cluster and the user's config flags."""
+    cmd = [sys.executable, "-m", "kafkatail", "serve", "--bootstrap-servers", bootstrap,
+           "--bind", bind]
+    if args.config:
+        cmd += ["--config", args.config]
+    if args.kafka_properties:
+        cmd += ["--kafka-properties", args.kafka_properties]
+    for item in args.properties:
+        cmd += ["-X", item]
+    env = dict(os.environ)
+    if not config.anonymous_topics:  # the demo is for looking around: no token unless configured
+        env["KAFKATAIL_ANONYMOUS_TOPICS"] = "**"
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
+
+
+def _demo_run(server: subprocess.Popen, bind: str, bootstrap: str,
+              stop: threading.Event) -> int:
+    """Wait for the server to listen, print the URL, then run until ``stop`` (0) or until the
+    server exits (1)."""
+    from .broker import wait_for_port
+
+    host, _, hport = bind.rpartition(":")
+    if not wait_for_port(host, int(hport), 30) or server.poll() is not None:
+        raise _DemoFailed("the server did not start")
+    print(f"\nkafkatail demo is running: http://{host}:{hport}/?topic=demo.orders&from=-50\n"
+          f"broker {bootstrap}; topics demo.app-logs demo.orders demo.sensor-bin "
+          f"demo.audit\nPress Ctrl-C to stop.", flush=True)
+    while not stop.wait(0.5):
+        if server.poll() is not None:
+            raise _DemoFailed("the server exited")
+    return 0
+
+
+def _demo_stop(server: subprocess.Popen | None, traffic: Any, broker: Any) -> None:
+    """Stop what the demo started, the server first (SIGTERM, then SIGKILL after 15 s)."""
+    if server is not None and server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    if traffic is not None:
+        traffic.stop()
+    if broker is not None:
+        broker.stop()
+
+
+def leakcheck(argv: list[str]) -> int:
+    """``kafkatail leakcheck --pid PID [--children] [--url BASE | --snapshot FILE] ...``: the
+    leak check (or ``--profile N``) of ``kafkatail.leakcheck``, with its own options."""
+    from .leakcheck import main as leakcheck_main  # psutil and the samplers: only when asked
+
+    return leakcheck_main(argv)
 
 
 def _properties_help() -> str:

@@ -11,15 +11,15 @@ import struct
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator
 
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-log = logging.getLogger(__name__)
+from .tail.kafkafix import construct
 
-_C = TypeVar("_C")
+log = logging.getLogger(__name__)
 
 Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
@@ -202,34 +202,11 @@ def pacing(rng: random.Random) -> Iterator[float]:
 
 # --- kafka ---------------------------------------------------------------------------
 
-def _construct(cls: type[_C], **configs: Any) -> _C:
-    """Build a kafka-python client. If its constructor raises (e.g. bootstrap timeout),
-    close the network client it already created: that owns sockets and, for the admin
-    client, an already started ``kafka-io-<client_id>`` thread that would otherwise leak."""
-    created = []
-    make_client = cls.DEFAULT_CONFIG["kafka_client"]
-
-    def factory(**kw):
-        client = make_client(**kw)
-        created.append(client)
-        return client
-
-    try:
-        return cls(kafka_client=factory, **configs)
-    except BaseException:
-        for client in created:
-            try:
-                client.close()
-            except Exception:
-                log.debug("closing half-built %s client failed", cls.__name__, exc_info=True)
-        raise
-
-
 def create_demo_topics(bootstrap_servers: str, *, bootstrap_timeout_ms: int = 10_000,
                        security: dict[str, Any] | None = None) -> None:
     """Create DEMO_TOPICS; topics that already exist are left alone. ``security``: kafka-python
     settings for a cluster that needs them (``tail.clientconf.kafka_python``)."""
-    admin = _construct(KafkaAdminClient, bootstrap_servers=bootstrap_servers,
+    admin = construct(KafkaAdminClient, bootstrap_servers=bootstrap_servers,
                        client_id=ADMIN_CLIENT_ID, bootstrap_timeout_ms=bootstrap_timeout_ms,
                        **(security or {}))
     try:
@@ -292,7 +269,7 @@ class TrafficGenerator:
             self._warn(exc)
 
     def _new_producer(self) -> KafkaProducer:
-        return _construct(
+        return construct(
             KafkaProducer,
             bootstrap_servers=self._bootstrap_servers,
             client_id=PRODUCER_CLIENT_ID,

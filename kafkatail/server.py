@@ -2,7 +2,8 @@
 
 gunicorn's graceful stop waits for open connections to end by themselves, which a WebSocket
 never does; so each worker reacts to SIGTERM itself: it closes its tails (clients get 1001),
-joins their threads, and then lets gunicorn finish the stop.
+joins their threads, and then lets gunicorn finish the stop. That is the workers' part
+(``kafkatail/workers/lifecycle.py``); here are gunicorn's settings, sizes and the log hooks.
 
 Two ways in share one set of settings and hooks (``gunicorn_settings``): ``kafkatail serve``
 (``Server``, a programmatic gunicorn application) and plain ``gunicorn -c
@@ -16,9 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -26,14 +24,14 @@ from gunicorn.glogging import Logger as GunicornLogger
 
 from .config import Config, ConfigError, check_backend, load
 from .ops import logsetup, malloc
-from .ops.threads import green, name_pool_thread
 
 log = logging.getLogger(__name__)
 
 CONFIG_ENV = "KAFKATAIL_CONFIG"
 
-# gunicorn's two workers, subclassed so that a client trickling its request headers
-# (slowloris) holds no request slot past header_timeout_s (kafkatail/workers/).
+# gunicorn's two workers, subclassed so that SIGTERM closes every tail with 1001 and a client
+# trickling its request headers (slowloris) holds no request slot past header_timeout_s
+# (kafkatail/workers/).
 WORKER_CLASSES = {
     "gthread": "kafkatail.workers.gthread.ThreadWorker",
     "gevent": "kafkatail.workers.ggevent.GeventWorker",
@@ -84,45 +82,12 @@ def worker_config(config: Config) -> Config:
     return config.replace(max_tails=cap)
 
 
-def _post_worker_init(worker: Any) -> None:
-    from .app import shutdown
-
-    if green():
-        from .ops import greencpu, greenpool
-        greencpu.install()
-        greenpool.install()
-    elif getattr(worker, "tpool", None) is not None:
-        # gthread made its request pool in init_process and starts its threads on demand.
-        worker.tpool.shutdown(wait=False)
-        worker.tpool = ThreadPoolExecutor(max_workers=worker.cfg.threads,
-                                          initializer=name_pool_thread)
-    pipeline = logsetup.current()
-    if pipeline is not None:
-        pipeline.start()  # the master's listener thread did not survive the fork
-    app = worker.wsgi
-    gunicorn_exit = worker.handle_exit
-
-    def stop_tails() -> None:
-        shutdown(app)
-
-    def on_term(sig: int, frame: Any) -> None:
-        if green():
-            # gevent runs this in a loop callback, where nothing may block (Thread.start does).
-            import gevent
-            gevent.spawn(stop_tails)
-        else:
-            threading.Thread(target=stop_tails, name="kt-shutdown", daemon=True).start()
-        gunicorn_exit(sig, frame)
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    # Ask for a fresh thread snapshot (snapshot_path) without waiting for the interval.
-    signal.signal(signal.SIGUSR2, lambda *_: app.extensions["kafkatail"]["reaper"].refresh())
-
-
 def _worker_exit(arbiter: Any, worker: Any) -> None:
-    """Write the worker's last queued records before it ends (the listener is a daemon)."""
-    logsetup.teardown()
+    """In the worker, after gunicorn's last line ("Worker exiting"): write the records still
+    queued (the listener is a daemon). gunicorn also calls this hook in the master for a
+    worker already gone, where the master's own log pipeline must stay."""
+    if worker.pid == os.getpid():
+        logsetup.teardown()
 
 
 def _on_exit(arbiter: Any) -> None:
@@ -143,8 +108,8 @@ class _QueuedLogger(GunicornLogger):
 
 def gunicorn_settings(config: Config) -> dict[str, Any]:
     """gunicorn's settings and hooks for kafkatail: worker class (kafkatail's subclass of the
-    configured one, with a deadline for request headers) and sizes, timeouts sized against
-    ``shutdown_grace_s``, the SIGTERM hook and logging through kafkatail's queue."""
+    configured one: SIGTERM closes every tail, a deadline for request headers) and sizes,
+    timeouts sized against ``shutdown_grace_s``, and logging through kafkatail's queue."""
     return {
         "bind": [config.bind],
         "workers": config.workers,
@@ -154,7 +119,6 @@ def gunicorn_settings(config: Config) -> dict[str, Any]:
         "graceful_timeout": int(config.shutdown_grace_s) + 1,
         "timeout": max(30, int(config.shutdown_grace_s) * 3),
         "preload_app": False,  # gevent: the app (and kafka) is imported only after patching
-        "post_worker_init": _post_worker_init,
         "worker_exit": _worker_exit,
         "on_exit": _on_exit,
         "accesslog": None,

@@ -54,9 +54,8 @@ import websocket
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
     Drain, LeakyApp, PacedProducer, ProxiedBroker, RawLatency, Server, Usage, close_all, connect,
-    machine, open_tails, percentile, produce_bulk, raise_fd_limit, raw_consume_rate,
+    machine, open_tails, percentile, produce_bulk, raise_fd_limit, raw_consume_rate, rst_table,
     top_self_frames, wait_until)
-from compare_threadleak import rst_table  # noqa: E402
 
 from kafkatail.testing.kafka import (  # noqa: E402
     BOOTSTRAP_ENV, BROKER_ENV, BROKERS, Cluster, start_cluster)

@@ -25,7 +25,7 @@ import psutil
 import websocket
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from kafkatail.broker import (BrokerError, EmbeddedBroker, _die_with_parent, free_port,
+from kafkatail.broker import (BrokerError, EmbeddedBroker, die_with_parent, free_port,
                               tansu_binary, wait_for_port)
 from kafkatail.ops.profiler import parse_folded
 from kafkatail.testing.server import ServerProcess
@@ -61,6 +61,14 @@ def top_self_frames(folded: str, n: int = 5) -> list[tuple[str, float]]:
     for stack, count in stacks:
         own[stack[-1]] += count
     return [(frame, 100 * count / total) for frame, count in own.most_common(n)] if total else []
+
+
+def rst_table(header: list[str], rows: list[list[str]]) -> str:
+    """An RST simple table, each column as wide as its widest cell."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    rule = "  ".join("=" * w for w in widths)
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([rule, line(header), rule, *map(line, rows), rule])
 
 
 def machine() -> dict[str, object]:
@@ -456,7 +464,7 @@ class ProxiedBroker(EmbeddedBroker):
                 [tansu_binary(), "broker", "--listener-url", f"tcp://{self.host}:{self.port}",
                  "--advertised-listener-url", proxy_url, "--storage-engine", "memory://tansu/"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True, preexec_fn=die_with_parent,
                 env={**os.environ, "RUST_LOG": "warn"})
         if not wait_for_port(self.host, self.port, timeout):
             self.stop()

@@ -39,7 +39,8 @@ from kafkatail.broker import EmbeddedBroker  # noqa: E402
 from kafkatail.demo_traffic import (AUDIT_TOPIC, LOGS_TOPIC, ORDERS_TOPIC,  # noqa: E402
                                     SENSOR_TOPIC, TrafficGenerator, create_demo_topics,
                                     make_log_line, make_order)
-from kafkatail.ops.profiler import parse_folded, thread_group  # noqa: E402
+from kafkatail.ops.profiler import parse_folded  # noqa: E402
+from kafkatail.ops.threads import thread_group  # noqa: E402
 
 LIVE = [LOGS_TOPIC, ORDERS_TOPIC, SENSOR_TOPIC, AUDIT_TOPIC]
 EARLIEST = [  # (topic, query): nine readers from the start, filtered

@@ -79,8 +79,8 @@ MUTATIONS = [
              STOP_EVENT),
     # The reaper releases every tail, not just those whose owner thread has died.
     Mutation("reaper-reaps-live-tails", "reaper skips the owner-alive check",
-             "kafkatail/ops/reaper.py",
-             "if t.owner.is_alive():", "if False:",
+             "kafkatail/tail/pool.py",
+             "if viewer.owner.is_alive():", "if False:",
              ("tests/integration/test_reaper_restraint.py::"
               "test_a_reaper_pass_leaves_live_tails_alone",)),
     # outbox_full_policy = "disconnect" behaves as drop-oldest.
@@ -91,7 +91,7 @@ MUTATIONS = [
               "test_disconnect_policy_closes_1008_with_reason",)),
     # A batch of exactly the remaining count does not end the tail: max=N ends one batch late.
     Mutation("max-off-by-one", "``max=`` off by one (``>`` for ``>=``)",
-             "kafkatail/tail/consumer.py",
+             "kafkatail/tail/feed.py",
              "len(batch) >= v.remaining", "len(batch) > v.remaining",
              ("tests/integration/test_protocol.py::test_max_delivers_exactly_n_across_batches",)),
     # -- README's table ("Each scenario was shown to catch the bug it guards") --------------
@@ -99,7 +99,7 @@ MUTATIONS = [
     # record arrives, so it never sees its stop Event on a quiet topic.
     Mutation("for-msg-in-consumer", "``for msg in consumer`` instead of ``poll(timeout_ms)``",
              "kafkatail/tail/consumer.py",
-             "polled = consumer.poll(timeout_ms=self._poll_ms(poll_ms))",
+             "polled = consumer.poll(timeout_ms=gathering.poll_ms(poll_ms))",
              "msg = next(consumer.consumer)\n"
              "                polled = {TopicPartition(msg.topic, msg.partition): [msg]}",
              (SIGTERM, DELETED, HALF_OPEN, CHURN)),
@@ -111,9 +111,10 @@ MUTATIONS = [
     # A feed keeps its last viewer after release, so neither the release (feed_linger_s 0) nor
     # the linger in the loop stops it. Dedicated threads are unaffected.
     Mutation("feed-keeps-last-viewer", "feed not stopped by its last viewer",
-             "kafkatail/tail/consumer.py",
-             "self._viewers = tuple(v for v in self._viewers if v is not viewer)",
-             "self._viewers = tuple(v for v in self._viewers if v is not viewer or self.shared)",
+             "kafkatail/tail/feed.py",
+             "self.viewers = tuple(v for v in self.viewers if v is not viewer)",
+             "self.viewers = tuple(v for v in self.viewers\n"
+             "                                 if v is not viewer or self.replay_records)",
              (HALF_OPEN, CHURN)),
     # One consumer per tail again.
     Mutation("feeds-not-shared", "``share_live_feeds`` default false",
@@ -122,8 +123,8 @@ MUTATIONS = [
              (IDLE, OUTAGE)),
     # gunicorn's own SIGTERM handler stays: the worker exits without closing its tails (1001).
     Mutation("no-sigterm-handler", "no SIGTERM handler in the worker",
-             "kafkatail/server.py",
-             "signal.signal(signal.SIGTERM, on_term)", "pass",
+             "kafkatail/workers/lifecycle.py",
+             "self._stopping = self.run_aside(self.stop_tails)", "pass",
              (SIGTERM,)),
     # kafkafix fix 1: a refused connect leaves its socket open until the cyclic GC runs (the
     # patch is still applied, so fix 3, closing what a closed selector's connects made, stays).
@@ -146,7 +147,7 @@ MUTATIONS = [
     # A deleted topic looks like an unreachable broker: broker-unavailable, never 4404.
     Mutation("no-deletion-check", "no deletion check in the consumer loop",
              "kafkatail/tail/consumer.py",
-             "if absent >= 2:", "if False:",
+             "if watch.absent >= 2:", "if False:",
              (DELETED,)),
     # A switch's CPU goes to the greenlet switched to, not the one that used it.
     Mutation("greencpu-charges-target", "greencpu charges the switched-to greenlet",

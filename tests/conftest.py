@@ -1,20 +1,18 @@
-"""Fixtures shared by the suite: a real broker for the session and an in-process server."""
+"""Fixtures shared by the suite: a real broker for the session, in-process servers (on each
+consumer backend for a test that takes ``backend``) and nginx in front of two servers."""
 from __future__ import annotations
 
-import gc
 import os
+import shutil
 import threading
-import time
-from typing import Iterator, NoReturn
+from typing import Iterator
 
 import pytest
-from werkzeug.serving import make_server
 
-from kafkatail.app import create_app, shutdown
+from helpers import BACKENDS, InProcessServer, Nginx, NGINX_PING_S, close_all, unavailable
 from kafkatail.config import Config
 from kafkatail.testing.kafka import Cluster, start_cluster
-
-from integration.wsclient import close_all
+from kafkatail.testing.server import ServerProcess
 
 
 @pytest.fixture(scope="session")
@@ -41,14 +39,6 @@ def apache_kafka(cluster) -> Iterator[Cluster]:
         unavailable(f"Apache Kafka could not start: {exc}")
     yield kafka
     clusters.close()
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip a test whose program or privilege this machine lacks; fail instead under CI
-    (``.ci/run`` sets CI=1 and installs everything), where a skip would hide a broken install."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; .ci/run should have provided it")
-    pytest.skip(reason)
 
 
 # The suite's servers, in-process and subprocesses alike, admit anonymous tails, open /debug and
@@ -78,51 +68,27 @@ def _close_clients() -> Iterator[None]:
     close_all()
 
 
-class LiveServer:
-    """The app on a real socket in this process, so tests can count this process's threads."""
-
-    def __init__(self, config: Config, port: int = 0) -> None:
-        self.app = create_app(config)
-        self.config = config
-        self.http = make_server("127.0.0.1", port, self.app, threaded=True)
-        self.port = self.http.server_port
-        self.thread = threading.Thread(target=self.http.serve_forever, name="kt-test-http",
-                                       kwargs={"poll_interval": 0.1}, daemon=True)
-
-    @property
-    def pool(self):
-        return self.app.extensions["kafkatail"]["pool"]
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def ws_url(self, path: str) -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        shutdown(self.app, timeout=5)
-        self.http.shutdown()
-        self.http.server_close()
-        self.thread.join(5)
-        # Werkzeug does not join its request threads, and its post-request drain leaves an epoll
-        # selector to the cyclic GC when the socket is already closed. Production (gunicorn) has
-        # neither; here, wait for the threads and collect, so the thread guard sees our leaks only.
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(
-                t.name.endswith("(process_request_thread)") for t in threading.enumerate()):
-            time.sleep(0.02)
-        gc.collect()
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    """The consumer backend: a test that takes this runs once per backend, and the servers
+    ``make_server_`` (and ``server``) build for it use that backend."""
+    return request.param
 
 
 @pytest.fixture
-def make_server_(cluster):
+def make_server_(cluster, request):
+    """Builds in-process servers (stopped after the test) with the suite's config and
+    ``overrides``; under a test that takes ``backend``, with that consumer backend."""
     servers = []
+    defaults = {}
+    if "backend" in request.fixturenames:
+        defaults["consumer_backend"] = request.getfixturevalue("backend")
 
-    def make(port: int = 0, **overrides) -> LiveServer:
+    def make(port: int = 0, **overrides) -> InProcessServer:
         cfg = Config(bootstrap_servers=cluster.bootstrap, kafka=cluster.props,
                      poll_timeout_ms=200, ping_interval_s=5, status_interval_s=1,
                      request_timeout_ms=3000, feed_linger_s=0.5, **OPEN_ACCESS)
-        server = LiveServer(cfg.replace(**overrides), port)
+        server = InProcessServer(cfg.replace(**{**defaults, **overrides}), port)
         server.thread.start()
         servers.append(server)
         return server
@@ -134,8 +100,24 @@ def make_server_(cluster):
 
 
 @pytest.fixture
-def server(make_server_) -> LiveServer:
+def server(make_server_) -> InProcessServer:
     return make_server_()
+
+
+@pytest.fixture
+def nginx_stack(cluster, tmp_path) -> Iterator[tuple[Nginx, list[ServerProcess]]]:
+    """A real nginx running conf/nginx.conf in front of two ``kafkatail serve`` instances."""
+    if not shutil.which("nginx"):
+        if os.environ.get("CI"):
+            pytest.fail("nginx is not installed; .ci/run installs it")
+        pytest.skip("nginx is not installed (apt-get install nginx)")
+    servers = [ServerProcess(cluster.bootstrap, "gthread", proxy_hops=1, ping_interval_s=NGINX_PING_S,
+                             poll_timeout_ms=250) for _ in range(2)]
+    nginx = Nginx(tmp_path, [s.port for s in servers])
+    yield nginx, servers
+    nginx.stop()
+    for s in servers:
+        s.stop()
 
 
 @pytest.fixture

@@ -28,9 +28,6 @@ class GreenletCPU:
         self._previous = greenlet.settrace(self._trace)
         return self
 
-    def uninstall(self) -> None:
-        greenlet.settrace(self._previous)
-
     def _trace(self, event: str, args: Any) -> None:
         if event in ("switch", "throw"):
             now = time.thread_time()

@@ -18,7 +18,7 @@ NAME = "kt-gevent-pool"
 
 class _NamedWorker(_WorkerGreenlet):
     def _begin(self) -> None:  # the first thing the new OS thread runs
-        set_os_thread_name(NAME)
+        set_os_thread_name(NAME, os_thread=True)
         super()._begin()
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import re
 import sys
 import threading
 import time
@@ -32,7 +31,7 @@ from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import Any, Callable
 
-from .threads import REGISTRY, green
+from .threads import REGISTRY, green, set_os_thread_name, thread_group
 
 MIN_SECONDS, MAX_SECONDS = 0.1, 60.0
 MIN_HZ, MAX_HZ = 1, 1000
@@ -55,16 +54,6 @@ def _originals() -> tuple[Callable[..., Any], Callable[[float], None], Callable[
                 get_original("_thread", "get_ident"), get_original("_thread", "allocate_lock"))
     import _thread
     return _thread.start_new_thread, time.sleep, _thread.get_ident, _thread.allocate_lock
-
-
-def set_os_thread_name(name: str) -> None:
-    """Name the calling OS thread (Linux ``comm``), also under gevent where it is a real thread
-    that shares nothing with the greenlets."""
-    try:
-        with open("/proc/thread-self/comm", "wb") as fh:
-            fh.write(name.encode()[:15])
-    except OSError:
-        pass
 
 
 # Under gevent, OSThreads are invisible to (patched) threading: ident -> (role, name).
@@ -118,7 +107,7 @@ class OSThread:
             self._thread.start()
 
     def _run(self) -> None:
-        set_os_thread_name(self.name)
+        set_os_thread_name(self.name, os_thread=True)
         self.ident = threading.get_ident()
         self._target()
 
@@ -127,7 +116,7 @@ class OSThread:
         _GREEN_OS_THREADS[self.ident] = (self._role, self.name)
         _GREEN_NATIVE_IDS[self.ident] = threading.get_native_id()
         try:
-            set_os_thread_name(self.name)
+            set_os_thread_name(self.name, os_thread=True)
             self._target()
         finally:
             del _GREEN_OS_THREADS[self.ident], _GREEN_NATIVE_IDS[self.ident]
@@ -173,10 +162,6 @@ class Profile:
         out.sort(key=lambda item: (-item[1], item[0]))
         return out
 
-    def folded_text(self) -> str:
-        """Brendan Gregg's folded format: ``a;b;c count`` per line (flamegraph.pl, speedscope)."""
-        return folded_text(self.folded())
-
     def title(self) -> str:
         what = (f"on-CPU, 1 = {1000 / self.hz:g} ms of CPU" if self.mode == "cpu"
                 else "wall-clock, every thread every tick")
@@ -184,14 +169,6 @@ class Profile:
             what += f", {self.unclocked} thread-ticks left out (no CPU clock)"
         return (f"kafkatail pid {os.getpid()}: {self.samples} ticks at {self.hz} Hz over "
                 f"{self.seconds:g} s, {what} (role; thread; stack)")
-
-    def speedscope(self) -> dict[str, Any]:
-        """speedscope's file format: one sampled profile per thread, frames shared."""
-        return speedscope(self.folded(), f"kafkatail pid {os.getpid()}")
-
-    def svg(self, width: int = 1200, row: int = 16) -> str:
-        """A self-contained flame graph (root at the bottom), hover a box for its counts."""
-        return flame_svg(self.folded(), self.title(), width, row)
 
     def render(self, fmt: str) -> tuple[str, str]:
         """(body, mimetype) for ``folded``, ``speedscope`` or ``svg``."""
@@ -247,19 +224,11 @@ def speedscope(stacks: Folded, name: str) -> dict[str, Any]:
             "activeProfileIndex": 0, "shared": {"frames": frames}, "profiles": profiles}
 
 
-_TRAILING_ID = re.compile(r"\d+$")
-
-
-def thread_group(name: str) -> str:
-    """A thread name with its trailing number starred: ``kt-tail-t-17`` -> ``kt-tail-t-*``."""
-    return _TRAILING_ID.sub("*", name)
-
-
 def flame_svg(stacks: Folded, title: str, width: int = 1200, row: int = 16) -> str:
     """A self-contained flame graph (root at the bottom, the first two levels, role and thread
-    group, in grey); hover a box for its counts. Threads of one group (``kt-tail-*``) share a
-    flame, or a server with 200 tails would draw 200 slivers; folded and speedscope keep them
-    apart."""
+    group, in grey); hover a box for its counts. Threads of one group (``kt-tail-t-*``, by
+    ``threads.thread_group``) share a flame, or a server with 200 tails would draw 200 slivers;
+    folded and speedscope keep them apart."""
     root: dict[str, Any] = {"n": 0, "kids": {}}
     for stack, n in stacks:
         node = root

@@ -1,6 +1,6 @@
 """The reaper: one named thread that samples every thread's CPU, joins orphaned tails and says so.
 
-Each interval it takes a /proc sample (per-thread CPU% over the interval, like ``top -H``), joins
+Each interval it takes a psutil sample (per-thread CPU% over the interval, like ``top -H``), joins
 ConsumerThreads whose owning socket thread died without releasing them, reports threads that did
 not stop (with their stacks) and threads nobody registered, and logs one cheap line. The latest
 snapshot feeds ``/debug/threads``, ``/metrics`` and, if configured, a JSON file that tools such
@@ -21,7 +21,7 @@ from ..config import Config
 from ..tail.pool import ConsumerPool
 from . import greencpu
 from .sampling import ProcessSample, ThreadSampler
-from .threads import REGISTRY, set_native_name, stack_of
+from .threads import REGISTRY, set_os_thread_name, stack_of
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class Reaper(threading.Thread):
         self._wake.set()
 
     def run(self) -> None:
-        set_native_name(self.name)
+        set_os_thread_name(self.name)
         self.sampler.sample()
         while True:
             self._wake.wait(self.config.reaper_interval_s)
@@ -146,13 +146,9 @@ class Reaper(threading.Thread):
         return sample
 
     def _reap_orphans(self) -> None:
+        """The pool releases tails whose owner died; this logs what each used, or its stack."""
         grace = self.config.poll_timeout_ms / 1000 + 1.0
-        self.pool.collect()
-        for t in self.pool.tails():
-            if t.owner.is_alive():
-                continue
-            ok = self.pool.release(t, timeout=grace)
-            self.pool.reaped_total += 1
+        for t, ok in self.pool.reap(grace):
             cpu = self._cpu_of(t.native_id)
             if ok:
                 log.warning("reaped orphaned tail %s (%s, client %s): owner %s gone; it used %s",

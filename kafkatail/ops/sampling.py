@@ -1,9 +1,11 @@
-"""Per-thread CPU of any Linux process, from /proc: what ``top -H -p PID`` shows, as data.
+"""Per-thread CPU of any Linux process: what ``top -H -p PID`` shows, as data.
 
-A ``ThreadSampler`` keeps the previous sample and turns two samples into CPU% per thread over
-monotonic time (percent of one core), never lifetime averages. Threads are keyed by tid *and*
-start time, so a tid the kernel reuses does not inherit the old thread's history. Used by the
-in-process reaper and by ``scripts/leakcheck.py`` against another pid.
+CPU times come from psutil (``Process.threads()``, user + system per tid; the process's CPU, fds
+and RSS); a thread's OS name, state and start time, which psutil does not give per thread, from
+``procfs``. A ``ThreadSampler`` keeps the previous sample and turns two samples into CPU% per
+thread over monotonic time (percent of one core), never lifetime averages. Threads are keyed by
+tid *and* start time, so a tid the kernel reuses does not inherit the old thread's history. Used
+by the in-process reaper, ``/debug/threads`` and ``kafkatail.leakcheck`` against another pid.
 """
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ import os
 import time
 from dataclasses import dataclass, field
 
-_TICKS = os.sysconf("SC_CLK_TCK")
+import psutil
+
+from . import procfs
 
 
 @dataclass
@@ -48,47 +52,33 @@ class ProcessSample:
         return ranked if n is None else ranked[:n]
 
 
-def _read_stat(path: str) -> tuple[str, str, float, int] | None:
-    """(comm, state, cpu seconds, start ticks) from a /proc stat file; None if it is gone."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    # comm is in parentheses and may itself contain spaces or ')'.
-    lpar, rpar = raw.index(b"("), raw.rindex(b")")
-    comm = raw[lpar + 1:rpar].decode("utf-8", "replace")
-    rest = raw[rpar + 2:].split()
-    utime, stime, start = int(rest[11]), int(rest[12]), int(rest[19])
-    return comm, rest[0].decode(), (utime + stime) / _TICKS, start
-
-
-def sample_process(pid: int) -> ProcessSample:
-    """One snapshot of a process: every thread's CPU so far, fd count and RSS."""
+def sample_process(pid: int, proc: psutil.Process | None = None) -> ProcessSample:
+    """One snapshot of a process: every thread's CPU so far, fd count and RSS.
+    ProcessLookupError if it is gone, PermissionError if it may not be read."""
     now = time.monotonic()
     out = ProcessSample(pid=pid, at=now)
-    base = f"/proc/{pid}"
     try:
-        tids = os.listdir(f"{base}/task")
-    except FileNotFoundError:
+        proc = proc or psutil.Process(pid)
+        threads = proc.threads()
+        cpu = proc.cpu_times()
+        out.rss = proc.memory_info().rss
+    except psutil.NoSuchProcess:
         raise ProcessLookupError(pid) from None
-    for tid in tids:
-        st = _read_stat(f"{base}/task/{tid}/stat")
-        if st is not None:
-            t = ThreadSample(int(tid), st[0], st[1], st[2], st[3])
+    except psutil.AccessDenied as exc:
+        raise PermissionError(f"{exc.msg or 'access denied'} (pid {pid})") from None
+    out.cpu_s = cpu.user + cpu.system
+    for pt in threads:
+        st = procfs.task_stat(pid, pt.id)
+        if st is not None:   # else it ended since psutil listed it
+            t = ThreadSample(pt.id, st.comm, st.state, pt.user_time + pt.system_time,
+                             st.start_ticks)
             out.threads[t.key] = t
     try:
-        out.fds = len(os.listdir(f"{base}/fd"))
-    except PermissionError:
+        out.fds = proc.num_fds()
+    except psutil.AccessDenied:
         out.fds = -1
-    proc = _read_stat(f"{base}/stat")
-    if proc is not None:
-        out.cpu_s = proc[2]
-    try:
-        with open(f"{base}/statm") as fh:
-            out.rss = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        pass
+    except psutil.NoSuchProcess:
+        raise ProcessLookupError(pid) from None
     return out
 
 
@@ -98,9 +88,15 @@ class ThreadSampler:
     def __init__(self, pid: int | None = None) -> None:
         self.pid = pid or os.getpid()
         self.last: ProcessSample | None = None
+        self._proc: psutil.Process | None = None
 
     def sample(self) -> ProcessSample:
-        cur = sample_process(self.pid)
+        if self._proc is None:
+            try:
+                self._proc = psutil.Process(self.pid)
+            except psutil.NoSuchProcess:
+                raise ProcessLookupError(self.pid) from None
+        cur = sample_process(self.pid, self._proc)
         prev = self.last
         if prev is not None:
             dt = cur.at - prev.at

@@ -1,14 +1,20 @@
-"""Know every thread: OS-visible names, and the registry of what each thread is for.
+"""Know every thread: OS-visible names, the group a name puts a thread in, and the registry of
+what each thread is for.
 
 Linux keeps 15 bytes of a thread's name (``/proc/PID/task/TID/comm``); Python 3.11 never sets
-it, so every Python thread would show the interpreter's name in ``top -H``. ``set_native_name``
-and ``rename`` set it. ``REGISTRY`` records each thread's role, owner and tail.
+it, so every Python thread would show the interpreter's name in ``top -H``.
+``set_os_thread_name`` (the one place that names the calling OS thread) and ``rename`` (another
+thread) set it.
+``thread_group`` is the one rule for which threads are "the same kind" (the guard, the probe,
+leakcheck and the profiler's flame graph). ``REGISTRY`` records each thread's role, owner and
+tail.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import os
+import re
 import sys
 import threading
 import time
@@ -16,6 +22,8 @@ import traceback
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import procfs
 
 _PR_SET_NAME = 15
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform == "linux" else None
@@ -35,29 +43,20 @@ def green() -> bool:
     return monkey is not None and monkey.is_module_patched("threading")
 
 
-def set_native_name(name: str) -> None:
-    """Set the calling thread's OS name (no-op off Linux, and under gevent: it would rename
-    the one OS thread every greenlet shares)."""
-    if not green():
-        set_os_thread_name(name)
-
-
-def set_os_thread_name(name: str) -> None:
-    """Set the calling OS thread's name, greenlets or not: for real threads under gevent."""
-    if _libc is not None:
+def set_os_thread_name(name: str, os_thread: bool = False) -> None:
+    """Set the calling OS thread's name (``prctl(PR_SET_NAME)``; no-op off Linux). Under gevent
+    a ``threading.Thread`` is a greenlet and naming it would rename the one OS thread they all
+    share, so it is skipped unless ``os_thread``: a real OS thread (the profiler's sampler,
+    gevent's threadpool)."""
+    if _libc is not None and (os_thread or not green()):
         _libc.prctl(_PR_SET_NAME, ctypes.c_char_p(native_name(name)), 0, 0, 0)
 
 
 def rename(thread: threading.Thread, name: str) -> None:
-    """Name another, already running thread: its Python name and, through /proc, its OS name."""
+    """Name another, already running thread: its Python name and, through procfs, its OS name."""
     thread.name = name
-    if thread.native_id is None or green():
-        return
-    try:
-        with open(f"/proc/self/task/{thread.native_id}/comm", "wb") as fh:
-            fh.write(native_name(name))
-    except OSError:
-        pass
+    if thread.native_id is not None and not green():
+        procfs.set_comm(thread.native_id, native_name(name))
 
 
 def name_pool_thread(thread: threading.Thread | None = None) -> None:
@@ -68,7 +67,31 @@ def name_pool_thread(thread: threading.Thread | None = None) -> None:
         rename(thread, "kt-http-" + thread.name.rpartition("_")[2])
 
 
-ROLES = ("consumer", "kafka-io", "websocket", "reaper", "server", "unknown")
+# A trailing id: numbers after a separator (``-12``, ``-7-0``, ``-0_12``, ``-3.0.12``), numbers
+# glued to the name (``worker12``) or a hex id of 6+ characters, before an optional Python
+# default-name suffix such as `` (target)`` in ``Thread-7 (target)``.
+ID_SEPARATORS = "-_.:~ "
+_ID_TAIL = re.compile(r"(?:(?<=[-_.:~ ])\d+(?:[-_.:~ ]\d+)*|\d+(?:[._:]\d+)*"
+                      r"|(?<=[-_.:~])[0-9a-f]{6,})(?=(?: \([\w.<>]*\))?$)")
+
+
+def thread_group(name: str, wildcard: str = "*") -> str:
+    """The group a thread's name puts it in: the name with its trailing id replaced by
+    ``wildcard``: ``kt-tail-t-17`` -> ``kt-tail-t-*``, ``Thread-7 (run)`` -> ``Thread-* (run)``,
+    ``kafka-io-7-0`` -> ``kafka-io-*``. A name with no id (or nothing but one) is its own group.
+    leakcheck shows groups with ``wildcard=""`` (``kafka-io-kt-``), the flame graph with ``*``."""
+    found = _ID_TAIL.search(name)
+    if found is None or (found.start() == 0 and found.end() == len(name)):
+        return name
+    return name[:found.start()] + wildcard + name[found.end():]
+
+
+def group_prefix(name: str) -> str:
+    """A thread's group as a plain name, with no id and no trailing separator: ``kafka-io-kt-17``
+    -> ``kafka-io-kt``, ``Thread-7 (run)`` -> ``Thread- (run)`` (the probe's report, the
+    guard's allow pattern)."""
+    return thread_group(name, "").rstrip(ID_SEPARATORS) or name
+
 
 # Threads kafkatail does not start itself but expects, by the names their libraries give them.
 _LIBRARY_ROLES = (
@@ -114,16 +137,7 @@ def native_tasks() -> dict[int, str]:
         return {}
     known = {t.native_id for t in threading.enumerate()}
     known.add(os.getpid())
-    out = {}
-    for tid in map(int, os.listdir("/proc/self/task")):
-        if tid in known:
-            continue
-        try:
-            with open(f"/proc/self/task/{tid}/comm", encoding="utf-8", errors="replace") as fh:
-                out[tid] = fh.read().rstrip("\n")
-        except OSError:
-            pass
-    return out
+    return procfs.comms("self", procfs.task_ids() - known)
 
 
 class ThreadRegistry:
@@ -145,7 +159,7 @@ class ThreadRegistry:
         Entries of tasks that are gone are dropped here and by ``native_info``."""
         with self._lock:
             for tid in list(self._native):
-                if not os.path.exists(f"/proc/self/task/{tid}"):
+                if not procfs.task_exists(tid):
                     del self._native[tid]
             for tid in tids:
                 self._native[tid] = ThreadInfo(role, **info)

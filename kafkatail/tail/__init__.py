@@ -1,1 +1,2 @@
-"""The tail core: request parsing, ConsumerThread, pool, outbox, session and frames. No Flask here."""
+"""The tail core: requests, feeds, ConsumerThreads, the pool, outboxes and frames. No Flask
+and no sockets here."""

@@ -14,7 +14,6 @@ the registry notes which client started them. ``close`` destroys the client, whi
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import namedtuple
 from typing import Any, Iterable
@@ -22,9 +21,9 @@ from typing import Any, Iterable
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import (KafkaConnectionError, KafkaError, KafkaTimeoutError,
                           TopicAuthorizationFailedError)
-from kafka.net.compat import KafkaNetClient
 
 from ..config import Config, check_backend
+from ..ops import procfs
 from ..ops.threads import REGISTRY, rename
 from . import clientconf, kafkafix
 from .failures import FAILURES, UndecodableBatch, classify_librdkafka
@@ -96,22 +95,14 @@ def open_backend(config: Config, client_id: str, **owner: Any) -> "KafkaPythonBa
 
 # -- kafka-python ------------------------------------------------------------------------------
 def open_consumer(config: Config, client_id: str, **owner: Any) -> KafkaConsumer:
-    """A group-less KafkaConsumer that leaves no IO thread behind when construction fails.
-
-    kafka-python 3 starts the client's ``kafka-io-*`` thread before it bootstraps, so a broker
-    that is down makes the constructor raise with that thread still running. The client factory
-    keeps a handle on the client so it can be closed here. ``owner`` describes the IO thread in
-    the thread registry (tail_id, topic, client).
+    """A group-less KafkaConsumer that leaves no IO thread behind when construction fails
+    (``kafkafix.construct``). ``owner`` describes the IO thread in the thread registry
+    (tail_id, topic, client).
     """
-    made: list[KafkaNetClient] = []
-
-    def client_factory(**kw: Any) -> KafkaNetClient:
-        made.append(KafkaNetClient(**kw))
-        return made[-1]
-
     sec = clientconf.security(config.kafka)
     try:
-        consumer = KafkaConsumer(
+        consumer = kafkafix.construct(
+            KafkaConsumer,
             bootstrap_servers=config.bootstrap_servers.split(","),
             client_id=sec.client_id or client_id,
             group_id=None,
@@ -128,17 +119,12 @@ def open_consumer(config: Config, client_id: str, **owner: Any) -> KafkaConsumer
             # A poll's bytes are what a waiting historical tail may overshoot its outbox by.
             fetch_max_bytes=max(1 << 20, config.outbox_max_bytes),
             reconnect_backoff_max_ms=2000,
-            kafka_client=client_factory,
             **clientconf.kafka_python(config),
         )
-    except BaseException as exc:
-        for client in made:
-            client.close()
-        if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)):
-            raise BrokerUnavailable(unavailable_reason(exc)) from None
-        raise
+    except (KafkaConnectionError, KafkaTimeoutError) as exc:
+        raise BrokerUnavailable(unavailable_reason(exc)) from None
     FAILURES.connected()
-    io_thread = made[-1]._net._io_thread if made else None
+    io_thread = kafkafix.io_thread(consumer)
     if io_thread is not None:  # named here: a configured client.id is every client's
         rename(io_thread, "kafka-io-" + client_id)
         REGISTRY.register(io_thread, "kafka-io", owner=client_id, **owner)
@@ -237,15 +223,8 @@ _construct_lock = threading.Lock()
 
 
 def _rdk_tasks() -> set[int]:
-    out = set()
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/comm", "rb") as fh:
-                if fh.read().startswith(b"rdk:"):
-                    out.add(int(tid))
-        except OSError:
-            pass
-    return out
+    """This process's librdkafka threads (``rdk:*``), by OS name."""
+    return {tid for tid, name in procfs.comms().items() if name.startswith("rdk:")}
 
 
 def _error_callback(config: Config) -> Any:

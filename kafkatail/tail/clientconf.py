@@ -3,132 +3,26 @@
 ``clientprops.Security`` says how to connect; this module turns it into kafka-python keyword
 arguments (``kafka_python``: one ``SSLContext`` and one token provider for every client of the
 process) and a librdkafka configuration (``librdkafka``). Both are built once per set of
-properties. Nothing here imports kafka at module level: the config checks TLS files in the
-gunicorn master, before gevent patches anything.
+properties. The TLS context itself is ``clientprops.ssl_context``: the config opens the TLS
+files when it reads the properties (in the gunicorn master, before gevent patches anything).
+Nothing here imports kafka at module level.
 """
 from __future__ import annotations
 
 import functools
-import os
-import ssl
-import tempfile
 from typing import TYPE_CHECKING, Any
 
-from ..clientprops import ClientProps, Security, Store
+from ..clientprops import ClientProps, Security, ssl_context, truststore_pem
 
 if TYPE_CHECKING:
     from ..config import Config
 
-
-class TlsProblem(Exception):
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(problem)
-        self.key = key
-        self.problem = problem
+__all__ = ["security", "ssl_context", "token_provider", "kafka_python", "librdkafka"]
 
 
 @functools.lru_cache(maxsize=8)
 def security(props: ClientProps) -> Security:
     return props.resolve()
-
-
-def _pkcs12(store: Store, key: str) -> Any:
-    from cryptography.hazmat.primitives.serialization import pkcs12
-    with open(store.location, "rb") as fh:
-        data = fh.read()
-    try:
-        return pkcs12.load_pkcs12(data, store.password.encode() or None)
-    except ValueError:
-        raise TlsProblem(key, f"{store.location} does not open: wrong password, or not "
-                              f"PKCS#12") from None
-
-
-def _pem(certificates: list[Any]) -> str:
-    from cryptography.hazmat.primitives.serialization import Encoding
-    return "".join(c.public_bytes(Encoding.PEM).decode() for c in certificates)
-
-
-def truststore_pem(store: Store) -> str:
-    """The CA certificates of a PKCS#12 truststore, as PEM text."""
-    p12 = _pkcs12(store, "ssl.truststore.location")
-    certs = [c.certificate for c in p12.additional_certs]
-    if p12.cert is not None:
-        certs.insert(0, p12.cert.certificate)
-    if not certs:
-        raise TlsProblem("ssl.truststore.location", f"{store.location} holds no certificate")
-    return _pem(certs)
-
-
-def keystore_pem(store: Store, key_password: str) -> tuple[str, str]:
-    """A PKCS#12 keystore's certificate chain and private key, as PEM texts."""
-    from cryptography.hazmat.primitives.serialization import (
-        Encoding, NoEncryption, PrivateFormat)
-    if key_password and key_password != store.password:
-        raise TlsProblem("ssl.key.password", "a PKCS#12 keystore's key password must be its "
-                                             "store password")
-    p12 = _pkcs12(store, "ssl.keystore.location")
-    if p12.key is None or p12.cert is None:
-        raise TlsProblem("ssl.keystore.location", f"{store.location} holds no private key "
-                                                   f"with its certificate")
-    chain = _pem([p12.cert.certificate] + [c.certificate for c in p12.additional_certs])
-    key = p12.key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
-    return chain, key
-
-
-def ssl_context(sec: Security) -> ssl.SSLContext:
-    """The TLS client context: the given CAs (else the system's), hostname checked unless
-    ``ssl.endpoint.identification.algorithm`` is none, and the client certificate if any."""
-    if sec.ca_location or sec.truststore:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        try:
-            if sec.truststore and sec.truststore.kind == "PKCS12":
-                ctx.load_verify_locations(cadata=truststore_pem(sec.truststore))
-            else:
-                where = sec.truststore.location if sec.truststore else sec.ca_location
-                if os.path.isdir(where):
-                    ctx.load_verify_locations(capath=where)
-                else:
-                    ctx.load_verify_locations(cafile=where)
-        except ssl.SSLError:
-            key = "ssl.truststore.location" if sec.truststore else "ssl.ca.location"
-            raise TlsProblem(key, "holds no PEM certificate") from None
-    else:
-        ctx = ssl.create_default_context()
-    ctx.check_hostname = sec.check_hostname
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    if sec.keystore:
-        chain, key = keystore_pem(sec.keystore, sec.key_password)
-        _load_chain_from_text(ctx, chain + key)
-    elif sec.cert_location:
-        try:
-            ctx.load_cert_chain(sec.cert_location, sec.key_location,
-                                password=sec.key_password or None)
-        except ssl.SSLError as exc:
-            key = "ssl.key.password" if "bad decrypt" in str(exc).lower() or (
-                sec.key_password and "PEM lib" in str(exc)) else "ssl.certificate.location"
-            raise TlsProblem(key, "client certificate and key do not load (wrong key "
-                                  "password, a key that does not match, or not PEM)") from None
-    return ctx
-
-
-def _load_chain_from_text(ctx: ssl.SSLContext, pem: str) -> None:
-    """``load_cert_chain`` takes paths only: a private file, read and removed at once."""
-    fd, path = tempfile.mkstemp(prefix="kafkatail-key-", suffix=".pem")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(pem)
-        ctx.load_cert_chain(path)
-    finally:
-        os.unlink(path)
-
-
-def check_tls_files(**tls: Any) -> tuple[str, str] | None:
-    """(property, problem) if the TLS files named cannot make a context, else None."""
-    try:
-        ssl_context(Security(protocol="SSL", **tls))
-    except TlsProblem as exc:
-        return exc.key, exc.problem
-    return None
 
 
 @functools.lru_cache(maxsize=8)

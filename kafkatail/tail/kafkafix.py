@@ -27,14 +27,19 @@
    with no partition or offset. The patched record unpacking raises ``UndecodableBatch``
    naming both, so the tail can stop that partition and go on with the others
    (``tests/integration/test_codecs.py``).
+
+Not a patch but the same library's habit: ``construct`` builds any kafka-python client so that a
+constructor that raises leaves no IO thread or socket behind (the tail's consumers, the metadata
+client and the demo traffic's admin client and producer all go through it).
 """
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
 import weakref
-from typing import Any
+from typing import Any, TypeVar
 
 from kafka import errors as Errors
 from kafka.net.inet import KafkaNetSocket
@@ -44,6 +49,9 @@ from kafka.consumer.fetcher import Fetcher
 from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
 
 from .failures import UndecodableBatch
+
+log = logging.getLogger(__name__)
+_C = TypeVar("_C")
 
 _original = KafkaNetSocket.connect
 _original_manager_init = KafkaConnectionManager.__init__
@@ -141,3 +149,36 @@ def apply() -> None:
         Fetcher.PartitionRecords._unpack_records = _unpack_records  # type: ignore[method-assign]
     if KafkaTCPTransport._read_from_sock is _original_read:
         KafkaTCPTransport._read_from_sock = _read_from_sock  # type: ignore[method-assign]
+
+
+def construct(cls: type[_C], **configs: Any) -> _C:
+    """Build a kafka-python client (``KafkaConsumer``, ``KafkaAdminClient``, ``KafkaProducer``)
+    that leaves nothing behind when its constructor raises.
+
+    kafka-python 3 starts the client's ``kafka-io-*`` thread and opens sockets before it
+    bootstraps, so a broker that is down (a bootstrap timeout) makes the constructor raise with
+    that thread still running. Every network client the constructor makes goes through a factory
+    that keeps a handle on it (wrapping a ``kafka_client`` given in ``configs``), and each is
+    closed here before the exception goes on.
+    """
+    made: list[Any] = []
+    make = configs.pop("kafka_client", None) or cls.DEFAULT_CONFIG["kafka_client"]  # type: ignore[attr-defined]
+
+    def factory(**kw: Any) -> Any:
+        made.append(make(**kw))
+        return made[-1]
+
+    try:
+        return cls(kafka_client=factory, **configs)  # type: ignore[call-arg]
+    except BaseException:
+        for client in made:
+            try:
+                client.close()
+            except Exception:
+                log.debug("closing half-built %s client failed", cls.__name__, exc_info=True)
+        raise
+
+
+def io_thread(client: Any) -> threading.Thread | None:
+    """The ``kafka-io-*`` thread of a built kafka-python client (its NetworkSelector's), if any."""
+    return getattr(getattr(client, "_net", None), "_io_thread", None)

@@ -3,13 +3,17 @@
 The consumer side never blocks: when the outbox holds ``max_records`` records or ``max_bytes``
 bytes, or every outbox of the process together holds its ``ByteBudget``, the full policy
 decides. ``drop-oldest`` discards the oldest buffered records and remembers which offsets went,
-so the client gets an explicit ``dropped`` frame; ``disconnect`` closes the slow client. The
-socket side takes everything queued in one call and sends it as few frames as possible. A shared
-feed puts the same Batch in many outboxes; a batch is only ever replaced here, never changed.
+so the client gets an explicit ``dropped`` frame; ``disconnect`` closes the slow client
+(``abort``). The socket side takes everything queued in one call and sends it as few frames as
+possible. A shared feed puts the same Batch in many outboxes; a batch is only ever replaced here,
+never changed.
 
-When nothing is queued and the socket side is not sending, ``put_records`` hands the batch to
-``writer`` (the socket's non-blocking write, see ``wire``) instead of waking the socket's thread:
-the order holds, since anything queued or being sent makes the batch queue behind it.
+The consumer side does write to the socket, on the idle path, and on purpose: when nothing is
+queued and the socket side is not sending, ``put_records`` hands the batch to ``writer`` (the
+socket's non-blocking write, given by its session) instead of waking the socket's thread, so a
+feed's 200 idle viewers cost 200 non-blocking writes per poll, not 200 thread wake-ups. The
+order holds, since anything queued or being sent makes the batch queue behind it. The outbox
+itself knows nothing of sockets: ``notify``, ``writer`` and ``abort`` are its only ways out.
 """
 from __future__ import annotations
 
@@ -43,16 +47,23 @@ class ByteBudget:
 
 
 class Outbox:
-    def __init__(self, max_records: int, policy: str = DROP_OLDEST,
+    """``notify()``: something was queued or a close asked for (wake the socket side).
+    ``writer(batch)``: write it now without blocking; True if written, None if partly (the socket
+    side finishes it), False if not (it is queued). ``abort()``: cut the socket, from any thread.
+    """
+
+    def __init__(self, max_records: int, policy: str = DROP_OLDEST, *,
                  notify: Callable[[], None] = lambda: None, max_bytes: int = 1 << 62,
-                 budget: ByteBudget | None = None) -> None:
+                 budget: ByteBudget | None = None,
+                 writer: Callable[[Batch], bool | None] | None = None,
+                 abort: Callable[[], None] = lambda: None) -> None:
         self.max_records = max_records
         self.max_bytes = max_bytes
         self.budget = budget or ByteBudget(1 << 62)
         self.policy = policy
-        self.notify = notify
-        self.abort: Callable[[], None] = lambda: None
-        self.writer: Callable[[Batch], bool | None] | None = None
+        self._notify = notify
+        self._writer = writer
+        self._abort = abort
         self._lock = threading.Lock()
         self._items: deque[str | Batch] = deque()
         self._records = 0
@@ -74,25 +85,23 @@ class Outbox:
         """A control frame (hello, status): never dropped, order kept with records."""
         with self._lock:
             self._items.append(frame)
-        self.notify()
+        self._notify()
 
-    def put_records(self, batch: Batch | list[dict[str, Any]]) -> None:
+    def put_records(self, batch: Batch) -> None:
         if not batch:
             return
-        if not isinstance(batch, Batch):
-            batch = Batch(batch)
         overflow = False
         with self._lock:
             if self._close is not None:
                 return
-            if (self.writer is not None and not self._items and not self._sending_since
+            if (self._writer is not None and not self._items and not self._sending_since
                     and not self._dropped):
-                written = self.writer(batch)
+                written = self._writer(batch)
                 if written is not False:
                     self.frames_direct += 1
                     if written is None:  # a part is left for the socket side to send
                         self._remainder = True
-                        self.notify()
+                        self._notify()
                     return
             # A producer that waits while behind (a dedicated tail) may overshoot the byte
             # caps by one poll, never more: only a put made while behind is cut for bytes.
@@ -109,9 +118,9 @@ class Outbox:
                     overflow = True
                 else:
                     self._drop_oldest()
-        self.notify()
+        self._notify()
         if overflow:
-            self.abort()
+            self._abort()
 
     def _behind(self) -> bool:
         """Under the lock: half a cap or more is queued, or the process is over its budget."""
@@ -154,7 +163,7 @@ class Outbox:
         with self._lock:
             if self._close is None:
                 self._close = frames.Close(code, reason)
-        self.notify()
+        self._notify()
 
     def discard(self) -> None:
         """The socket is gone: drop what is queued, give its bytes back, take nothing more."""
@@ -219,7 +228,7 @@ class Outbox:
         since = self._sending_since
         if since and time.monotonic() - since > timeout:
             self.close(frames.POLICY, f"client did not read for {timeout:g}s")
-            self.abort()
+            self._abort()
             return True
         return False
 

@@ -3,7 +3,10 @@
 Modelled on CPython's ``concurrent.futures.thread``: the pool starts every thread it owns,
 keeps a registry of them, stops and joins them on ``shutdown()``, and registers with
 ``threading._register_atexit`` so interpreter exit stops the threads before it joins them.
-Nothing outside the pool starts or joins a ConsumerThread.
+Nothing outside the pool starts, stops or joins a ConsumerThread, or writes ``viewer.thread``;
+a thread holds no reference to the pool, and tells it what it needs through ``_Reports`` (a
+weak reference): caught up, or idle past its linger. The reaper calls ``reap`` for tails
+whose session died without releasing them.
 
 Each socket gets a Viewer. Live viewers of the same topic and partitions share one feed
 (reference-counted: the last viewer out leaves it to linger ``feed_linger_s``, then it stops);
@@ -22,7 +25,8 @@ from typing import Any
 from ..config import Config
 from ..ops.threads import REGISTRY
 from . import frames
-from .consumer import ConsumerThread
+from .consumer import ConsumerThread, Dedicated, Reading, Shared
+from .feed import Feed
 from .outbox import ByteBudget, Outbox
 from .request import TailRequest
 from .viewer import Viewer
@@ -63,6 +67,7 @@ class ConsumerPool:
         self.handovers = 0
         # Totals of tails already released; live tails are added when read (see totals()).
         self._closed_totals = Counter()
+        self._reports = _Reports(self)
         # What every viewer's outbox holds, in record bytes, against outbox_total_bytes.
         self.outbox_bytes = ByteBudget(config.outbox_total_bytes)
         _pools.add(self)
@@ -91,23 +96,29 @@ class ConsumerPool:
             if cfg.share_live_feeds and request.start.kind == "latest":
                 self._join_feed(viewer)
             else:
-                self._start(ConsumerThread(self, request.topic, request.partitions, cfg,
-                                           viewer.tail_id, False, viewer))
+                self._start(viewer, Dedicated(cfg))
             self._viewers[viewer.tail_id] = viewer
             self._per_client[client] += 1
             self._per_topic[request.topic] += 1
             self.started_total += 1
         return viewer
 
-    def _start(self, thread: ConsumerThread) -> None:
-        """Under the lock: register and start a thread the pool now owns."""
-        if thread.shared:
+    def _start(self, viewer: Viewer, reading: Reading,
+               start: dict[int, int] | None = None) -> None:
+        """Under the lock: a thread for the viewer's topic and partitions, registered, started
+        and owned by the pool from here on; the viewer is its first."""
+        request = viewer.request
+        feed = Feed(request.topic, request.partitions, self.config, viewer,
+                    reading.replay_records(), start)
+        thread_id = next(self._feed_ids) if reading.shared else viewer.tail_id
+        thread = ConsumerThread(feed, reading, self.config, thread_id, self._reports)
+        if reading.shared:
             REGISTRY.register(thread, "consumer", owner="pool", topic=thread.topic)
             self._feeds[thread.key] = thread
         else:
-            v = thread.viewers()[0]
-            REGISTRY.register(thread, "consumer", owner=v.owner.name, topic=thread.topic,
-                              client=v.client, tail_id=v.tail_id)
+            REGISTRY.register(thread, "consumer", owner=viewer.owner.name, topic=thread.topic,
+                              client=viewer.client, tail_id=viewer.tail_id)
+        viewer.thread = thread
         self._threads.add(thread)
         self.threads_started += 1
         thread.start()
@@ -115,58 +126,55 @@ class ConsumerPool:
     def _join_feed(self, viewer: Viewer) -> None:
         """Under the lock: the feed for the viewer's topic and partitions takes it, or a new one
         starts at the viewer's cursor (latest if it has none)."""
-        key = (viewer.request.topic, viewer.request.partitions)
-        feed = self._feeds.get(key)
-        if feed is None or not feed.adopt(viewer):
-            self._start(ConsumerThread(self, key[0], key[1], self.config, next(self._feed_ids),
-                                       True, viewer, start=viewer.cursor))
+        thread = self._feeds.get((viewer.request.topic, viewer.request.partitions))
+        if thread is not None and thread.feed.adopt(viewer):
+            viewer.thread = thread
+        else:
+            self._start(viewer, Shared(self.config), start=viewer.cursor)
 
-    def share(self, viewer: Viewer, thread: ConsumerThread) -> bool:
-        """Called by a caught-up dedicated thread: move its viewer to the feed, no gap, no
-        duplicate. False (the thread keeps it) if the feed is too far ahead to replay."""
+    def _share(self, viewer: Viewer, thread: ConsumerThread) -> bool:
+        """A caught-up dedicated thread's viewer moves to the feed, no gap, no duplicate.
+        False (the thread keeps it) if the feed is too far ahead to replay."""
         with self._lock:
-            if viewer.released or self._shutdown:
+            if viewer.released or self._shutdown or viewer.paused:
                 return False
-            key = (viewer.request.topic, viewer.request.partitions)
-            feed = self._feeds.get(key)
-            if viewer.paused:
-                return False
+            shared = self._feeds.get(thread.key)
             try:
-                if feed is not None and not feed.adopt(viewer):
-                    if not feed.closed:
+                if shared is not None and not shared.feed.adopt(viewer):
+                    if not shared.closed:
                         return False
-                    feed = None
+                    shared = None
             except frames.Close:
                 return False
-            if feed is None:
-                self._start(ConsumerThread(self, key[0], key[1], self.config,
-                                           next(self._feed_ids), True, viewer,
-                                           start=dict(viewer.cursor or {})))
-            thread.remove(viewer)
+            if shared is None:
+                self._start(viewer, Shared(self.config), start=dict(viewer.cursor or {}))
+            else:
+                viewer.thread = shared
+            thread.feed.remove(viewer)
             self.handovers += 1
+            return True
+
+    def _retire(self, thread: ConsumerThread) -> bool:
+        """A feed lingered with no viewers: stop it unless one joined."""
+        with self._lock:
+            if not thread.feed.retire():
+                return False
+            thread.stop()
+            if self._feeds.get(thread.key) is thread:
+                del self._feeds[thread.key]
             return True
 
     def set_paused(self, viewer: Viewer, paused: bool) -> None:
         """Pause or resume a viewer; under the pool lock, so it cannot race a handover."""
         with self._lock:
             thread = viewer.thread
-            if viewer.released or thread is None or thread.set_paused(viewer, paused):
+            if viewer.released or thread is None or thread.feed.set_paused(viewer, paused):
                 return
             # Resumed behind its feed's replay window: it reads on its own until caught up.
-            thread.remove(viewer)
+            thread.feed.remove(viewer)
             viewer.paused = False
             viewer.caught_up = False
-            self._start(ConsumerThread(self, viewer.request.topic, viewer.request.partitions,
-                                       self.config, viewer.tail_id, False, viewer))
-
-    def retire(self, feed: ConsumerThread) -> bool:
-        """Called by a feed that lingered with no viewers: stop it unless one joined."""
-        with self._lock:
-            if not feed.retire():
-                return False
-            if self._feeds.get(feed.key) is feed:
-                del self._feeds[feed.key]
-            return True
+            self._start(viewer, Dedicated(self.config))
 
     def release(self, viewer: Viewer, timeout: float | None = None) -> bool:
         """Stop serving a viewer, and stop and join its thread if nobody else needs it.
@@ -183,13 +191,14 @@ class ConsumerPool:
             if not self._per_topic[viewer.request.topic]:
                 del self._per_topic[viewer.request.topic]
             thread = viewer.thread
-            left = thread.remove(viewer) if thread is not None else 0
+            left = thread.feed.remove(viewer) if thread is not None else 0
             if thread is None or left or (thread.shared and self.config.feed_linger_s > 0
                                           and not thread.closed and not self._shutdown):
                 thread = None
             else:
                 thread.stop()  # first: the discard below wakes a thread waiting on this outbox
-                if thread.shared and thread.retire() and self._feeds.get(thread.key) is thread:
+                if (thread.shared and thread.feed.retire()
+                        and self._feeds.get(thread.key) is thread):
                     del self._feeds[thread.key]
             viewer.outbox.discard()
             self._collect()
@@ -223,9 +232,20 @@ class ConsumerPool:
             if self._feeds.get(t.key) is t:
                 del self._feeds[t.key]
 
-    def collect(self) -> None:
+    def reap(self, grace: float) -> list[tuple[Viewer, bool]]:
+        """Release every tail whose owner (its session's thread) died without releasing it:
+        the reaper calls this each round. Each reaped viewer, with whether its thread ended
+        within ``grace``."""
         with self._lock:
             self._collect()
+            tails = list(self._viewers.values())
+        reaped = []
+        for viewer in tails:
+            if viewer.owner.is_alive():
+                continue
+            reaped.append((viewer, self.release(viewer, timeout=grace)))
+            self.reaped_total += 1
+        return reaped
 
     def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
         """Refuse new tails, ask every tail to close with 1001, and join the threads."""
@@ -242,7 +262,8 @@ class ConsumerPool:
                                            else self.config.shutdown_grace_s)
             for t in threads:
                 t.join(max(0.0, deadline - time.monotonic()))
-            self.collect()
+            with self._lock:
+                self._collect()
 
     def totals(self) -> Counter:
         """Records, record bytes and drops delivered by every tail so far, closed or open."""
@@ -266,8 +287,8 @@ class ConsumerPool:
         """Viewers per shared feed, by topic (a topic may have one feed per partition set)."""
         with self._lock:
             out: Counter[str] = Counter()
-            for feed in self._feeds.values():
-                out[feed.topic] += len(feed.viewers())
+            for thread in self._feeds.values():
+                out[thread.topic] += len(thread.feed.viewers)
             return dict(out)
 
     def __len__(self) -> int:
@@ -277,6 +298,23 @@ class ConsumerPool:
     def per_topic(self) -> dict[str, int]:
         with self._lock:
             return dict(self._per_topic)
+
+
+class _Reports:
+    """What a ConsumerThread may tell the pool that owns it, through a weak reference (a thread
+    never keeps its pool alive): caught up (hand the viewer to the shared feed) and idle past
+    linger (retire). The pool decides; True means it took the step and the thread ends."""
+
+    def __init__(self, pool: ConsumerPool) -> None:
+        self._pool = weakref.ref(pool)
+
+    def caught_up(self, thread: ConsumerThread, viewer: Viewer) -> bool:
+        pool = self._pool()
+        return pool is not None and pool._share(viewer, thread)
+
+    def idle(self, thread: ConsumerThread) -> bool:
+        pool = self._pool()
+        return pool is None or pool._retire(thread)
 
 
 def _totals(v: Viewer) -> dict[str, int]:

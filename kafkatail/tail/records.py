@@ -11,15 +11,12 @@ import base64
 import json
 import re
 from json.encoder import encode_basestring
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable, Protocol
 
 import orjson
 
 from .frames import dumps, messages_joined
 from .request import Matcher
-
-if TYPE_CHECKING:
-    from .wire import Wire
 
 _b64 = base64.b64encode
 
@@ -168,6 +165,15 @@ def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
     return out
 
 
+class Framing(Protocol):
+    """How one socket frames a message (``web.wire.Wire``): ``key`` names the format, the same
+    for every socket whose frames are the same bytes."""
+
+    key: str
+
+    def frame(self, text: str) -> bytes: ...
+
+
 class Batch:
     """Encoded records on their way to one or many outboxes.
 
@@ -194,7 +200,7 @@ class Batch:
             self._json = ",".join(map(_record_json, self.records))
         return self._json
 
-    def frame(self, wire: Wire) -> bytes:
+    def frame(self, wire: Framing) -> bytes:
         """This batch as one ``messages`` frame, framed for ``wire`` (built once per format)."""
         data = self._frames.get(wire.key)
         if data is None:

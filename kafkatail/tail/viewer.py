@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .outbox import Outbox
 from .request import Matcher, TailRequest
-
-if TYPE_CHECKING:
-    from .consumer import ConsumerThread
 
 
 class Viewer:
@@ -34,7 +31,8 @@ class Viewer:
         self.cursor: dict[int, int] | None = None
         # Held while records are delivered to it (its filter runs) or its cursor moves.
         self.lock = threading.Lock()
-        self.thread: ConsumerThread | None = None
+        # The ConsumerThread serving it; only the pool writes this.
+        self.thread: Any = None
         self.greeted = False
         self.caught_up = False
         # Set when the budget is spent or the socket stalled: nothing more is delivered.

@@ -35,7 +35,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..broker import BrokerError, _die_with_parent, free_port, terminate, wait_for_port
+from ..broker import BrokerError, die_with_parent, free_port, terminate, wait_for_port
 
 KAFKA_VERSION = os.environ.get("KAFKATAIL_KAFKA_VERSION", "4.4.0")
 """The pinned release. 4.4.0 was the newest to resolve with all its dependencies (2026-12)."""
@@ -283,7 +283,7 @@ class ApacheKafka:
             "-c", str(props), *scram]
         try:
             done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  timeout=timeout, preexec_fn=_die_with_parent)
+                                  timeout=timeout, preexec_fn=die_with_parent)
         except subprocess.TimeoutExpired:
             raise BrokerError(f"formatting Kafka storage took over {timeout:.0f} s") from None
         if done.returncode != 0:
@@ -296,7 +296,7 @@ class ApacheKafka:
             self.proc = subprocess.Popen(
                 self._jvm(java, classpath, self.heap_mb) + ["kafka.Kafka", str(props)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent)
+                start_new_session=True, preexec_fn=die_with_parent)
 
     def _wait_ready(self, deadline: float) -> None:
         """Ready once the broker logs it started and answers a metadata request."""

@@ -10,6 +10,7 @@ import datetime
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -29,64 +30,102 @@ class TestPKI:
 
 def make_pki(folder: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
              client_cn: str = "kt-client") -> TestPKI:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    """A fresh CA, a server certificate for ``hosts`` (the first is its CN) and a client
+    certificate for ``client_cn``, written as PEM under ``folder``."""
+    ca = _Authority("kafkatail test CA")
+    server_key, server = ca.issue(hosts[0], *_server_extensions(hosts))
+    client_key, client = ca.issue(client_cn, *_client_extensions())
+    folder.mkdir(parents=True, exist_ok=True)
+    pki = TestPKI(ca=folder / "ca.pem", server_pem=folder / "server.pem",
+                  client_cert=folder / "client.pem", client_key=folder / "client.key",
+                  client_dn=f"CN={client_cn}")
+    pki.ca.write_bytes(_pem_cert(ca.cert))
+    pki.server_pem.write_bytes(_pem_key(server_key) + _pem_cert(server))
+    pki.client_cert.write_bytes(_pem_cert(client))
+    pki.client_key.write_bytes(_pem_key(client_key))
+    for path in (pki.server_pem, pki.client_key):
+        path.chmod(0o600)
+    return pki
 
-    now = datetime.datetime.now(datetime.timezone.utc)
-    start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=2)
 
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+class _Authority:
+    """A self-signed CA (EC P-256) that issues certificates valid from an hour ago for two days."""
 
-    def cert(subject: str, key, issuer: str, issuer_key, *extensions) -> x509.Certificate:
-        builder = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(start).not_valid_after(end))
+    def __init__(self, cn: str) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self.start, self.end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=2)
+        self.cn = cn
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.cert = self._sign(cn, self.key, (
+            (x509.BasicConstraints(ca=True, path_length=0), True),
+            (x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                           content_commitment=False, key_encipherment=False,
+                           data_encipherment=False, key_agreement=False, encipher_only=False,
+                           decipher_only=False), True)))
+
+    def issue(self, cn: str, *extensions: tuple[Any, bool]) -> tuple[Any, Any]:
+        """A new key and its certificate for ``cn``, signed by this CA."""
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        return key, self._sign(cn, key, extensions)
+
+    def _sign(self, subject: str, key: Any, extensions: tuple[tuple[Any, bool], ...]) -> Any:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+
+        builder = (x509.CertificateBuilder().subject_name(_name(subject))
+                   .issuer_name(_name(self.cn)).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(self.start).not_valid_after(self.end))
         for ext, critical in extensions:
             builder = builder.add_extension(ext, critical=critical)
-        return builder.sign(issuer_key, hashes.SHA256())
+        return builder.sign(self.key, hashes.SHA256())
 
-    def pem_key(key) -> bytes:
-        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                 serialization.NoEncryption())
 
-    def pem_cert(c: x509.Certificate) -> bytes:
-        return c.public_bytes(serialization.Encoding.PEM)
+def _server_extensions(hosts: tuple[str, ...]) -> tuple[tuple[Any, bool], ...]:
+    """A server (and client) certificate's extensions, each host an IP or DNS name in its SAN."""
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
 
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = cert("kafkatail test CA", ca_key, "kafkatail test CA", ca_key,
-              (x509.BasicConstraints(ca=True, path_length=0), True),
-              (x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                             content_commitment=False, key_encipherment=False,
-                             data_encipherment=False, key_agreement=False, encipher_only=False,
-                             decipher_only=False), True))
     sans: list[x509.GeneralName] = []
     for host in hosts:
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             sans.append(x509.DNSName(host))
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server = cert(hosts[0], server_key, "kafkatail test CA", ca_key,
-                  (x509.SubjectAlternativeName(sans), False),
-                  (x509.BasicConstraints(ca=False, path_length=None), True),
-                  (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                          ExtendedKeyUsageOID.CLIENT_AUTH]), False))
-    client_key = ec.generate_private_key(ec.SECP256R1())
-    client = cert(client_cn, client_key, "kafkatail test CA", ca_key,
-                  (x509.BasicConstraints(ca=False, path_length=None), True),
-                  (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False))
+    return ((x509.SubjectAlternativeName(sans), False),
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                    ExtendedKeyUsageOID.CLIENT_AUTH]), False))
 
-    folder.mkdir(parents=True, exist_ok=True)
-    pki = TestPKI(ca=folder / "ca.pem", server_pem=folder / "server.pem",
-                  client_cert=folder / "client.pem", client_key=folder / "client.key",
-                  client_dn=f"CN={client_cn}")
-    pki.ca.write_bytes(pem_cert(ca))
-    pki.server_pem.write_bytes(pem_key(server_key) + pem_cert(server))
-    pki.client_cert.write_bytes(pem_cert(client))
-    pki.client_key.write_bytes(pem_key(client_key))
-    for path in (pki.server_pem, pki.client_key):
-        path.chmod(0o600)
-    return pki
+
+def _client_extensions() -> tuple[tuple[Any, bool], ...]:
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    return ((x509.BasicConstraints(ca=False, path_length=None), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False))
+
+
+def _name(cn: str) -> Any:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _pem_key(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _pem_cert(cert: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return cert.public_bytes(serialization.Encoding.PEM)

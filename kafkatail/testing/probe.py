@@ -1,8 +1,9 @@
 """Baseline, settle and report the threads and fds of another process, e.g. a server under test.
 
 The guard's method for a process seen only from outside: threads are told apart by native tid
-across snapshots and named by ``/proc/PID/task/TID/comm``; with ``include_children`` the whole
-process tree (gunicorn's workers) is counted.
+across snapshots and named by their OS name (``/proc/PID/task/TID/comm``, through ``procfs``);
+with ``include_children`` the whole process tree (gunicorn's workers) is counted. New threads are
+reported by group (``threads.group_prefix``, the rule leakcheck and the profiler use).
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from dataclasses import dataclass
 
 import psutil
 
-from .threadguard import (comm, cpu_note, describe_fds, name_prefix, open_fds, task_ids,
-                          thread_cpu, wait_until)
+from ..ops.procfs import comm, open_fds, task_ids, thread_cpu
+from ..ops.threads import group_prefix
+from .threadguard import cpu_note, describe_fds, wait_until
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class ProbeResult:
     new_fds: list[tuple[int, int, str]]
 
     def report(self) -> str:
-        """Totals, each process's counts, new threads grouped by name prefix, new fds."""
+        """Totals, each process's counts, new threads by group, new fds."""
         verdict = "settled" if self.ok else "NOT settled"
         fds = "" if self.fds is None else f", fds {self.fds} (baseline {self.baseline_fds})"
         lines = [f"ProcessProbe {verdict} after {self.elapsed:.2f}s: threads {self.threads} "
@@ -77,12 +79,14 @@ class ProbeResult:
         lines += [f"  {p.line()}" for p in self.processes]
         if self.new_threads:
             lines.append("new threads by name:")
-            def prefix(t: NewThread) -> str:
-                return name_prefix(t.name)
 
-            for prefix_, group in itertools.groupby(sorted(self.new_threads, key=prefix), prefix):
-                group = list(group)
-                lines.append(f"  {prefix_} x{len(group)}")
+            def group_of(t: NewThread) -> str:
+                return group_prefix(t.name)
+
+            for label, members in itertools.groupby(sorted(self.new_threads, key=group_of),
+                                                    group_of):
+                group = list(members)
+                lines.append(f"  {label} x{len(group)}")
                 lines += [f"    {t.name!r} pid {t.pid} tid {t.tid} (nid={t.tid:#x}) "
                           f"{cpu_note(t.cpu, self.wall)}" for t in group]
         if self.new_fds:

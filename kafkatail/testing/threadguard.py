@@ -4,7 +4,8 @@ A :class:`Guard` takes a baseline, and after the code under test has cleaned up 
 backoff until the process is back at or below that baseline (as CPython's
 ``test.support.threading_helper`` and Go's goleak do): a thread that stops within the grace
 period is not a leak. Otherwise its report names each leftover thread, its native id, CPU,
-stack and the line that started it. Native threads and fds are read from ``/proc`` (Linux).
+stack and the line that started it. Native threads and fds are read through
+``kafkatail.ops.procfs`` (Linux).
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from typing import Callable, Iterable, Sequence
 
 import psutil
 
+from ..ops.procfs import comm, fd_target, open_fds, task_ids, thread_cpu
+from ..ops.threads import group_prefix
+
 Ignore = tuple[re.Pattern, str]
 """A thread-name pattern (searched in the Python name and the OS name) and why it may stay."""
 
@@ -31,29 +35,9 @@ Site = tuple[tuple[str, int, str], ...]
 
 _SITE_DEPTH = 3
 _MAX_STACK = 20
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-# --- reading a process through /proc (shared with probe.py) -----------------------------------
-
-def task_ids(pid: int | str = "self") -> frozenset[int]:
-    """Native thread ids of a process (``/proc/PID/task``): every thread, Python-made or not."""
-    return frozenset(map(int, os.listdir(f"/proc/{pid}/task")))
-
-
-def open_fds(pid: int | str = "self") -> frozenset[int]:
-    """Open fd numbers of a process; for ``self``, without the fd the listing itself used."""
-    fds = sorted(map(int, os.listdir(f"/proc/{pid}/fd")))
-    if pid == "self":
-        # The listing used the lowest free fd and has closed it: the first one not open now.
-        for fd in fds:
-            try:
-                os.fstat(fd)
-            except OSError:
-                fds.remove(fd)
-                break
-    return frozenset(fds)
-
+# --- reading a process (through procfs and psutil; shared with probe.py) ---------------------
 
 def child_processes(pid: int | str = "self") -> frozenset[tuple[int, float]]:
     """Running descendants of a process, as (pid, start time): a pid alone may be reused. An
@@ -82,14 +66,6 @@ def describe_process(pid: int) -> str:
     return f"pid {pid} {cmdline[:200]}{'...' if len(cmdline) > 200 else ''}"
 
 
-def fd_target(pid: int | str, fd: int) -> str:
-    """What an fd points at (a path, ``socket:[inode]``, ``pipe:[inode]``...)."""
-    try:
-        return os.readlink(f"/proc/{pid}/fd/{fd}")
-    except OSError as exc:
-        return f"<{exc.strerror}>"
-
-
 def describe_fds(pid: int | str, fds: Iterable[int]) -> list[tuple[int, str]]:
     """Each fd with its target; sockets also with their addresses and state, when known."""
     proc = psutil.Process(os.getpid() if pid == "self" else int(pid))
@@ -116,26 +92,6 @@ def _addr(addr: object) -> str:
     return f"{addr.ip}:{addr.port}" if hasattr(addr, "ip") else str(addr or "")
 
 
-def comm(pid: int | str, tid: int) -> str:
-    """A thread's OS name (15 bytes at most; the interpreter's name unless someone set it)."""
-    try:
-        with open(f"/proc/{pid}/task/{tid}/comm", encoding="utf-8", errors="replace") as fh:
-            return fh.read().rstrip("\n")
-    except OSError:
-        return "?"
-
-
-def thread_cpu(pid: int | str, tid: int) -> float:
-    """CPU seconds (user + system) a thread has used since it started."""
-    try:
-        with open(f"/proc/{pid}/task/{tid}/stat", "rb") as fh:
-            # Fields after the ")" that closes comm: state is field 3, utime 14, stime 15.
-            fields = fh.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
 def wait_until(clean: Callable[[], bool], grace: float) -> tuple[bool, float]:
     """Call ``clean`` until it is true or ``grace`` seconds passed; returns (clean, seconds).
 
@@ -153,11 +109,6 @@ def wait_until(clean: Callable[[], bool], grace: float) -> tuple[bool, float]:
             return False, time.monotonic() - start
         time.sleep(min(delay, left))
         delay = min(delay * 2, 0.1)
-
-
-def name_prefix(name: str) -> str:
-    """Group key for thread names: ``kafka-io-kt-17`` and ``kafka-io-kt-18`` share a prefix."""
-    return re.sub(r"([-_.:~ ]*\d+)+$", "", name) or name
 
 
 def cpu_note(cpu: float, wall: float) -> str:
@@ -335,7 +286,7 @@ class Result:
         for name, reason in c.allowed:
             lines.append(f"  allowed: {name!r} ({reason})")
         lines += self.details
-        example = name_prefix(c.threads[0].name) if c.threads else "name-prefix"
+        example = _allow_example(c.threads[0].name) if c.threads else "name-prefix"
         lines += ["", "Stop and join these threads (close these fds) in the code under test or in"
                   " its fixture's teardown. If one is meant to outlive the test, allow it:",
                   f"  @pytest.mark.threadguard(allow=[r\"^{_escape(example)}\"], reason=\"why\")"
@@ -476,6 +427,13 @@ class Guard:
             out += ["", "New file descriptors:"]
             out += [f"  fd {fd} -> {target}" for fd, target in describe_fds("self", c.new_fds)]
         return out
+
+
+def _allow_example(name: str) -> str:
+    """The name prefix of a thread's group (``threads.group_prefix``), for an allow pattern; the
+    whole name when its group does not start with it (``Thread-7 (run)``)."""
+    prefix = group_prefix(name)
+    return prefix if name.startswith(prefix) else name
 
 
 def _escape(name: str) -> str:

@@ -114,64 +114,83 @@ class _Collector:
     def collect(self):
         pool = self.ext["pool"]
         yield GaugeMetricFamily("kafkatail_tails_active", "Open tails.", value=len(pool))
-        roles = Counter(REGISTRY.info(t).role for t in threading.enumerate())
-        g = GaugeMetricFamily("kafkatail_threads", "Python threads by role.", labels=["role"])
-        for role, n in sorted(roles.items()):
-            g.add_metric([role], n)
-        yield g
-        native = Counter(native_role(comm) for comm in native_tasks().values())
-        g = GaugeMetricFamily("kafkatail_native_threads",
-                              "OS threads with no Python thread, by role (librdkafka's rdk:* "
-                              "are kafka-io).", labels=["role"])
-        for role, n in sorted(native.items()):
-            g.add_metric([role], n)
-        yield g
-        totals = pool.totals()
-        for name, key, doc in (
-                ("kafkatail_records_sent", "records", "Records delivered to clients."),
-                ("kafkatail_record_bytes_sent", "bytes",
-                 "Kafka record bytes (key+value+headers) delivered to clients."),
-                ("kafkatail_records_dropped", "dropped",
-                 "Records dropped by full outboxes (drop-oldest policy).")):
-            yield CounterMetricFamily(name, doc, value=totals[key])
-        frames_sent = CounterMetricFamily(
-            "kafkatail_record_frames_sent", "Record frames sent, by the thread that wrote them: "
-            "the consumer thread to an idle socket, or the socket's own session.",
-            labels=["writer"])
-        frames_sent.add_metric(["consumer"], totals["frames_direct"])
-        frames_sent.add_metric(["session"], totals["frames_queued"])
-        yield frames_sent
-        yield CounterMetricFamily("kafkatail_tails_started", "Tails started.",
-                                  value=pool.started_total)
-        yield CounterMetricFamily("kafkatail_tails_reaped", "Orphaned tails joined by the reaper.",
-                                  value=pool.reaped_total)
-        yield CounterMetricFamily("kafkatail_log_records_dropped",
-                                  "Log records dropped because the log queue was full.",
-                                  value=logsetup.dropped_total())
-        yield GaugeMetricFamily("kafkatail_outbox_bytes",
-                                "Record bytes queued for clients that are behind, all together.",
-                                value=pool.outbox_bytes.total)
-        yield GaugeMetricFamily("kafkatail_threads_stuck", "Tail threads that did not stop.",
-                                value=len(pool.stuck))
-        t = GaugeMetricFamily("kafkatail_topic_tails", "Open tails per topic.", labels=["topic"])
-        for topic, n in sorted(pool.per_topic().items()):
-            t.add_metric([topic], n)
-        yield t
-        feeds = GaugeMetricFamily("kafkatail_feed_viewers",
-                                  "Viewers of shared live feeds, per topic.", labels=["topic"])
-        for topic, n in sorted(pool.feeds().items()):
-            feeds.add_metric([topic], n)
-        yield feeds
-        threads = pool.threads()
-        c = GaugeMetricFamily("kafkatail_consumer_threads",
-                              "Consumer threads: shared feeds and dedicated (historical) tails.",
-                              labels=["kind"])
-        c.add_metric(["shared"], sum(t.shared for t in threads))
-        c.add_metric(["dedicated"], sum(not t.shared for t in threads))
-        yield c
-        yield CounterMetricFamily("kafkatail_feed_handovers",
-                                  "Historical tails that caught up and joined a shared feed.",
-                                  value=pool.handovers)
+        yield from _thread_metrics()
+        yield from _delivery_metrics(pool.totals())
+        yield from _health_metrics(pool)
+        yield from _feed_metrics(pool)
+
+
+def _thread_metrics():
+    """Python threads by role (the registry), and native ones by their OS names."""
+    roles = Counter(REGISTRY.info(t).role for t in threading.enumerate())
+    g = GaugeMetricFamily("kafkatail_threads", "Python threads by role.", labels=["role"])
+    for role, n in sorted(roles.items()):
+        g.add_metric([role], n)
+    yield g
+    native = Counter(native_role(comm) for comm in native_tasks().values())
+    g = GaugeMetricFamily("kafkatail_native_threads",
+                          "OS threads with no Python thread, by role (librdkafka's rdk:* "
+                          "are kafka-io).", labels=["role"])
+    for role, n in sorted(native.items()):
+        g.add_metric([role], n)
+    yield g
+
+
+def _delivery_metrics(totals: Counter):
+    """What every tail so far delivered (``pool.totals()``)."""
+    for name, key, doc in (
+            ("kafkatail_records_sent", "records", "Records delivered to clients."),
+            ("kafkatail_record_bytes_sent", "bytes",
+             "Kafka record bytes (key+value+headers) delivered to clients."),
+            ("kafkatail_records_dropped", "dropped",
+             "Records dropped by full outboxes (drop-oldest policy).")):
+        yield CounterMetricFamily(name, doc, value=totals[key])
+    frames_sent = CounterMetricFamily(
+        "kafkatail_record_frames_sent", "Record frames sent, by the thread that wrote them: "
+        "the consumer thread to an idle socket, or the socket's own session.",
+        labels=["writer"])
+    frames_sent.add_metric(["consumer"], totals["frames_direct"])
+    frames_sent.add_metric(["session"], totals["frames_queued"])
+    yield frames_sent
+
+
+def _health_metrics(pool):
+    """Tails started and reaped, log records and outbox bytes lost or held, stuck threads."""
+    yield CounterMetricFamily("kafkatail_tails_started", "Tails started.",
+                              value=pool.started_total)
+    yield CounterMetricFamily("kafkatail_tails_reaped", "Orphaned tails joined by the reaper.",
+                              value=pool.reaped_total)
+    yield CounterMetricFamily("kafkatail_log_records_dropped",
+                              "Log records dropped because the log queue was full.",
+                              value=logsetup.dropped_total())
+    yield GaugeMetricFamily("kafkatail_outbox_bytes",
+                            "Record bytes queued for clients that are behind, all together.",
+                            value=pool.outbox_bytes.total)
+    yield GaugeMetricFamily("kafkatail_threads_stuck", "Tail threads that did not stop.",
+                            value=len(pool.stuck))
+
+
+def _feed_metrics(pool):
+    """Tails per topic, viewers of shared feeds, consumer threads by kind, handovers."""
+    t = GaugeMetricFamily("kafkatail_topic_tails", "Open tails per topic.", labels=["topic"])
+    for topic, n in sorted(pool.per_topic().items()):
+        t.add_metric([topic], n)
+    yield t
+    feeds = GaugeMetricFamily("kafkatail_feed_viewers",
+                              "Viewers of shared live feeds, per topic.", labels=["topic"])
+    for topic, n in sorted(pool.feeds().items()):
+        feeds.add_metric([topic], n)
+    yield feeds
+    threads = pool.threads()
+    c = GaugeMetricFamily("kafkatail_consumer_threads",
+                          "Consumer threads: shared feeds and dedicated (historical) tails.",
+                          labels=["kind"])
+    c.add_metric(["shared"], sum(t.shared for t in threads))
+    c.add_metric(["dedicated"], sum(not t.shared for t in threads))
+    yield c
+    yield CounterMetricFamily("kafkatail_feed_handovers",
+                              "Historical tails that caught up and joined a shared feed.",
+                              value=pool.handovers)
 
 
 @bp.get("/metrics")

@@ -14,7 +14,8 @@ state (then 429 and close). Only then does gunicorn parse and serve the request 
 ``kafkatail serve`` and ``conf/gunicorn.conf.py`` both run them (``server.WORKER_CLASSES``).
 
 The limits come from the kafkatail config of the app the worker serves (``app.extensions``),
-or the defaults when it serves something else.
+or the defaults when it serves something else. Both workers also share ``Lifecycle``
+(``lifecycle.py``): boot, signals, and the SIGTERM that closes every tail with 1001.
 """
 from __future__ import annotations
 
@@ -41,14 +42,12 @@ class HeaderLimits:
     per_client: int  # 0: no limit
 
     @classmethod
-    def of(cls, wsgi: Any) -> "HeaderLimits":
-        """The limits in the config of the kafkatail app ``wsgi``, else the defaults."""
+    def of(cls, kafkatail: dict[str, Any] | None) -> "HeaderLimits":
+        """The limits in the config of the kafkatail app the worker serves (``Lifecycle.kafkatail``),
+        else the defaults."""
         from ..config import Config
 
-        ext = getattr(wsgi, "extensions", None)
-        config = ext.get("kafkatail", {}).get("config") if isinstance(ext, dict) else None
-        if config is None:
-            config = Config()
+        config = kafkatail["config"] if kafkatail is not None else Config()
         per_client = 0 if config.proxy_hops else config.header_conns_per_client
         return cls(config.header_timeout_s, per_client)
 

@@ -8,10 +8,15 @@ per address doing so (then 429), and then handed to gunicorn's parser through a 
 that returns the buffered bytes first. Later requests on a kept-alive connection get gunicorn's
 own bound, ``min(keepalive, header_timeout_s)`` here. TLS and HTTP/2 prior-knowledge
 connections are left to gunicorn.
+
+Boot, signals and the stop that closes every tail with 1001 are ``Lifecycle``'s
+(``lifecycle.py``); here the stop runs on a greenlet, and a worker serving kafkatail's app
+also counts CPU per greenlet (``ops/greencpu.py``) and names the hub's DNS threads
+(``ops/greenpool.py``).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import gevent
 from gunicorn.http2 import negotiation
@@ -19,6 +24,7 @@ from gunicorn.workers import ggevent
 
 from . import (MAX_HEAD_BYTES, TIMED_OUT, TOO_LARGE, TOO_MANY, HeaderLimits, Refusals,
                Waiting, client_key, head_complete)
+from .lifecycle import Lifecycle
 
 
 class HeadFirst:
@@ -47,12 +53,23 @@ class HeadFirst:
         return getattr(self._sock, name)
 
 
-class GeventWorker(ggevent.GeventWorker):
+class GeventWorker(Lifecycle, ggevent.GeventWorker):
     """gevent, where a request head must arrive within ``header_timeout_s``."""
+
+    def init_kafkatail(self) -> None:
+        from ..ops import greencpu, greenpool  # imported in the worker only, after patching
+
+        super().init_kafkatail()
+        greencpu.install()
+        greenpool.install()
+
+    def run_aside(self, fn: Callable[[], None]) -> gevent.Greenlet:
+        # A signal handler runs on the hub, where nothing may block (Thread.start does).
+        return gevent.spawn(fn)
 
     def run(self) -> None:
         # The app is loaded by now (init_process): its config holds the limits.
-        self.limits = HeaderLimits.of(self.wsgi)
+        self.limits = HeaderLimits.of(self.kafkatail)
         self.waiting = Waiting(self.limits.per_client)
         self.refusals = Refusals()
         super().run()

@@ -7,19 +7,27 @@ what is there without blocking, and only a complete head goes to the pool, alrea
 gunicorn's parser, so the thread never waits for a client's headers. A head not complete within
 ``header_timeout_s`` gets 408; an address with ``header_conns_per_client`` heads pending gets
 429 for the next connection. TLS and HTTP/2 prior-knowledge connections are left to gunicorn.
+
+The request pool's threads are named ``kt-http-N``. Boot, signals and the stop that closes
+every tail with 1001 are ``Lifecycle``'s (``lifecycle.py``); here the stop runs on a thread,
+``kt-shutdown``.
 """
 from __future__ import annotations
 
 import selectors
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
 
+from ..ops.threads import name_pool_thread
 from . import (MAX_HEAD_BYTES, TIMED_OUT, TOO_LARGE, TOO_MANY, HeaderLimits, Refusals,
                Waiting, client_key, head_complete)
+from .lifecycle import Lifecycle
 
 
 class _Head:
@@ -33,8 +41,18 @@ class _Head:
         self.buf = bytearray()
 
 
-class ThreadWorker(gthread.ThreadWorker):
+class ThreadWorker(Lifecycle, gthread.ThreadWorker):
     """gthread, where only connections with a complete request head take a pool thread."""
+
+    def get_thread_pool(self) -> ThreadPoolExecutor:
+        """gunicorn's request pool (threads started on demand), each thread named ``kt-http-N``
+        (OS name too) instead of the interpreter's name."""
+        return ThreadPoolExecutor(max_workers=self.cfg.threads, initializer=name_pool_thread)
+
+    def run_aside(self, fn: Callable[[], None]) -> threading.Thread:
+        thread = threading.Thread(target=fn, name="kt-shutdown", daemon=True)
+        thread.start()
+        return thread
 
     def init_process(self) -> None:
         self.heads: dict[Any, _Head] = {}  # TConn -> head; insertion order is deadline order
@@ -43,7 +61,7 @@ class ThreadWorker(gthread.ThreadWorker):
 
     def run(self) -> None:
         # The app is loaded by now (init_process): its config holds the limits.
-        self.limits = HeaderLimits.of(self.wsgi)
+        self.limits = HeaderLimits.of(self.kafkatail)
         self.waiting = Waiting(self.limits.per_client)
         super().run()
 

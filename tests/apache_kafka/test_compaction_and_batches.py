@@ -7,11 +7,7 @@ import time
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from integration.wsclient import TailClient
-
-
-def tail(server, topic, query=""):
-    return TailClient(server.ws_url(f"/ws/tail/{topic}{'?' + query if query else ''}"))
+from helpers import tail
 
 
 def produce_batched(bootstrap: str, topic: str, records: list[tuple], partitions: int = 1) -> None:

@@ -4,7 +4,6 @@
 accepts, kafkatail is back without a restart."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import secrets
 import time
@@ -18,13 +17,9 @@ from kafka.admin import (ACL, ACLFilter, ACLOperation, ACLPermissionType, ACLRes
                          ScramMechanism, UserScramCredentialUpsertion)
 
 from apache_kafka.idp import oidc_properties
-from integration.wsclient import Closed, TailClient
+from helpers import Closed, WsClient
 from kafkatail.testing.certs import make_pki
 from kafkatail.testing.server import ServerProcess
-
-BACKENDS = ["kafka-python", pytest.param("confluent", marks=pytest.mark.skipif(
-    importlib.util.find_spec("confluent_kafka") is None, reason="needs confluent-kafka"))]
-
 
 def readyz(server: ServerProcess) -> tuple[int, dict]:
     try:
@@ -35,7 +30,7 @@ def readyz(server: ServerProcess) -> tuple[int, dict]:
 
 
 def tail_ending(server: ServerProcess, topic: str) -> tuple[list[dict], int | None, str]:
-    c = TailClient(server.ws_url(f"/ws/tail/{topic}"), timeout=30)
+    c = WsClient(server.ws_url(f"/ws/tail/{topic}"), timeout=30)
     try:
         while True:
             c.recv(timeout=30)
@@ -74,7 +69,6 @@ def check_told(server: ServerProcess, topic: str, needle: str) -> str:
     return reason
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_refused_login_is_told_and_recovers_when_the_user_exists(apache, cluster, tmp_path,
                                                                   backend):
     topic = cluster.create_topic()
@@ -103,7 +97,7 @@ def test_a_refused_login_is_told_and_recovers_when_the_user_exists(apache, clust
         while readyz(server)[0] != 200:
             assert time.monotonic() < deadline, "not ready after the user was made"
             time.sleep(0.5)
-        c = TailClient(server.ws_url(f"/ws/tail/{topic}?from=earliest"))
+        c = WsClient(server.ws_url(f"/ws/tail/{topic}?from=earliest"))
         c.collect(1)
         assert c.records[0]["value"] == "after"
         c.close()
@@ -112,7 +106,6 @@ def test_a_refused_login_is_told_and_recovers_when_the_user_exists(apache, clust
         server.stop()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "OAUTHBEARER"])
 def test_a_wrong_secret_is_told(apache, cluster, oidc, tmp_path, mechanism, backend):
     """A wrong password for each mechanism; for OAUTHBEARER, a wrong OIDC client secret (the
@@ -142,7 +135,6 @@ def pkcs12_truststore(ca_pem, path, password: str):
     return path
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("trust", ["ssl.ca.location", "ssl.truststore.location"])
 def test_an_untrusted_certificate_is_told(apache, cluster, tmp_path, backend, trust):
     topic = cluster.create_topic()
@@ -166,7 +158,6 @@ def test_an_untrusted_certificate_is_told(apache, cluster, tmp_path, backend, tr
         server.stop()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_certificate_for_another_name_is_told(apache, cluster, tmp_path, backend):
     topic = cluster.create_topic()
     props = apache.properties("SSL")
@@ -181,7 +172,6 @@ def test_a_certificate_for_another_name_is_told(apache, cluster, tmp_path, backe
         server.stop()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_plaintext_client_on_a_tls_listener_is_told(apache, cluster, tmp_path, backend):
     topic = cluster.create_topic()
     props = {"bootstrap.servers": apache.listeners["SASL_SSL"].address,
@@ -225,7 +215,6 @@ def api_topic(server: ServerProcess, topic: str) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("operation", ["READ", "DESCRIBE"])
 def test_a_topic_the_acls_deny_is_told_and_readable_once_allowed(apache, cluster, tmp_path,
                                                                  backend, operation):
@@ -251,7 +240,7 @@ def test_a_topic_the_acls_deny_is_told_and_readable_once_allowed(apache, cluster
         acls(admin, topic, operation, add=False)
         deadline = time.monotonic() + 30
         while True:  # the broker's ACL cache catches up within moments
-            c = TailClient(server.ws_url(f"/ws/tail/{topic}?from=earliest"))
+            c = WsClient(server.ws_url(f"/ws/tail/{topic}?from=earliest"))
             try:
                 c.collect(1, timeout=10)
                 break
@@ -265,7 +254,6 @@ def test_a_topic_the_acls_deny_is_told_and_readable_once_allowed(apache, cluster
         admin.close()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_client_certificate_the_broker_does_not_trust_is_told(apache, cluster, tmp_path,
                                                                backend):
     """Mutual TLS with a client certificate from another CA: the broker refuses it."""

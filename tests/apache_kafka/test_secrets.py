@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from apache_kafka.idp import oidc_properties
-from integration.wsclient import Closed, TailClient
+from helpers import Closed, WsClient
 from kafkatail.testing.server import ServerProcess
 
 PAGES = ["/", "/healthz", "/readyz", "/api/topics", "/debug/threads", "/debug/runtime",
@@ -44,7 +44,7 @@ def fetch(server: ServerProcess, path: str) -> str:
 def served(server: ServerProcess, topic: str) -> str:
     """Everything a user can get out of the server: pages, a tail's frames and close."""
     out = [fetch(server, p) for p in PAGES + [f"/api/topics/{topic}"]]
-    c = TailClient(server.ws_url(f"/ws/tail/{topic}?from=earliest"))
+    c = WsClient(server.ws_url(f"/ws/tail/{topic}?from=earliest"))
     try:
         while True:
             out.append(repr(c.recv(timeout=8)))

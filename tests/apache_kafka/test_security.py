@@ -3,7 +3,6 @@ consumers on both backends, the metadata client behind ``/api`` and ``/readyz``)
 the ``[kafka]`` client properties, and a tail carries the records."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,13 +12,9 @@ from pathlib import Path
 import pytest
 
 from apache_kafka.idp import oidc_properties
-from integration.wsclient import TailClient
+from helpers import WsClient
 from kafkatail.clientprops import ClientProps
 from kafkatail.testing.apache_kafka import java_binary
-
-BACKENDS = ["kafka-python", pytest.param("confluent", marks=pytest.mark.skipif(
-    importlib.util.find_spec("confluent_kafka") is None, reason="needs confluent-kafka"))]
-
 
 def keytool(*args: str) -> None:
     tool = os.path.join(os.path.dirname(os.path.realpath(java_binary())), "keytool")
@@ -79,7 +74,6 @@ CASES = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "OIDC", "JAAS
          "mTLS-PKCS12", "TLS-CA", "TLS-PKCS12"]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", CASES)
 def test_a_secured_cluster_serves_api_readiness_and_tails(apache, cluster, stores, oidc,
                                                            make_server_, case, backend):
@@ -92,7 +86,7 @@ def test_a_secured_cluster_serves_api_readiness_and_tails(apache, cluster, store
         assert json.loads(r.read())["status"] == "ready"
     with urllib.request.urlopen(server.url(f"/api/topics/{topic}"), timeout=20) as r:
         assert [p["latest"] for p in json.loads(r.read())["partitions"]] == [3, 3]
-    c = TailClient(server.ws_url(f"/ws/tail/{topic}?from=earliest"))
+    c = WsClient(server.ws_url(f"/ws/tail/{topic}?from=earliest"))
     c.hello()
     c.collect(6)
     assert sorted(r["value"] for r in c.records) == [f"{case}-{i}" for i in range(6)]
@@ -117,7 +111,7 @@ def test_the_gevent_worker_connects_over_tls_and_sasl(apache, cluster, stores, o
     try:
         with urllib.request.urlopen(server.url("/readyz"), timeout=20) as r:
             assert json.loads(r.read())["status"] == "ready"
-        c = TailClient(server.ws_url(f"/ws/tail/{topic}?from=earliest"))
+        c = WsClient(server.ws_url(f"/ws/tail/{topic}?from=earliest"))
         c.collect(1)
         assert c.records[0]["value"] == f"gevent-{case}"
         c.close()
@@ -149,7 +143,7 @@ def test_the_demo_pointed_at_a_secured_cluster(apache, tmp_path):
         assert url, "demo printed no URL"
         children = psutil.Process(proc.pid).children(recursive=True)
         assert "tansu" not in " ".join(" ".join(c.cmdline()) for c in children)
-        c = TailClient(url.split("/?")[0].replace("http", "ws") + "/ws/tail/demo.orders")
+        c = WsClient(url.split("/?")[0].replace("http", "ws") + "/ws/tail/demo.orders")
         assert all(isinstance(r["value"], dict) for r in c.collect(3, timeout=30))
         c.close()
         proc.send_signal(signal.SIGINT)

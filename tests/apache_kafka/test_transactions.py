@@ -3,21 +3,13 @@ aborted one nor a control record, and moves past the offsets markers take, so it
 caught-up, joins the live feed and resumes at its cursor with nothing lost or repeated."""
 from __future__ import annotations
 
-import importlib.util
 import uuid
 
 import pytest
 import websocket
 from kafka import KafkaProducer
 
-from integration.wsclient import TailClient
-
-BACKENDS = ["kafka-python", pytest.param("confluent", marks=pytest.mark.skipif(
-    importlib.util.find_spec("confluent_kafka") is None, reason="needs confluent-kafka"))]
-
-
-def tail(server, topic, query=""):
-    return TailClient(server.ws_url(f"/ws/tail/{topic}{'?' + query if query else ''}"))
+from helpers import tail
 
 
 class Transactions:
@@ -58,7 +50,6 @@ def values(records):
     return [r["value"] for r in records]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_committed_only_and_caught_up_past_the_markers(make_server_, cluster, txn, backend):
     topic = cluster.create_topic()
     t = txn(topic)
@@ -84,7 +75,6 @@ def test_committed_only_and_caught_up_past_the_markers(make_server_, cluster, tx
     assert [r["offset"] for r in c.records[5:]] == [13, 14, 16]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_resume_at_a_cursor_that_points_at_a_marker(make_server_, cluster, txn, backend):
     """The cursor a client keeps (last offset + 1) may name a marker's offset: resuming there
     gives exactly the next committed records."""
@@ -124,7 +114,6 @@ def test_an_open_transaction_shows_nothing_until_it_commits(server, cluster, txn
     assert values(c.records) == ["pending", "outside"]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_read_uncommitted_shows_aborted_records_and_says_so(make_server_, cluster, txn, backend):
     from kafkatail.clientprops import ClientProps
     topic = cluster.create_topic()

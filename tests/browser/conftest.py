@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
-from conftest import unavailable
+from helpers import unavailable
 
 try:
     from selenium import webdriver
@@ -56,17 +55,3 @@ def browser() -> Iterator["webdriver.Chrome"]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
-
-
-def wait_for(check: Callable[[], object], timeout: float = 20, what: str = "condition",
-             interval: float = 0.05):
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-        time.sleep(interval)

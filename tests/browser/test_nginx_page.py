@@ -1,7 +1,8 @@
 """The page through a real nginx (conf/nginx.conf) in front of two ``kafkatail serve`` instances,
-with the harness of tests/integration/test_nginx.py: the instance that serves the page's socket is
-SIGKILLed while records flow, and the page reconnects through nginx to the other instance and
-resumes from its per-partition cursor, with no gap and no duplicate.
+with the harness of tests/integration/test_nginx.py (conftest's ``nginx_stack``): the instance
+that serves the page's socket is SIGKILLed while records flow, and the page reconnects through
+nginx to the other instance and resumes from its per-partition cursor, with no gap and no
+duplicate.
 """
 from __future__ import annotations
 
@@ -11,14 +12,12 @@ import time
 import pytest
 from kafka import KafkaProducer
 
-from integration.test_nginx import stack  # noqa: F401  (fixture: nginx + two instances)
-
-from .conftest import wait_for
-from .test_page import by_partition, markers, open_page, rows, state, wait_rows, wait_state
+from helpers import wait_for
+from .page import by_partition, markers, open_page, rows, state, wait_rows, wait_state
 
 pytestmark = pytest.mark.timeout(120)
 
-# Installed before app.js runs, next to test_page.PROBE: every record each WebSocket delivers, as
+# Installed before app.js runs, next to page.PROBE: every record each WebSocket delivers, as
 # [socket number, partition, offset]. The page drops records it already has (an overlap after a
 # reconnect), so its rows alone cannot show whether the server resent any; the wire can.
 WIRE = """
@@ -96,12 +95,12 @@ class Traffic:
             raise AssertionError(f"producing failed after {self.produced} records") from self.error
 
 
-def test_page_through_nginx_resumes_on_the_other_instance_after_sigkill(cluster, stack, browser):
+def test_page_through_nginx_resumes_on_the_other_instance_after_sigkill(cluster, nginx_stack, browser):
     """Records flow to the page through nginx; the instance holding the page's socket is
     SIGKILLed (no close frame). The page shows its reconnect marker, resumes on the other instance
     from its cursor, and ends with every offset of both partitions exactly once, in order, though
     records kept being produced while it was disconnected."""
-    nginx, servers = stack
+    nginx, servers = nginx_stack
     t = cluster.create_topic(partitions=2)
     browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": WIRE})
     open_page(browser, nginx, f"topic={t}&from=earliest")

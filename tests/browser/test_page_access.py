@@ -9,11 +9,9 @@ import pytest
 from kafkatail.config import Config
 from kafkatail.security.tokens import hash_token
 
-from integration.test_embed import PREFIX, HostServer
-from integration.wsclient import close_all
+from helpers import PREFIX, HostServer, close_all, wait_for
 
-from .conftest import wait_for
-from .test_page import install_probe, markers, open_page, wait_rows
+from .page import install_probe, markers, open_page, wait_rows
 
 By = pytest.importorskip("selenium.webdriver.common.by", reason="selenium not installed (dev extra)").By
 

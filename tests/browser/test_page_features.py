@@ -15,9 +15,9 @@ import pytest
 By = pytest.importorskip("selenium.webdriver.common.by", reason="selenium not installed (dev extra)").By
 ActionChains = pytest.importorskip("selenium.webdriver.common.action_chains").ActionChains
 
-from .conftest import wait_for
-from .test_page import (by_partition, conn_state, dom_rows, markers, open_page, overflow, probe, rows, state,
-                        wait_rows)
+from helpers import wait_for
+from .page import (by_partition, conn_state, dom_rows, markers, open_page, overflow, probe, rows, state,
+                   wait_rows)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import wait_for
-from .test_page import by_partition, conn_state, markers, open_page, wait_rows, wait_state
+from helpers import wait_for
+from .page import by_partition, conn_state, markers, open_page, wait_rows, wait_state
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,8 @@ import pytest
 
 By = pytest.importorskip("selenium.webdriver.common.by", reason="selenium not installed (dev extra)").By
 
-from .conftest import wait_for
-from .test_page import open_page, probe, wait_rows, wait_state
+from helpers import wait_for
+from .page import open_page, probe, wait_rows, wait_state
 
 pytestmark = pytest.mark.timeout(120)
 

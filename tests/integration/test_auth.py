@@ -19,7 +19,7 @@ import websocket
 
 from kafkatail.security.tokens import hash_token
 
-from .wsclient import TailClient
+from helpers import WsClient
 
 OPS, VIEWER = "ops-" + uuid.uuid4().hex, "viewer-" + uuid.uuid4().hex
 TOKENS = {
@@ -47,7 +47,7 @@ def topics(cluster):
     return names
 
 
-def connect(server, path, token=None, via="header", **kw) -> TailClient:
+def connect(server, path, token=None, via="header", **kw) -> WsClient:
     headers, protocols = [], None
     if token and via == "header":
         headers.append(f"Authorization: Bearer {token}")
@@ -55,7 +55,7 @@ def connect(server, path, token=None, via="header", **kw) -> TailClient:
         protocols = [f"kafkatail.bearer.{token}", "kafkatail"]
     ws = websocket.create_connection(server.ws_url(path), timeout=10, header=headers,
                                      subprotocols=protocols, **kw)
-    return TailClient.adopt(ws)
+    return WsClient.adopt(ws)
 
 
 def http(server, path, token=None):
@@ -199,7 +199,7 @@ def test_demo_enables_anonymous_access():
         with urllib.request.urlopen(url + "/api/topics", timeout=10) as resp:
             names = {t["name"] for t in json.load(resp)["topics"]}
         assert "demo.orders" in names
-        c = TailClient(url.replace("http", "ws") + "/ws/tail/demo.orders?from=-1")
+        c = WsClient(url.replace("http", "ws") + "/ws/tail/demo.orders?from=-1")
         assert c.hello()["topic"] == "demo.orders"
         c.close()
         assert http_status(url + "/metrics") == 403  # anonymous tails, but anonymous is no admin

@@ -1,9 +1,9 @@
-"""Both consumer backends (kafka-python, confluent-kafka) through the same scenarios.
+"""Both consumer backends (kafka-python, confluent-kafka): what differs between them.
 
-The key protocol and feed tests are imported from their modules and run here once per backend
-(``make_server_`` is overridden with ``consumer_backend``); the rest checks what differs:
-librdkafka's native ``rdk:*`` threads must have a role, be counted by the thread guard and end
-with the consumer, on every path (close, abrupt close, failed construction).
+The key protocol and feed tests (test_protocol.py, test_feeds.py) take the ``backend`` fixture
+and so run once per backend; this module checks what differs: librdkafka's native ``rdk:*``
+threads must have a role, be counted by the thread guard and end with the consumer, on every
+path (close, abrupt close, failed construction).
 """
 from __future__ import annotations
 
@@ -22,38 +22,9 @@ from kafkatail.ops.sampling import ThreadSampler
 from kafkatail.tail.backend import BrokerUnavailable, check_backend, open_backend
 from kafkatail.testing.threadguard import Guard, open_fds, task_ids
 
-from .test_feeds import (  # noqa: F401 (collected here, once per backend)
-    test_each_viewer_keeps_its_own_filter_and_budget,
-    test_historical_viewer_catches_up_then_joins_the_feed_under_traffic,
-    test_pause_on_a_feed_loses_nothing_and_never_holds_back_the_others,
-    test_pause_resume_under_traffic_loses_and_repeats_nothing)
-from .test_lifecycle import wait_for
-from .test_observability import metrics
-from .test_protocol import (  # noqa: F401
-    test_earliest_in_order_per_partition, test_ends_frames_carry_the_high_watermark_for_the_lag,
-    test_formats_keys_headers_nulls_binary, test_from_timestamp_epoch_and_iso,
-    test_last_n_per_partition, test_latest_sees_only_new_records,
-    test_live_filter_change_and_pause_resume, test_offsets_resume_has_no_gap_and_no_duplicate,
-    test_partition_selection, test_two_viewers_of_one_topic_each_get_every_record,
-    test_unknown_topic_4404_and_not_created, topic10)
-from .wsclient import TailClient
+from helpers import WsClient, metrics, tail, wait_for
 
 pytest.importorskip("confluent_kafka")
-
-BACKENDS = ["kafka-python", "confluent"]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request) -> str:
-    return request.param
-
-
-@pytest.fixture
-def make_server_(make_server_, backend):
-    """conftest's in-process server, with the backend under test."""
-    def make(port: int = 0, **overrides):
-        return make_server_(port, **{"consumer_backend": backend, **overrides})
-    return make
 
 
 def rdk_tasks() -> dict[int, str]:
@@ -75,10 +46,6 @@ def io_count(backend: str) -> int:
     if backend == "confluent":
         return len(rdk_tasks())
     return sum(t.name.startswith("kafka-io-kt-") for t in threading.enumerate())
-
-
-def tail(server, topic, query=""):
-    return TailClient(server.ws_url(f"/ws/tail/{topic}{'?' + query if query else ''}"))
 
 
 def counts() -> tuple[int, int]:
@@ -198,7 +165,7 @@ def test_stop_latency_within_poll_timeout(cluster, make_server_, backend, how):
 def test_broker_down_mid_tail_is_reported(backend, make_server_):
     """Only as far as construction: an unreachable bootstrap closes the tail 1013, threads gone."""
     server = make_server_(bootstrap_servers=f"127.0.0.1:{free_port()}", request_timeout_ms=500)
-    c = TailClient(server.ws_url("/ws/tail/anything"))
+    c = WsClient(server.ws_url("/ws/tail/anything"))
     code, _reason = c.closed()
     assert code == 1013
     wait_for(lambda: not server.pool.threads() and io_count(backend) == 0, 5, rdk_tasks)
@@ -245,7 +212,7 @@ def test_both_backends_decode_the_same_records(cluster):
         (b"k4", b"plain text", 1, [], 1_700_000_000_123),
     ])
     seen = {}
-    for backend in BACKENDS:
+    for backend in ("kafka-python", "confluent"):
         c = open_backend(Config(bootstrap_servers=cluster.bootstrap, consumer_backend=backend,
                                 request_timeout_ms=3000), f"kt-same-{backend}")
         try:

@@ -12,9 +12,9 @@ import urllib.request
 import pytest
 
 from kafkatail.server import http_reserve
-from regression.conftest import ServerProcess
+from kafkatail.testing.server import ServerProcess
 
-from .wsclient import Closed, TailClient
+from helpers import Closed, WsClient
 
 SLOTS = 4
 CASES = {"gthread": {"threads": SLOTS}, "gevent": {"worker_connections": SLOTS}}
@@ -35,11 +35,11 @@ def test_at_the_cap_tails_are_refused_1013_and_healthz_answers(cluster, worker):
         topic = cluster.create_topic()
         cap = SLOTS - http_reserve(SLOTS)
         assert cap == 3
-        tails = [TailClient(s.ws_url(f"/ws/tail/{topic}")) for _ in range(cap)]
+        tails = [WsClient(s.ws_url(f"/ws/tail/{topic}")) for _ in range(cap)]
         for c in tails:
             c.status("live")
         assert _health_within(s, 3) == {"status": "ok", "tails": cap}
-        extra = TailClient(s.ws_url(f"/ws/tail/{topic}"))
+        extra = WsClient(s.ws_url(f"/ws/tail/{topic}"))
         with pytest.raises(Closed) as refused:
             extra.until(lambda f: False, timeout=10)
         assert refused.value.code == 1013

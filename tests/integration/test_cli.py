@@ -14,23 +14,24 @@ import pytest
 
 from kafkatail.broker import free_port, wait_for_port
 
-from .wsclient import TailClient
+from helpers import WsClient, assert_worker_runtime
 
 KT = [sys.executable, "-m", "kafkatail"]
 
 
 
-def assert_worker_runtime(runtime: dict, worker: str) -> None:
-    """``/debug/runtime`` of a worker: its class, and under gevent kafka-python imported after
-    monkey-patching (it captured gevent's selector, not the blocking one)."""
-    assert runtime["worker_class"] == worker and runtime["green"] is (worker == "gevent")
-    assert runtime["kafka_selector_is_default"] is True
-    if worker == "gevent":
-        assert runtime["kafka_selector"].startswith("gevent.")
-
 def test_help_lists_commands():
     out = subprocess.run(KT + ["--help"], capture_output=True, text=True, check=True).stdout
     assert "demo" in out and "serve" in out
+
+
+def test_leakcheck_takes_its_own_options():
+    """``kafkatail leakcheck`` hands every argument to ``kafkatail.leakcheck``'s parser."""
+    out = subprocess.run(KT + ["--help"], capture_output=True, text=True, check=True).stdout
+    assert "leakcheck" in out
+    r = subprocess.run(KT + ["leakcheck", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "--pid" in r.stdout and "--snapshot" in r.stdout and "--profile" in r.stdout, r.stdout
 
 
 def test_config_errors_are_one_line_without_traceback(tmp_path):
@@ -68,7 +69,7 @@ def test_demo_prints_url_serves_live_messages_and_ctrl_c_leaves_nothing():
         assert b"<html" in urllib.request.urlopen(base + "/").read().lower()
         topics = {t["name"] for t in json.load(urllib.request.urlopen(base + "/api/topics"))["topics"]}
         assert {"demo.app-logs", "demo.orders", "demo.sensor-bin", "demo.audit"} <= topics
-        c = TailClient(base.replace("http", "ws") + "/ws/tail/demo.orders")
+        c = WsClient(base.replace("http", "ws") + "/ws/tail/demo.orders")
         recs = c.collect(3, timeout=30)
         assert all(isinstance(r["value"], dict) for r in recs[:3])
         c.close()
@@ -94,7 +95,7 @@ def test_serve_runs_gunicorn_and_sigterm_closes_tails_1001(cluster, worker):
         runtime = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/debug/runtime"))
         assert_worker_runtime(runtime, worker)
         assert runtime["kafka_crc32c_native"] is True
-        clients = [TailClient(f"ws://127.0.0.1:{port}/ws/tail/{topic}") for _ in range(5)]
+        clients = [WsClient(f"ws://127.0.0.1:{port}/ws/tail/{topic}") for _ in range(5)]
         for c in clients:
             c.status("live")
         cluster.produce(topic, [(None, f"v{i}") for i in range(20)])

@@ -1,10 +1,10 @@
 """kafkatail mounted inside a host Flask app under /tail, admitting the host's logged-in users
-through ``init_app(..., authorize=...)``, next to the host's own routes and login."""
+through ``init_app(..., authorize=...)``, next to the host's own routes and login (the host app
+is ``helpers.host_app``)."""
 from __future__ import annotations
 
 import http.cookiejar
 import json
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -12,57 +12,10 @@ import uuid
 
 import pytest
 import websocket
-from flask import Flask, Request, jsonify, request, session
-from werkzeug.serving import make_server
 
-from conftest import LiveServer
-from kafkatail.app import init_app
 from kafkatail.config import Config
-from kafkatail.security.tokens import Identity
-from kafkatail.security.trie import PatternTrie
 
-from .wsclient import TailClient, close_all
-
-PREFIX = "/tail"
-# Which topics each host user may tail, in the host's own terms.
-USERS = {"alice": ["kt-embed.*.public"], "bob": ["**"]}
-
-
-def host_app(config: Config) -> Flask:
-    app = Flask("host")
-    app.secret_key = uuid.uuid4().hex
-
-    @app.get("/")
-    def home():
-        return f"host home, user {session.get('user')}"
-
-    @app.post("/login")
-    def login():
-        session["user"] = request.form["user"]
-        return "ok"
-
-    @app.get("/api/status")  # a host route on a path kafkatail also uses under its prefix
-    def status():
-        return jsonify(host="ok")
-
-    def authorize(req: Request) -> Identity | None:
-        user = session.get("user")
-        return None if user not in USERS else Identity(user, PatternTrie(USERS[user]))
-
-    init_app(app, config, authorize=authorize, url_prefix=PREFIX)
-    return app
-
-
-class HostServer(LiveServer):
-    """LiveServer's socket, thread and teardown around the host app."""
-
-    def __init__(self, config: Config) -> None:
-        self.app = host_app(config)
-        self.config = config
-        self.http = make_server("127.0.0.1", 0, self.app, threaded=True)
-        self.port = self.http.server_port
-        self.thread = threading.Thread(target=self.http.serve_forever, name="kt-test-http",
-                                       kwargs={"poll_interval": 0.1}, daemon=True)
+from helpers import PREFIX, HostServer, InProcessServer, WsClient, close_all
 
 
 @pytest.fixture
@@ -85,7 +38,7 @@ def topics(cluster):
     return names
 
 
-def login(server: LiveServer, user: str) -> str:
+def login(server: InProcessServer, user: str) -> str:
     """Log in through the host's form; returns the Cookie header value."""
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
@@ -95,7 +48,7 @@ def login(server: LiveServer, user: str) -> str:
     return "; ".join(f"{c.name}={c.value}" for c in jar)
 
 
-def get(server: LiveServer, path: str, cookie: str | None = None):
+def get(server: InProcessServer, path: str, cookie: str | None = None):
     req = urllib.request.Request(server.url(path), headers={"Cookie": cookie} if cookie else {})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -105,17 +58,18 @@ def get(server: LiveServer, path: str, cookie: str | None = None):
             return err.code, err.read().decode()
 
 
-def tail(server: LiveServer, topic: str, cookie: str | None = None) -> TailClient:
+def tail_signed_in(server: InProcessServer, topic: str, cookie: str | None = None) -> WsClient:
+    """A tail under the host's prefix, from the earliest offsets, with the host's session cookie."""
     ws = websocket.create_connection(server.ws_url(f"{PREFIX}/ws/tail/{topic}?from=earliest"),
                                      timeout=10, cookie=cookie)
-    return TailClient.adopt(ws)
+    return WsClient.adopt(ws)
 
 
 def test_logged_in_user_tails_an_allowed_topic(host, topics):
     cookie = login(host, "alice")
-    c = tail(host, topics["public"], cookie)
+    c = tail_signed_in(host, topics["public"], cookie)
     assert [r["value"] for r in c.collect(3)] == [f"{topics['public']}-v{i}" for i in range(3)]
-    assert tail(host, topics["private"], cookie).closed() == (
+    assert tail_signed_in(host, topics["private"], cookie).closed() == (
         4403, f"not allowed to tail {topics['private']}")
     status, body = get(host, f"{PREFIX}/api/topics", cookie)
     names = {t["name"] for t in json.loads(body)["topics"]}
@@ -123,7 +77,7 @@ def test_logged_in_user_tails_an_allowed_topic(host, topics):
 
 
 def test_logged_out_user_is_refused_4401(host, topics):
-    code, reason = tail(host, topics["public"]).closed()
+    code, reason = tail_signed_in(host, topics["public"]).closed()
     assert code == 4401 and reason.startswith("authentication required")
     assert get(host, f"{PREFIX}/api/topics")[0] == 401
     assert get(host, f"{PREFIX}/metrics", login(host, "bob"))[0] == 403  # a host user is no admin

@@ -11,13 +11,7 @@ from kafka import KafkaProducer
 
 from kafkatail.ops.threads import REGISTRY
 
-from .test_lifecycle import wait_for
-from .test_observability import metrics
-from .wsclient import DeflateClient, TailClient
-
-
-def tail(server, topic, query=""):
-    return TailClient(server.ws_url(f"/ws/tail/{topic}{'?' + query if query else ''}"))
+from helpers import DeflateClient, WsClient, metrics, tail, wait_for
 
 
 def kafka_io_threads() -> list[threading.Thread]:
@@ -127,7 +121,7 @@ def test_a_feed_gathers_polls_into_fewer_writes_within_its_delay_cap(cluster, ma
             assert len(frames) >= 3, [len(f["messages"]) for f in frames]
 
 
-def test_each_viewer_keeps_its_own_filter_and_budget(cluster, server):
+def test_each_viewer_keeps_its_own_filter_and_budget(cluster, server, backend):
     t = cluster.create_topic()
     every, odd, five = tail(server, t), tail(server, t, "filter=odd"), tail(server, t, "max=5")
     for c in (every, odd, five):
@@ -144,7 +138,7 @@ def test_each_viewer_keeps_its_own_filter_and_budget(cluster, server):
     assert [r["value"] for r in every.collect(42)[-2:]] == ["even-40", "odd-41"]
 
 
-def paused_and_live(server, topic: str) -> tuple[TailClient, TailClient]:
+def paused_and_live(server, topic: str) -> tuple[WsClient, WsClient]:
     """Two live viewers of one feed, the first paused."""
     paused, live = tail(server, topic), tail(server, topic)
     paused.status("live")
@@ -154,7 +148,7 @@ def paused_and_live(server, topic: str) -> tuple[TailClient, TailClient]:
     return paused, live
 
 
-def test_pause_on_a_feed_loses_nothing_and_never_holds_back_the_others(cluster, server):
+def test_pause_on_a_feed_loses_nothing_and_never_holds_back_the_others(cluster, server, backend):
     t = cluster.create_topic()
     paused, live = paused_and_live(server, t)
     cluster.produce(t, [(None, f"v{i}") for i in range(50)])
@@ -196,7 +190,7 @@ def test_resume_behind_the_replay_window_reads_alone_then_rejoins(cluster, make_
     assert_exact(live.collect(120), [120])
 
 
-def test_historical_viewer_catches_up_then_joins_the_feed_under_traffic(cluster, server):
+def test_historical_viewer_catches_up_then_joins_the_feed_under_traffic(cluster, server, backend):
     t = cluster.create_topic()
     cluster.produce(t, [(None, f"v{i}") for i in range(500)])
     live = tail(server, t)
@@ -235,7 +229,7 @@ def test_last_viewer_out_leaves_the_feed_to_linger(cluster, make_server_):
 
 
 @pytest.mark.parametrize("mode", [{}, {"share_live_feeds": False}], ids=["feed", "dedicated"])
-def test_pause_resume_under_traffic_loses_and_repeats_nothing(cluster, make_server_, mode):
+def test_pause_resume_under_traffic_loses_and_repeats_nothing(cluster, make_server_, mode, backend):
     server = make_server_(**mode)
     t = cluster.create_topic()
     c = tail(server, t)

@@ -16,7 +16,7 @@ import websocket
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from .wsclient import Closed, TailClient
+from helpers import Closed, WsClient
 
 # The close codes README.rst documents for input a client controls (1011 is a server fault), and
 # the router's HTTP 404 for a path that names no route (a topic with a newline, say).
@@ -94,7 +94,7 @@ def _path(topic_name: str) -> str:
     return "/ws/tail/" + urllib.parse.quote(topic_name, safe="")
 
 
-def open_tail(server, path: str) -> tuple[TailClient | None, tuple[int | None, str] | None]:
+def open_tail(server, path: str) -> tuple[WsClient | None, tuple[int | None, str] | None]:
     """(client, None) after a hello, or (None, (code, reason)) when the server closed first."""
     try:
         ws = websocket.create_connection(server.ws_url(path), timeout=10)
@@ -102,7 +102,7 @@ def open_tail(server, path: str) -> tuple[TailClient | None, tuple[int | None, s
         # Only the router may answer before the upgrade: a path no route takes ("0\n").
         assert exc.status_code == 404, f"handshake answered HTTP {exc.status_code} for {path}"
         return None, (404, "no route")
-    c = TailClient.adopt(ws)
+    c = WsClient.adopt(ws)
     try:
         c.until(lambda f: f["type"] == "hello", timeout=15)
     except Closed as closed:

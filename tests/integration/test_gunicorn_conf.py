@@ -16,9 +16,10 @@ import psutil
 import pytest
 
 from kafkatail.broker import free_port, wait_for_port
+from kafkatail.server import WORKER_CLASSES
 
-from .test_cli import assert_worker_runtime
-from .wsclient import TailClient
+from helpers import assert_worker_runtime
+from helpers import WsClient
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "gunicorn.conf.py"
 LOGGING = CONF.with_name("logging.toml")
@@ -97,7 +98,7 @@ def test_gunicorn_conf_serves_and_sigterm_closes_tails_1001(cluster, gunicorn, w
     runtime = g.wait_ready()
     # The worker class came from $KAFKATAIL_CONFIG.
     assert_worker_runtime(runtime, worker)
-    clients = [TailClient(f"ws://127.0.0.1:{g.port}/ws/tail/{topic}") for _ in range(3)]
+    clients = [WsClient(f"ws://127.0.0.1:{g.port}/ws/tail/{topic}") for _ in range(3)]
     for c in clients:
         c.status("live")
     cluster.produce(topic, [(None, f"v{i}") for i in range(10)])
@@ -136,3 +137,36 @@ def test_gunicorn_conf_config_error_is_one_line(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip() == (f"kafkatail: config error: worker_class: 'sync' must be one of "
                                 f"gthread, gevent (from {bad})")
+
+
+PLAIN_APP = """
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"plain"]
+"""
+
+
+@pytest.mark.parametrize("worker", ["gthread", "gevent"])
+def test_kafkatail_workers_serve_another_app_as_plain_gunicorn(tmp_path, worker):
+    """kafkatail's worker classes with an app that is not kafkatail's: it is served, and SIGTERM
+    is gunicorn's own graceful stop (nothing of kafkatail's shutdown runs, nothing fails)."""
+    (tmp_path / "plainapp.py").write_text(PLAIN_APP)
+    port = free_port()
+    proc = subprocess.Popen(GUNICORN + ["-k", WORKER_CLASSES[worker], "-b", f"127.0.0.1:{port}",
+                                        "--chdir", str(tmp_path), "plainapp:app"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_for_port("127.0.0.1", port, 30)
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read()
+        assert body == b"plain"
+        children = psutil.Process(proc.pid).children()
+        assert children, "gunicorn started no worker"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out[-3000:]
+    assert not psutil.wait_procs(children, timeout=5)[1]
+    assert "Traceback" not in out and "Exception" not in out, out[-3000:]

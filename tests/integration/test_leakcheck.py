@@ -20,9 +20,10 @@ import psutil
 import pytest
 
 from kafkatail.broker import free_port, wait_for_port
+from kafkatail.leakcheck import main
 from kafkatail.security.tokens import hash_token
 
-from .wsclient import TailClient
+from helpers import WsClient
 
 ROOT = Path(__file__).resolve().parents[2]
 LEAKCHECK = [sys.executable, str(ROOT / "scripts" / "leakcheck.py")]
@@ -113,7 +114,7 @@ def test_healthy_kafkatail_with_open_tails_is_ok(cluster, spawn):
                 cluster.bootstrap, "--bind", f"127.0.0.1:{port}"],
                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert wait_for_port("127.0.0.1", port, 30)
-    clients = [TailClient(f"ws://127.0.0.1:{port}/ws/tail/{topic}") for _ in range(4)]
+    clients = [WsClient(f"ws://127.0.0.1:{port}/ws/tail/{topic}") for _ in range(4)]
     try:
         for c in clients:
             c.status("live")
@@ -184,6 +185,18 @@ def test_unknown_pid_and_bad_arguments_exit_3_in_one_line():
             assert r.stdout == f"LEAKCHECK UNKNOWN - no such process: {no_such}\n"
         else:
             assert r.stdout.startswith("LEAKCHECK UNKNOWN - bad arguments: "), args
+
+
+def test_the_script_is_a_thin_entry_to_the_package_main(capsys):
+    """scripts/leakcheck.py only runs kafkatail.leakcheck.main, which returns its status (for
+    ``kafkatail leakcheck``) instead of exiting, usage errors and --help included."""
+    script = LEAKCHECK[1]
+    text = Path(script).read_text()
+    assert len(text.splitlines()) < 60 and "sys.path" not in text
+    assert main(["--pid", "abc"]) == 3
+    assert capsys.readouterr().out.startswith("LEAKCHECK UNKNOWN - bad arguments: ")
+    assert main(["--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: leakcheck ")
 
 
 PARENT = """

@@ -17,9 +17,7 @@ import websocket
 
 from kafkatail.broker import free_port, wait_for_port
 
-from .test_lifecycle import wait_for
-from .test_observability import metrics
-from .wsclient import TailClient
+from helpers import WsClient, metrics, wait_for
 
 # Every refused tail logs one WARNING naming the topic: a long name makes a long line, so a few
 # dozen refusals fill the 64 KiB pipe and a few hundred more fill the log queue.
@@ -76,7 +74,7 @@ def test_blocked_stderr_drops_logs_not_records(cluster, worker_class):
         wait_for(lambda: metrics(server)["kafkatail_log_records_dropped_total"] > 0, 20,
                  lambda: metrics(server))
         # With the sink still blocked, a tail delivers as usual and logging goes on dropping.
-        c = TailClient(server.ws_url(f"/ws/tail/{topic}?from=earliest"))
+        c = WsClient(server.ws_url(f"/ws/tail/{topic}?from=earliest"))
         c.status("live")
         start = time.monotonic()
         cluster.produce(topic, [(None, f"r{i}") for i in range(2000)])

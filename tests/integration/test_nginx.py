@@ -1,106 +1,39 @@
-"""Through a real nginx running conf/nginx.conf, in front of two ``kafkatail serve`` instances."""
+"""Through a real nginx running conf/nginx.conf, in front of two ``kafkatail serve`` instances
+(conftest's ``nginx_stack``)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import psutil
 import pytest
 
-from kafkatail.broker import free_port, wait_for_port
-from kafkatail.web.page import STATIC
-from regression.conftest import ServerProcess
-
-from .test_lifecycle import wait_for
-from .wsclient import TailClient
-
-CONF = Path(__file__).resolve().parents[2] / "conf" / "nginx.conf"
-READ_TIMEOUT_S = 3
-PING_S = 1
+from helpers import NGINX_READ_TIMEOUT_S, Nginx, WsClient, wait_for
 
 
-class Nginx:
-    """nginx in the foreground with conf/nginx.conf included, ports and paths rewritten."""
-
-    def __init__(self, tmp: Path, upstreams: list[int]) -> None:
-        self.tmp, self.port = tmp, free_port()
-        site = CONF.read_text()
-        site = site.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
-        site = site.replace("127.0.0.1:8001", f"127.0.0.1:{upstreams[0]}")
-        site = site.replace("127.0.0.1:8002", f"127.0.0.1:{upstreams[1]}")
-        site = site.replace("/opt/kafkatail/static/", f"{STATIC}/")
-        site = site.replace("proxy_read_timeout 60s;", f"proxy_read_timeout {READ_TIMEOUT_S}s;")
-        (tmp / "kafkatail.conf").write_text(site)
-        temp = " ".join(f"{k}_temp_path {tmp}/{k};" for k in
-                        ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        (tmp / "nginx.conf").write_text(f"""
-            daemon off; user root; worker_processes 1; pid {tmp}/nginx.pid;
-            error_log {tmp}/error.log info; worker_shutdown_timeout 2s;
-            events {{ worker_connections 1024; }}
-            http {{ access_log off; {temp} include {tmp}/kafkatail.conf; }}
-        """)
-        self.proc = subprocess.Popen(["nginx", "-c", f"{tmp}/nginx.conf", "-p", str(tmp)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert wait_for_port("127.0.0.1", self.port, 10), (tmp / "error.log").read_text()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def workers(self) -> set[int]:
-        """The pids of the master's worker processes (old ones too, while they shut down)."""
-        return {c.pid for c in psutil.Process(self.proc.pid).children()}
-
-    def reload(self) -> None:
-        subprocess.run(["nginx", "-c", f"{self.tmp}/nginx.conf", "-p", str(self.tmp), "-s",
-                        "reload"], check=True, capture_output=True)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
-@pytest.fixture
-def stack(cluster, tmp_path):
-    if not shutil.which("nginx"):
-        if os.environ.get("CI"):
-            pytest.fail("nginx is not installed; .ci/run installs it")
-        pytest.skip("nginx is not installed (apt-get install nginx)")
-    servers = [ServerProcess(cluster.bootstrap, "gthread", proxy_hops=1, ping_interval_s=PING_S,
-                             poll_timeout_ms=250) for _ in range(2)]
-    nginx = Nginx(tmp_path, [s.port for s in servers])
-    yield nginx, servers
-    nginx.stop()
-    for s in servers:
-        s.stop()
-
-
-def test_tail_and_page_through_nginx(cluster, stack):
-    nginx, servers = stack
+def test_tail_and_page_through_nginx(cluster, nginx_stack):
+    nginx, servers = nginx_stack
     t = cluster.create_topic()
     page = urllib.request.urlopen(f"http://127.0.0.1:{nginx.port}/").read()
     assert b"<html" in page.lower()
     assert urllib.request.urlopen(f"http://127.0.0.1:{nginx.port}/static/app.js").status == 200
-    c = TailClient(f"ws://127.0.0.1:{nginx.port}/ws/tail/{t}")
+    c = WsClient(f"ws://127.0.0.1:{nginx.port}/ws/tail/{t}")
     c.status("live")
     cluster.produce(t, [(None, f"v{i}") for i in range(10)])
     assert [r["value"] for r in c.collect(10)] == [f"v{i}" for i in range(10)]
 
 
-def test_idle_tail_outlives_nginx_read_timeout(cluster, stack):
+def test_idle_tail_outlives_nginx_read_timeout(cluster, nginx_stack):
     """Pings keep an idle tail open through nginx past proxy_read_timeout."""
-    nginx, _ = stack
+    nginx, _ = nginx_stack
     t = cluster.create_topic()
-    c = TailClient(f"ws://127.0.0.1:{nginx.port}/ws/tail/{t}")
+    c = WsClient(f"ws://127.0.0.1:{nginx.port}/ws/tail/{t}")
     c.status("live")
-    idle_until = time.monotonic() + 2 * READ_TIMEOUT_S
+    idle_until = time.monotonic() + 2 * NGINX_READ_TIMEOUT_S
     with pytest.raises(AssertionError, match="no matching frame"):
         c.until(lambda f: f["type"] == "messages",  # reads (answering pings) until the deadline
                 timeout=idle_until - time.monotonic())
@@ -172,8 +105,8 @@ def _tail_across(cluster, nginx, disrupt) -> str:
         cli.close()
 
 
-def test_instance_killed_mid_stream_client_resumes_on_the_other(cluster, stack):
-    nginx, servers = stack
+def test_instance_killed_mid_stream_client_resumes_on_the_other(cluster, nginx_stack):
+    nginx, servers = nginx_stack
 
     def kill_the_serving_instance(_cli):
         serving = next(s for s in servers if s.tails() == 1)
@@ -184,13 +117,13 @@ def test_instance_killed_mid_stream_client_resumes_on_the_other(cluster, stack):
     assert "reconnected" in _tail_across(cluster, nginx, kill_the_serving_instance)
 
 
-def test_nginx_reload_with_open_tails(cluster, stack):
+def test_nginx_reload_with_open_tails(cluster, nginx_stack):
     """``nginx -s reload`` with a tail open: the old worker keeps the tail until
     ``worker_shutdown_timeout`` (2 s) closes it, then the client reconnects through the new worker
     and resumes from its cursor. The second batch is produced only once the old worker has exited
     and the client has reconnected, so it can only arrive over the new connection; were it
     produced at once, it would come through the old worker and prove nothing about recovery."""
-    nginx, _ = stack
+    nginx, _ = nginx_stack
     took = {}
 
     def reload_and_wait_for_the_reconnect(cli):

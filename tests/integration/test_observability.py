@@ -8,33 +8,20 @@ import threading
 import urllib.request
 
 from kafka import KafkaConsumer
-from prometheus_client.parser import text_string_to_metric_families
 
 from kafkatail.tail.outbox import Outbox
 from kafkatail.tail.request import parse
 
-from .test_lifecycle import wait_for
-from .wsclient import TailClient
+from helpers import WsClient, metrics, wait_for
 
 
 def get_json(server, path):
     return json.load(urllib.request.urlopen(server.url(path)))
 
 
-def metrics(server) -> dict:
-    text = urllib.request.urlopen(server.url("/metrics")).read().decode()
-    out = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            key = s.name + ("{" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) + "}"
-                            if s.labels else "")
-            out[key] = s.value
-    return out
-
-
 def test_debug_threads_names_roles_and_tails(cluster, server):
     t = cluster.create_topic()
-    c = TailClient(server.ws_url(f"/ws/tail/{t}"))
+    c = WsClient(server.ws_url(f"/ws/tail/{t}"))
     c.status("live")
     data = get_json(server, "/debug/threads?window=0.2")
     rows = data["threads"]
@@ -63,7 +50,7 @@ def test_hot_thread_named_first_with_stack(server, hot_thread):
 def test_metrics_parse_and_move_with_traffic(cluster, server):
     t = cluster.create_topic()
     before = metrics(server)
-    c = TailClient(server.ws_url(f"/ws/tail/{t}?from=earliest"))
+    c = WsClient(server.ws_url(f"/ws/tail/{t}?from=earliest"))
     c.status("live")
     cluster.produce(t, [(b"k", b"v" * 10) for _ in range(25)])
     c.collect(25)
@@ -117,12 +104,12 @@ def test_reaper_logs_one_cheap_line_and_writes_snapshot(cluster, make_server_, t
 
 def test_gevent_worker_attributes_cpu_per_tail(cluster):
     """Under gevent every tail shares one OS thread; the switch tracer still tells them apart."""
-    from regression.conftest import ServerProcess
+    from kafkatail.testing.server import ServerProcess
 
     busy, idle = cluster.create_topic(), cluster.create_topic()
     server = ServerProcess(cluster.bootstrap, "gevent")
     try:
-        clients = [TailClient(server.ws_url(f"/ws/tail/{t}?from=earliest&regex=x%2By%2Bz"))
+        clients = [WsClient(server.ws_url(f"/ws/tail/{t}?from=earliest&regex=x%2By%2Bz"))
                    for t in (busy, idle)]
         for c in clients:
             c.status("live")
@@ -182,7 +169,7 @@ def test_hot_thread_in_live_kafkatail_named_first_by_leakcheck_with_stack(cluste
     from pathlib import Path
 
     t = cluster.create_topic()
-    TailClient(server.ws_url(f"/ws/tail/{t}")).status("live")
+    WsClient(server.ws_url(f"/ws/tail/{t}")).status("live")
     script = Path(__file__).resolve().parents[2] / "scripts" / "leakcheck.py"
     r = subprocess.run([sys.executable, str(script), "--pid", str(os.getpid()), "--interval",
                         "0.5", "--samples", "3", "-n", "3", "--url", server.url(""), "--json"],

@@ -10,8 +10,7 @@ import pytest
 
 from kafkatail.ops.threads import REGISTRY
 
-from .test_lifecycle import wait_for
-from .wsclient import TailClient
+from helpers import WsClient, wait_for
 
 
 def folded(base: str, query: str = "seconds=1&hz=200") -> list[tuple[list[str], int]]:
@@ -53,7 +52,7 @@ def test_on_cpu_profile_leaves_out_parked_threads_that_wall_mode_shows(server, k
     one hot thread, the on-CPU graph is the hot thread; the wall-clock graph is mostly parked
     threads."""
     topic = kafka_topic()
-    clients = [TailClient(server.ws_url(f"/ws/tail/{topic}?from=earliest")) for _ in range(5)]
+    clients = [WsClient(server.ws_url(f"/ws/tail/{topic}?from=earliest")) for _ in range(5)]
     for c in clients:
         c.status("live")
     stop = threading.Event()
@@ -114,13 +113,13 @@ def test_gevent_profile_names_the_hot_consumer_greenlet(cluster):
     """A tail whose regex backtracks (``x+y+z`` over runs of x) on a busy topic keeps its consumer
     greenlet on the CPU: that is a real, HTTP-reachable CPU-bound path of the server. The sampler
     is an OS thread, so it runs while that greenlet holds the only other one."""
-    from regression.conftest import ServerProcess
+    from kafkatail.testing.server import ServerProcess
 
     busy = cluster.create_topic()
     server = ServerProcess(cluster.bootstrap, "gevent")
     try:
         base = server.url("")
-        c = TailClient(server.ws_url(f"/ws/tail/{busy}?from=earliest&regex=x%2By%2Bz"))
+        c = WsClient(server.ws_url(f"/ws/tail/{busy}?from=earliest&regex=x%2By%2Bz"))
         c.status("live")
         cluster.produce(busy, [(None, json.dumps({"n": i, "pad": "x" * 500}))
                                for i in range(20000)])

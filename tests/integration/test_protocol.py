@@ -9,15 +9,7 @@ from datetime import datetime, timezone
 import pytest
 import websocket
 
-from .wsclient import TailClient
-
-
-def tail(server, topic, query="", **kw):
-    return TailClient(server.ws_url(f"/ws/tail/{topic}{'?' + query if query else ''}"), **kw)
-
-
-def offsets(records, partition=0):
-    return [r["offset"] for r in records if r["partition"] == partition]
+from helpers import WsClient, offsets, tail
 
 
 @pytest.fixture
@@ -28,7 +20,7 @@ def topic10(cluster):
     return t
 
 
-def test_earliest_in_order_per_partition(cluster, server):
+def test_earliest_in_order_per_partition(cluster, server, backend):
     t = cluster.create_topic(partitions=3)
     cluster.produce(t, [(f"k{i}", f"v{i}", i % 3) for i in range(60)])
     c = tail(server, t, "from=earliest")
@@ -41,7 +33,7 @@ def test_earliest_in_order_per_partition(cluster, server):
     c.status("caught-up")
 
 
-def test_latest_sees_only_new_records(cluster, server, topic10):
+def test_latest_sees_only_new_records(cluster, server, topic10, backend):
     c = tail(server, topic10)
     hello = c.hello()
     assert hello["partitions"][0]["start"] == 10 and hello["options"]["from"] == "latest"
@@ -51,7 +43,7 @@ def test_latest_sees_only_new_records(cluster, server, topic10):
     assert [(r["offset"], r["value"]) for r in recs] == [(10, "n1"), (11, "n2")]
 
 
-def test_last_n_per_partition(cluster, server):
+def test_last_n_per_partition(cluster, server, backend):
     t = cluster.create_topic(partitions=2)
     cluster.produce(t, [(None, f"v{i}", i % 2) for i in range(20)], flush_each=True)
     c = tail(server, t, "from=-3")
@@ -66,7 +58,7 @@ def test_last_n_larger_than_partition_starts_at_earliest(server, topic10):
     assert offsets(c.collect(10)) == list(range(10))
 
 
-def test_from_timestamp_epoch_and_iso(cluster, server):
+def test_from_timestamp_epoch_and_iso(cluster, server, backend):
     t = cluster.create_topic()
     # An hour ago, on a whole second: Apache Kafka 4 refuses timestamps over an hour ahead of
     # its clock (log.message.timestamp.after.max.ms).
@@ -84,7 +76,7 @@ def test_from_timestamp_epoch_and_iso(cluster, server):
     assert [r["offset"] for r in c2.collect(2)] == [4, 5]
 
 
-def test_offsets_resume_has_no_gap_and_no_duplicate(cluster, server):
+def test_offsets_resume_has_no_gap_and_no_duplicate(cluster, server, backend):
     t = cluster.create_topic(partitions=2)
     cluster.produce(t, [(None, f"v{i}", i % 2) for i in range(40)])
     first = tail(server, t, "from=earliest&max=15")
@@ -101,7 +93,7 @@ def test_offsets_resume_has_no_gap_and_no_duplicate(cluster, server):
         assert offsets(combined, p) == list(range(20))
 
 
-def test_partition_selection(cluster, server):
+def test_partition_selection(cluster, server, backend):
     t = cluster.create_topic(partitions=3)
     cluster.produce(t, [(None, f"v{i}", i % 3) for i in range(30)])
     c = tail(server, t, "from=earliest&partitions=2,0")
@@ -168,7 +160,7 @@ def test_max_delivers_exactly_n_across_batches(cluster, server):
         assert not [f for f in c.frames[end:] if f["type"] == "messages"], c.frames[end:]
 
 
-def test_live_filter_change_and_pause_resume(cluster, server):
+def test_live_filter_change_and_pause_resume(cluster, server, backend):
     t = cluster.create_topic()
     c = tail(server, t, "filter=apple")
     c.hello()
@@ -189,7 +181,7 @@ def test_live_filter_change_and_pause_resume(cluster, server):
     assert c.collect(3)[-1]["value"] == "pear 3"
 
 
-def test_formats_keys_headers_nulls_binary(cluster, server):
+def test_formats_keys_headers_nulls_binary(cluster, server, backend):
     t = cluster.create_topic()
     cluster.produce(t, [
         (b"k1", b'{"id": 1, "items": [1, 2]}', 0, [("trace", b"abc"), ("bin", b"\xff\x01")]),
@@ -247,7 +239,7 @@ def test_bad_requests_close_4400_with_reason(server, topic10, query, needle):
     assert code == 4400 and needle in reason
 
 
-def test_unknown_topic_4404_and_not_created(cluster, server):
+def test_unknown_topic_4404_and_not_created(cluster, server, backend):
     name = cluster.unique_topic("typo")
     c = tail(server, name)
     assert c.until(lambda f: f["type"] == "error")["code"] == 4404
@@ -306,8 +298,8 @@ def test_per_client_and_total_limits(make_server_, topic10):
 def test_internal_error_1011(server, topic10, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("decoder bug")
-    monkeypatch.setattr("kafkatail.tail.consumer.encode_batch", boom)
-    monkeypatch.setattr("kafkatail.tail.consumer.decode_batch", boom)
+    monkeypatch.setattr("kafkatail.tail.feed.encode_batch", boom)
+    monkeypatch.setattr("kafkatail.tail.feed.decode_batch", boom)
     c = tail(server, topic10, "from=earliest")
     err = c.until(lambda f: f["type"] == "error")
     assert err == {"type": "error", "code": 1011, "message": "internal error"}
@@ -341,7 +333,7 @@ def test_http_api(cluster, server, topic10):
 def test_cross_site_origin_refused_4403(server, make_server_, topic10, caplog):
     ws = websocket.create_connection(server.ws_url(f"/ws/tail/{topic10}"),
                                      origin="http://evil.example", timeout=10)
-    evil = TailClient.adopt(ws)
+    evil = WsClient.adopt(ws)
     assert evil.until(lambda f: f["type"] == "error")["code"] == 4403
     assert evil.closed() == (4403, "origin not allowed")
     refused = [r for r in caplog.records
@@ -350,14 +342,14 @@ def test_cross_site_origin_refused_4403(server, make_server_, topic10, caplog):
     assert not refused[0].exc_info  # one line for an operator, no stack trace for user input
     same = websocket.create_connection(server.ws_url(f"/ws/tail/{topic10}"),
                                        origin=f"http://127.0.0.1:{server.port}", timeout=10)
-    assert TailClient.adopt(same).hello()["topic"] == topic10
+    assert WsClient.adopt(same).hello()["topic"] == topic10
     listed = make_server_(allowed_origins="https://app.example")
     ok = websocket.create_connection(listed.ws_url(f"/ws/tail/{topic10}"),
                                      origin="https://app.example", timeout=10)
-    assert TailClient.adopt(ok).hello()["topic"] == topic10
+    assert WsClient.adopt(ok).hello()["topic"] == topic10
 
 
-def test_two_viewers_of_one_topic_each_get_every_record(cluster, server):
+def test_two_viewers_of_one_topic_each_get_every_record(cluster, server, backend):
     """No consumer group: a group per socket would split the partitions between the viewers."""
     t = cluster.create_topic(partitions=3)
     a, b = tail(server, t, "from=earliest"), tail(server, t, "from=earliest")
@@ -366,7 +358,7 @@ def test_two_viewers_of_one_topic_each_get_every_record(cluster, server):
         assert sorted(r["value"] for r in c.collect(30)) == sorted(f"v{i}" for i in range(30))
 
 
-def test_ends_frames_carry_the_high_watermark_for_the_lag(cluster, server):
+def test_ends_frames_carry_the_high_watermark_for_the_lag(cluster, server, backend):
     t = cluster.create_topic(partitions=2)
     c = tail(server, t, "filter=nothing-matches")
     c.status("live")

@@ -7,7 +7,7 @@ thread, and a paused viewer. Each is still served afterwards.
 """
 from __future__ import annotations
 
-from .wsclient import TailClient
+from helpers import WsClient
 
 
 def test_a_reaper_pass_leaves_live_tails_alone(cluster, make_server_):
@@ -20,13 +20,13 @@ def test_a_reaper_pass_leaves_live_tails_alone(cluster, make_server_):
     # One record per batch: Tansu's latest offset is the last batch's base offset + 1.
     cluster.produce(topic, [(f"k{i}", f"old{i}") for i in range(20)], flush_each=True)
     url = server.ws_url(f"/ws/tail/{topic}")
-    live = [TailClient(url) for _ in range(2)]
+    live = [WsClient(url) for _ in range(2)]
     for c in live:
         c.status("live")
-    history = TailClient(url + "?from=earliest")
+    history = WsClient(url + "?from=earliest")
     assert [r["value"] for r in history.collect(20)] == [f"old{i}" for i in range(20)]
     history.status("caught-up")
-    paused = TailClient(url)
+    paused = WsClient(url)
     paused.status("live")
     paused.send({"op": "pause"})
     paused.status("paused")

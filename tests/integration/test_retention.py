@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .test_protocol import offsets, tail
+from helpers import offsets, tail
 
 
 @pytest.fixture(scope="session")

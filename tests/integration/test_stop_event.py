@@ -3,9 +3,9 @@
 A dedicated thread also ends by itself once ``release`` has emptied its viewer list: at the
 check after its next ``poll``. So the test puts the thread where that check comes late: it has
 read the whole topic (the next poll waits its full ``poll_timeout_ms``: there is nothing to
-fetch) and waits in ``_hold`` for a client that never reads. ``release`` wakes it (the outbox is
-discarded); with its Event set it leaves at the top of the loop, at once. Without the Event
-(``stop()`` setting nothing, or the loop not looking at it) it polls once more, and ends only
+fetch) and waits in ``Dedicated.hold`` for a client that never reads. ``release`` wakes it (the
+outbox is discarded); with its Event set it leaves at the top of the loop, at once. Without the
+Event (``stop()`` setting nothing, or the loop not looking at it) it polls once more, and ends only
 after that poll, a full poll timeout later. The poll timeout is long here (3 s) so that
 difference is far wider than a loaded machine's noise.
 
@@ -22,8 +22,7 @@ import time
 import websocket
 from kafka import KafkaProducer
 
-from .test_lifecycle import wait_for
-from .wsclient import TailClient
+from helpers import WsClient, wait_for
 
 POLL_MS = 3000
 # Released while held, the thread ends at once; its consumer then closes. Without the Event it
@@ -40,7 +39,7 @@ def never_reads(url: str) -> websocket.WebSocket:
     """A client with a 4 KB receive buffer that never reads (nor answers pings)."""
     ws = websocket.create_connection(url, timeout=10,
                                      sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
-    TailClient.adopt(ws)  # closed by the suite after the test
+    WsClient.adopt(ws)  # closed by the suite after the test
     return ws
 
 
@@ -72,7 +71,7 @@ def test_release_ends_a_thread_by_its_stop_event(cluster, make_server_):
     wait_for(lambda: viewer.cursor == {0: BIG}, 60, state)
     assert not viewer.outbox.behind(), state()
     produce_one_batch(cluster, topic, SMALL)
-    # All read, and the thread waits in _hold for the client: its next poll would find nothing.
+    # All read, and the thread waits in Dedicated.hold for the client: its next poll finds nothing.
     wait_for(lambda: viewer.cursor == {0: BIG + SMALL} and viewer.outbox.behind(), 30, state)
     [thread] = pool.threads()
     assert thread is viewer.thread and not thread.shared and not viewer.done

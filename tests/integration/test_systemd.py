@@ -12,13 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from kafkatail.broker import free_port
 from kafkatail.cli import build_parser
 from kafkatail.config import Config
 
-from conftest import unavailable
+from helpers import unavailable
 
 UNIT = Path(__file__).resolve().parents[2] / "conf" / "kafkatail.service"
 INSTALLED = "/opt/kafkatail/bin/"

@@ -13,7 +13,7 @@ import pytest
 
 from kafkatail.client import Formatter
 
-from .test_lifecycle import wait_for
+from helpers import wait_for
 
 KT = [sys.executable, "-m", "kafkatail", "tail"]
 

@@ -20,10 +20,7 @@ import websocket
 
 from kafkatail.testing.probe import ProcessProbe
 
-from conftest import unavailable
-from integration.test_lifecycle import wait_for
-from integration.test_slow_and_dead import stalled_client
-from integration.wsclient import TailClient
+from helpers import WsClient, stalled_client, unavailable, wait_for
 
 # A private /30 for the half-open test: the server on the host end, the clients in a namespace.
 HOST_IP, PEER_IP = "10.213.7.1", "10.213.7.2"
@@ -89,7 +86,7 @@ def cut_link(ns: str) -> None:
 def warm_baseline(server, urls: list[str]) -> ProcessProbe:
     """Open and close these tails (and a few more), then take the server's baseline: gthread
     keeps its pool threads at their peak, so the peak (tails + HTTP checks) must come first."""
-    clients = [TailClient(u) for u in urls + urls[:1] * 5]
+    clients = [WsClient(u) for u in urls + urls[:1] * 5]
     for c in clients:
         c.status("live")
         c.close()
@@ -166,9 +163,9 @@ def test_slow_consumer_with_50k_records(cluster, server_process):
     topic = cluster.create_topic()
     url = server.ws_url(f"/ws/tail/{topic}")
     probe = warm_baseline(server, [url] * 2)
-    slow = TailClient.adopt(stalled_client(url))
+    slow = WsClient.adopt(stalled_client(url))
     # websocket-client checks UTF-8 in pure Python (~9 MB/s); the server's frames are its own JSON.
-    fast = TailClient.adopt(websocket.create_connection(url, timeout=10, skip_utf8_validation=True))
+    fast = WsClient.adopt(websocket.create_connection(url, timeout=10, skip_utf8_validation=True))
     fast.status("live")
     wait_for(lambda: server.tails() == 2, 10, server.tails)
     rss0 = peak = server.worker.memory_info().rss
@@ -232,7 +229,7 @@ def test_topic_deleted_while_tailed_closes_4404(cluster, server_process):
     urls = [server.ws_url(f"/ws/tail/{topic}")] * 3 + [
         server.ws_url(f"/ws/tail/{topic}?from=ts:{int(time.time() * 1000) + 3_600_000}")]
     probe = warm_baseline(server, urls)
-    clients = [TailClient(u) for u in urls]
+    clients = [WsClient(u) for u in urls]
     for c in clients:
         c.status("live")
     wait_for(lambda: server.consumer_threads() == 2, 10, server.consumer_threads)
@@ -258,7 +255,7 @@ def test_cpu_attributed_to_the_hot_feed(cluster, server_process):
     every tail shares one OS thread)."""
     server = server_process()
     hot, idle = cluster.create_topic(), cluster.create_topic()
-    clients = [TailClient(server.ws_url(f"/ws/tail/{t}?regex=x%2By%2Bz")) for t in (hot, idle)]
+    clients = [WsClient(server.ws_url(f"/ws/tail/{t}?regex=x%2By%2Bz")) for t in (hot, idle)]
     for c in clients:
         c.status("live")
     cluster.produce(hot, [(None, json.dumps({"n": i, "pad": "x" * 500})) for i in range(10000)])

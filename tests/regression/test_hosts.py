@@ -13,7 +13,7 @@ import json
 import pytest
 import websocket
 
-from integration.wsclient import TailClient
+from helpers import WsClient
 
 
 def get(server, path: str, host: str) -> tuple[int, dict]:
@@ -26,8 +26,9 @@ def get(server, path: str, host: str) -> tuple[int, dict]:
         conn.close()
 
 
-def tail(server, topic: str, host: str | None, origin: str) -> TailClient:
-    return TailClient.adopt(websocket.create_connection(
+def tail_as(server, topic: str, host: str | None, origin: str) -> WsClient:
+    """A tail sent with these Host and Origin headers."""
+    return WsClient.adopt(websocket.create_connection(
         server.ws_url(f"/ws/tail/{topic}"), timeout=10, host=host, origin=origin))
 
 
@@ -42,12 +43,12 @@ def test_rebound_host_is_refused_when_allowed_hosts_is_set(cluster, server_proce
     assert status == 400 and "Host not allowed" in body["error"], (status, body)
     # The WebSocket handshake: refused before the upgrade.
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-        tail(server, topic, evil, f"http://{evil}")
+        tail_as(server, topic, evil, f"http://{evil}")
     assert refused.value.status_code == 400
     # The server's own names still work, for HTTP and tails.
     assert get(server, "/healthz", f"127.0.0.1:{server.port}")[0] == 200
     assert get(server, "/healthz", f"localhost:{server.port}")[0] == 200
-    tail(server, topic, None, f"http://127.0.0.1:{server.port}").status("live")
+    tail_as(server, topic, None, f"http://127.0.0.1:{server.port}").status("live")
 
 
 def test_rebound_host_passes_without_allowed_hosts(cluster, server_process):
@@ -55,12 +56,12 @@ def test_rebound_host_passes_without_allowed_hosts(cluster, server_process):
     server = server_process()
     evil = f"evil.example:{server.port}"
     assert get(server, "/healthz", evil)[0] == 200
-    tail(server, cluster.create_topic(), evil, f"http://{evil}").status("live")
+    tail_as(server, cluster.create_topic(), evil, f"http://{evil}").status("live")
 
 
 def test_https_origin_against_plain_http_server_closes_4403(cluster, server_process):
     server = server_process()
     topic = cluster.create_topic()
     here = f"127.0.0.1:{server.port}"
-    assert tail(server, topic, None, f"https://{here}").closed() == (4403, "origin not allowed")
-    assert tail(server, topic, None, f"http://{here}").status("live")
+    assert tail_as(server, topic, None, f"https://{here}").closed() == (4403, "origin not allowed")
+    assert tail_as(server, topic, None, f"http://{here}").status("live")

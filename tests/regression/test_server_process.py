@@ -18,8 +18,8 @@ import websocket
 from kafkatail.ops.greenpool import NAME as GEVENT_POOL
 from kafkatail.testing.probe import ProcessProbe, comm
 
-from integration.test_lifecycle import KILLED_CLIENT, wait_for
-from integration.wsclient import TailClient
+from helpers import KILLED_CLIENT, wait_for
+from helpers import WsClient
 
 
 # gevent's DNS threadpool lets an idle thread go after 5 s (kafkatail/ops/greenpool.py).
@@ -36,7 +36,7 @@ def churn_wave(server, topic: str, n: int) -> None:
     killed = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT,
                                server.ws_url(f"/ws/tail/{topic}"), str(k)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    clients = [TailClient(server.ws_url(f"/ws/tail/{topic}")) for _ in range(3 * k)]
+    clients = [WsClient(server.ws_url(f"/ws/tail/{topic}")) for _ in range(3 * k)]
     silent = [websocket.create_connection(server.ws_url(f"/ws/tail/{topic}"), timeout=10)
               for _ in range(n - 4 * k)]
     for c in clients:
@@ -93,7 +93,7 @@ def test_churn_500_tails_five_ways_returns_to_baseline(cluster, server_process):
 def test_idle_tails_cost_no_cpu(cluster, server_process):
     server = server_process(threads=256, ping_interval_s=20, max_tails_per_client=1000)
     topic = cluster.create_topic()
-    clients = [TailClient(server.ws_url(f"/ws/tail/{topic}")) for _ in range(200)]
+    clients = [WsClient(server.ws_url(f"/ws/tail/{topic}")) for _ in range(200)]
     for c in clients:
         c.status("live")
     wait_for(lambda: server.tails() == 200, 30, server.tails)
@@ -111,7 +111,7 @@ def test_idle_tails_cost_no_cpu(cluster, server_process):
 def test_sigterm_with_100_tails_closes_1001_and_exits_0(cluster, server_process):
     server = server_process(shutdown_grace_s=10)
     topic = cluster.create_topic()
-    clients = [TailClient(server.ws_url(f"/ws/tail/{topic}")) for _ in range(100)]
+    clients = [WsClient(server.ws_url(f"/ws/tail/{topic}")) for _ in range(100)]
     for c in clients:
         c.status("live")
     children = server.worker.parent().children(recursive=True)
@@ -137,12 +137,12 @@ def test_broker_outage_with_50_tails(server_process):
         topic = cl.create_topic()
         # Pings far apart: 50 clients read one after another here, so most sit unread a while.
         server = server_process(bootstrap_servers_override=broker.bootstrap, ping_interval_s=120)
-        warm = [TailClient(server.ws_url(f"/ws/tail/{topic}")) for _ in range(55)]
+        warm = [WsClient(server.ws_url(f"/ws/tail/{topic}")) for _ in range(55)]
         for c in warm:     # gthread's pool keeps its threads at the peak: reach it first
             c.status("live")
             c.close()
         wait_for(lambda: server.tails() == 0, 20, server.tails)
-        clients = [TailClient(server.ws_url(f"/ws/tail/{topic}")) for _ in range(50)]
+        clients = [WsClient(server.ws_url(f"/ws/tail/{topic}")) for _ in range(50)]
         for c in clients:
             c.status("live")
         probe = ProcessProbe(server.proc.pid, include_children=True)
@@ -151,7 +151,7 @@ def test_broker_outage_with_50_tails(server_process):
         for c in clients:
             c.status("broker-unavailable", timeout=30)
         cpu0, t0 = server.cpu_seconds(), time.monotonic()
-        late = [TailClient(server.ws_url(f"/ws/tail/{topic}")) for _ in range(5)]
+        late = [WsClient(server.ws_url(f"/ws/tail/{topic}")) for _ in range(5)]
         for c in late:                                   # new tails fail cleanly
             assert c.closed(timeout=30)[0] == 1013
             c.close()

@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.request
 
-from integration.wsclient import TailClient
+from helpers import WsClient
 
 SLOW = 140
 TICK_S = 2.0
@@ -149,7 +149,7 @@ def test_slowloris_leaves_healthz_and_tails_served(cluster, server_process):
                 # Past the first header deadline: the tail opens while the attack goes on.
                 tail_opened = True
                 try:
-                    c = TailClient(server.ws_url(f"/ws/tail/{topic}"), timeout=HEALTH_BUDGET_S + 3)
+                    c = WsClient(server.ws_url(f"/ws/tail/{topic}"), timeout=HEALTH_BUDGET_S + 3)
                     c.status("live", timeout=HEALTH_BUDGET_S + 3)
                     c.close()
                 except Exception as exc:

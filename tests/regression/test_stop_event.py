@@ -4,7 +4,7 @@ Issue #29 (mutation A: ``ConsumerThread.stop()`` sets nothing; mutation B: ``_lo
 Event): a consumer thread also ends when its viewers leave or its viewer is done, which hides
 the Event everywhere those happen. Behind a client that never reads they do not happen: the
 session is stuck in ``sendall`` and never releases its viewer, a historical tail waits in
-``_hold`` for a socket that never drains (it never reaches the check after ``poll``), and a
+``Dedicated.hold`` for a socket that never drains (it never reaches the check after ``poll``), and a
 feed keeps polling for its stuck viewer. Only the Event ends those threads before gunicorn's
 graceful timeout kills the worker, so the test watches, from outside, how soon after SIGTERM
 the worker lets go of the broker (every consumer closes its connection when its thread ends)
@@ -28,8 +28,7 @@ import websocket
 
 from kafkatail.testing.probe import comm
 
-from integration.test_lifecycle import wait_for
-from integration.wsclient import TailClient
+from helpers import WsClient, wait_for
 
 POLL_MS = 250
 GRACE_S = 6
@@ -44,7 +43,7 @@ def never_reads(url: str) -> websocket.WebSocket:
     """A client with a 4 KB receive buffer that never reads (nor answers pings)."""
     ws = websocket.create_connection(url, timeout=10,
                                      sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
-    TailClient.adopt(ws)  # closed by the suite after the test
+    WsClient.adopt(ws)  # closed by the suite after the test
     return ws
 
 
@@ -72,8 +71,8 @@ def stacks(server) -> dict[str, list[str]]:
 
 
 def held(server) -> bool:
-    """A historical tail waits in ``_hold`` for its socket to drain."""
-    return any(name.startswith("kt-tail-") and any(s.endswith(" in _hold") for s in stack)
+    """A historical tail waits in ``Dedicated.hold`` for its socket to drain."""
+    return any(name.startswith("kt-tail-") and any(s.endswith(" in hold") for s in stack)
                for name, stack in stacks(server).items())
 
 
@@ -103,11 +102,13 @@ def test_sigterm_ends_feeds_stuck_on_readers_that_never_read(cluster, server_pro
 
     start = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
-    took = wait_for(
+    waiting = time.monotonic()
+    wait_for(
         lambda: broker_connections(worker, broker_port) == 0 and not consumer_tasks(worker),
         STOP_BOUND_S, lambda: f"the worker still has {broker_connections(worker, broker_port)} "
                               f"broker connections and threads {consumer_tasks(worker)}: its "
                               f"consumers did not stop")
+    took = time.monotonic() - waiting
     assert worker.is_running(), "the worker exited before the measurement meant anything"
     assert server.proc.wait(GRACE_S + 15) == 0
     exited = time.monotonic() - start

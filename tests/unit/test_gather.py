@@ -1,6 +1,6 @@
 """A shared feed gathers polls before writing (``feed_writes_per_s``, ``feed_max_delay_ms``).
 
-Pure logic: the ConsumerThread is never started and the records are stand-ins with an offset.
+Pure logic: no thread is started and the records are stand-ins with an offset.
 """
 from collections import namedtuple
 from types import SimpleNamespace
@@ -9,8 +9,9 @@ import pytest
 from kafka import TopicPartition
 
 from kafkatail.config import Config
-from kafkatail.tail import consumer as consumer_mod
-from kafkatail.tail.consumer import ConsumerThread
+from kafkatail.tail import feed as feed_mod
+from kafkatail.tail.consumer import Dedicated, Shared
+from kafkatail.tail.feed import Feed, Gathering
 from kafkatail.tail.outbox import Outbox
 from kafkatail.tail.request import parse
 from kafkatail.tail.viewer import Viewer
@@ -22,17 +23,29 @@ TP0, TP1 = TopicPartition("t", 0), TopicPartition("t", 1)
 @pytest.fixture
 def clock(monkeypatch):
     now = SimpleNamespace(t=1000.0)
-    monkeypatch.setattr(consumer_mod, "time", SimpleNamespace(monotonic=lambda: now.t))
+    monkeypatch.setattr(feed_mod, "time", SimpleNamespace(monotonic=lambda: now.t))
     return now
 
 
-def feed(viewers, shared=True, **settings):
-    def viewer(i):
-        return Viewer(parse("t", {}), Outbox(100), i, "test", owner=None)
-    thread = ConsumerThread(None, "t", None, Config(**settings), 1, shared, viewer(0))
-    for i in range(1, viewers):
-        assert thread.adopt(viewer(i))
-    return thread
+class Reading:
+    """A feed of ``viewers`` viewers read the way ``reading`` reads, and its gathering."""
+
+    def __init__(self, viewers, shared=True, **settings):
+        config = Config(**settings)
+        self.reading = (Shared if shared else Dedicated)(config)
+
+        def viewer(i):
+            return Viewer(parse("t", {}), Outbox(100), i, "test", owner=None)
+        self.feed = Feed("t", None, config, viewer(0), self.reading.replay_records())
+        for i in range(1, viewers):
+            assert self.feed.adopt(viewer(i))
+        self.gathering = Gathering(config)
+
+    def gather(self, polled):
+        return self.gathering.gather(polled, self.reading.gather_delay(self.feed))
+
+    def poll_ms(self, poll_ms):
+        return self.gathering.poll_ms(poll_ms)
 
 
 def recs(start, n):
@@ -41,7 +54,7 @@ def recs(start, n):
 
 def test_a_feed_with_few_viewers_writes_every_poll(clock):
     polled = {TP0: recs(0, 3)}
-    assert feed(3)._gather(polled) is polled  # 3 / 4000 s is under a millisecond
+    assert Reading(3).gather(polled) is polled  # 3 / 4000 s is under a millisecond
 
 
 @pytest.mark.parametrize("kind", [{"shared": False}, {"feed_writes_per_s": 0},
@@ -49,39 +62,39 @@ def test_a_feed_with_few_viewers_writes_every_poll(clock):
 def test_dedicated_tails_and_a_zero_setting_never_hold(clock, kind):
     shared = kind.pop("shared", True)
     polled = {TP0: recs(0, 3)}
-    assert feed(200, shared, **kind)._gather(polled) is polled
+    assert Reading(200, shared, **kind).gather(polled) is polled
 
 
 def test_200_viewers_get_50_ms_of_polls_as_one_delivery_in_order(clock):
-    thread = feed(200)
-    assert thread._gather({TP0: recs(0, 2)}) == {}
-    assert thread._poll_ms(500) == 50  # the next poll waits only until the delivery is due
+    feed = Reading(200)
+    assert feed.gather({TP0: recs(0, 2)}) == {}
+    assert feed.poll_ms(500) == 50  # the next poll waits only until the delivery is due
     clock.t += 0.020
-    assert thread._gather({TP0: recs(2, 2), TP1: recs(0, 1)}) == {}
-    assert thread._poll_ms(500) == 30
+    assert feed.gather({TP0: recs(2, 2), TP1: recs(0, 1)}) == {}
+    assert feed.poll_ms(500) == 30
     clock.t += 0.030
-    ready = thread._gather({})
+    ready = feed.gather({})
     assert ready == {TP0: recs(0, 4), TP1: recs(0, 1)}
-    assert thread._gather({}) == {} and thread._poll_ms(500) == 500  # nothing held any more
+    assert feed.gather({}) == {} and feed.poll_ms(500) == 500  # nothing held any more
 
 
 def test_the_delay_is_capped_by_feed_max_delay_ms(clock):
-    thread = feed(200, feed_max_delay_ms=10)
-    assert thread._gather({TP0: recs(0, 1)}) == {}
-    assert thread._poll_ms(500) == 10
+    feed = Reading(200, feed_max_delay_ms=10)
+    assert feed.gather({TP0: recs(0, 1)}) == {}
+    assert feed.poll_ms(500) == 10
     clock.t += 0.010
-    assert thread._gather({}) == {TP0: recs(0, 1)}
+    assert feed.gather({}) == {TP0: recs(0, 1)}
 
 
 def test_a_poll_s_worth_of_records_goes_out_at_once(clock):
-    thread = feed(200, max_poll_records=10)
-    assert thread._gather({TP0: recs(0, 6)}) == {}
-    assert thread._gather({TP0: recs(6, 4)}) == {TP0: recs(0, 10)}
+    feed = Reading(200, max_poll_records=10)
+    assert feed.gather({TP0: recs(0, 6)}) == {}
+    assert feed.gather({TP0: recs(6, 4)}) == {TP0: recs(0, 10)}
 
 
 def test_held_polls_are_copied_not_extended_in_place(clock):
-    thread = feed(200)
+    feed = Reading(200)
     first = recs(0, 2)
-    thread._gather({TP0: first})
-    thread._gather({TP0: recs(2, 1)})
+    feed.gather({TP0: first})
+    feed.gather({TP0: recs(2, 1)})
     assert first == recs(0, 2)

@@ -2,13 +2,14 @@ import json
 
 from kafkatail.tail import frames
 from kafkatail.tail.outbox import ByteBudget, Outbox
+from kafkatail.tail.records import Batch
 
 
-def batch(start, n, partition=0):
-    """Protocol records of one byte each."""
-    return [{"partition": partition, "offset": o, "timestamp": 0, "key": None,
-             "key_encoding": None, "value": "v", "encoding": "text", "headers": [], "size": 1}
-            for o in range(start, start + n)]
+def batch(start, n, partition=0, size=1):
+    """Protocol records of ``size`` bytes each."""
+    return Batch([{"partition": partition, "offset": o, "timestamp": 0, "key": None,
+                   "key_encoding": None, "value": "v", "encoding": "text", "headers": [],
+                   "size": size} for o in range(start, start + n)])
 
 
 def decoded(out):
@@ -42,8 +43,7 @@ def test_drop_oldest_keeps_newest_and_reports_ranges():
 
 def test_disconnect_policy_closes_and_aborts():
     aborted = []
-    box = Outbox(2, "disconnect")
-    box.abort = lambda: aborted.append(True)
+    box = Outbox(2, "disconnect", abort=lambda: aborted.append(True))
     box.put_records(batch(0, 3))
     _, close = box.take()
     assert close.code == frames.POLICY and aborted == [True]
@@ -54,15 +54,14 @@ def test_notify_on_every_put_and_close():
     box = Outbox(10, notify=lambda: calls.append(1))
     box.put_frame("x")
     box.put_records(batch(0, 1))
-    box.put_records([])
+    box.put_records(Batch([]))
     box.close(1000, "done")
     assert len(calls) == 3
 
 
 def test_stall_detection():
     aborted = []
-    box = Outbox(10)
-    box.abort = lambda: aborted.append(True)
+    box = Outbox(10, abort=lambda: aborted.append(True))
     assert not box.check_stall(0.0)
     box.put_records(batch(0, 1))
     box.take()
@@ -84,16 +83,16 @@ class Writer:
 
 def test_an_idle_socket_is_written_by_the_producer():
     calls = []
-    box = Outbox(10, notify=lambda: calls.append(1))
-    box.writer = writer = Writer()
+    writer = Writer()
+    box = Outbox(10, notify=lambda: calls.append(1), writer=writer)
     box.put_records(batch(0, 2))
     assert [len(b) for b in writer.batches] == [2] and not calls
     assert box.take() == ([], None) and box.frames_direct == 1
 
 
 def test_nothing_is_written_past_what_is_queued_or_being_sent():
-    box = Outbox(100)
-    box.writer = writer = Writer()
+    writer = Writer()
+    box = Outbox(100, writer=writer)
     box.put_frame(frames.status("live"))
     box.put_records(batch(0, 1))  # behind a queued frame
     assert not writer.batches
@@ -110,14 +109,14 @@ def test_nothing_is_written_past_what_is_queued_or_being_sent():
 
 def test_a_refused_write_queues_and_a_partial_one_wakes_the_socket():
     calls = []
-    box = Outbox(100, notify=lambda: calls.append(1))
-    box.writer = Writer(False)
+    writer = Writer(False)
+    box = Outbox(100, notify=lambda: calls.append(1), writer=writer)
     box.put_records(batch(0, 1))
     out, _ = box.take()
     assert [m["offset"] for m in decoded(out)[0]["messages"]] == [0]
     box.sent()
     calls.clear()
-    box.writer = Writer(None)
+    writer.answer = None
     box.put_records(batch(1, 1))
     assert calls == [1] and box.frames_direct == 1
     assert box.take() == ([], None)
@@ -125,8 +124,8 @@ def test_a_refused_write_queues_and_a_partial_one_wakes_the_socket():
 
 
 def test_drops_are_reported_before_anything_is_written_directly():
-    box = Outbox(2)
-    box.writer = writer = Writer(False)
+    writer = Writer(False)
+    box = Outbox(2, writer=writer)
     box.put_records(batch(0, 3))
     writer.answer = True
     box.put_records(batch(3, 1))
@@ -135,20 +134,13 @@ def test_drops_are_reported_before_anything_is_written_directly():
     assert decoded(out)[0]["type"] == "dropped"
 
 
-def sized(start, n, size, partition=0):
-    recs = batch(start, n, partition)
-    for r in recs:
-        r["size"] = size
-    return recs
-
-
 def test_bytes_cap_drops_oldest_once_behind():
     """A put made while under half the byte cap may overshoot it (a waiting producer's one
     poll); a put made while behind is cut back to the cap, oldest first, with the ranges."""
     box = Outbox(1000, max_bytes=1000)
-    box.put_records(sized(0, 12, 100))        # was not behind: kept whole, 1,200 bytes
+    box.put_records(batch(0, 12, size=100))    # was not behind: kept whole, 1,200 bytes
     assert box.behind()
-    box.put_records(sized(12, 3, 100))        # behind: cut to 1,000 bytes
+    box.put_records(batch(12, 3, size=100))    # behind: cut to 1,000 bytes
     out, _ = box.take()
     d = decoded(out)
     assert d[0] == {"type": "dropped", "count": 5, "partitions": {"0": [0, 4]}}
@@ -159,23 +151,22 @@ def test_bytes_cap_drops_oldest_once_behind():
 def test_process_budget_is_shared_and_given_back():
     budget = ByteBudget(1000)
     slow, other = Outbox(1000, budget=budget), Outbox(1000, budget=budget)
-    slow.put_records(sized(0, 9, 100))
-    other.put_records(sized(0, 2, 100))       # over the budget: other is now behind
+    slow.put_records(batch(0, 9, size=100))
+    other.put_records(batch(0, 2, size=100))   # over the budget: other is now behind
     assert budget.total == 1100 and other.behind()
-    other.put_records(sized(2, 1, 100))       # put while behind: cut until under the budget
+    other.put_records(batch(2, 1, size=100))   # put while behind: cut until under the budget
     assert budget.total <= 1000 and other.dropped_total >= 1
     slow.discard()
     other.take()
     assert budget.total == 0
-    slow.put_records(sized(9, 1, 100))        # released: takes nothing more
+    slow.put_records(batch(9, 1, size=100))    # released: takes nothing more
     assert budget.total == 0
 
 
 def test_disconnect_policy_applies_to_bytes():
-    box = Outbox(1000, policy="disconnect", max_bytes=1000)
     aborted = []
-    box.abort = lambda: aborted.append(True)
-    box.put_records(sized(0, 6, 100))
-    box.put_records(sized(6, 6, 100))
+    box = Outbox(1000, policy="disconnect", max_bytes=1000, abort=lambda: aborted.append(True))
+    box.put_records(batch(0, 6, size=100))
+    box.put_records(batch(6, 6, size=100))
     _, close = box.take()
     assert aborted and close.code == frames.POLICY

@@ -170,7 +170,9 @@ def _profile() -> Profile:
 
 
 def test_folded_text_is_one_line_per_stack_with_role_and_thread_first():
-    lines = _profile().folded_text().splitlines()
+    body, mimetype = _profile().render("folded")
+    assert mimetype == "text/plain"
+    lines = body.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("consumer;kt-tail-t-1;test_bounds (test_profiler.py:")
     assert ";burn_cpu_here (test_profiler.py:" in lines[0] and lines[0].endswith(" 5")

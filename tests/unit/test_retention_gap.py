@@ -1,21 +1,19 @@
-"""A ConsumerThread's greeting reports what retention deleted below a viewer's start (pure logic:
+"""A feed's greeting reports what retention deleted below a viewer's start (pure logic:
 the broker-backed case is test_protocol.py::test_resume_below_retention_reports_the_deleted_offsets)."""
 from __future__ import annotations
 
 import json
 
 from kafkatail.config import Config
-from kafkatail.tail.consumer import ConsumerThread
+from kafkatail.tail.feed import Feed
 from kafkatail.tail.outbox import Outbox
 from kafkatail.tail.request import parse
 from kafkatail.tail.viewer import Viewer
 
 
 def _greeted(viewer, earliest, start):
-    """The frames a positioned dedicated thread sends a viewer it greets (no broker needed)."""
-    thread = ConsumerThread(None, "t", None, Config(), 1, False, viewer)
-    thread._earliest, thread._next, thread._end = earliest, start, {p: 10 for p in start}
-    thread._greet(viewer)
+    """The frames a dedicated feed sends a viewer it greets once positioned (no broker needed)."""
+    Feed("t", None, Config(), viewer, 0).position(start, earliest, {p: 10 for p in start})
     return [json.loads(f) for f in viewer.outbox.take()[0]]
 
 

@@ -2,7 +2,6 @@
 import json
 import socket
 import threading
-from types import SimpleNamespace
 
 import gevent.socket
 import pytest
@@ -10,7 +9,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
-from kafkatail.tail.wire import Wire, negotiated_deflate, text_frame
+from kafkatail.web.wire import Wire, negotiated_deflate, text_frame
 
 
 def handshake(deflate: bool, **offer):
@@ -48,7 +47,7 @@ def doc(n: int) -> str:
 @pytest.mark.parametrize("size", [10, 125, 126, 4000, 65535, 70000, 300000])
 def test_text_frame_is_one_whole_message(deflate, size):
     client, server = handshake(deflate)
-    ext = negotiated_deflate(SimpleNamespace(ws=server))
+    ext = negotiated_deflate(server)
     assert (ext is not None) == deflate
     text = doc(size)
     frame = text_frame(text, ext.server_max_window_bits if ext else None)
@@ -59,7 +58,7 @@ def test_text_frame_is_one_whole_message(deflate, size):
 
 def test_negotiated_window_is_used():
     client, server = handshake(True, server_max_window_bits=10)
-    ext = negotiated_deflate(SimpleNamespace(ws=server))
+    ext = negotiated_deflate(server)
     assert ext.server_max_window_bits == 10
     text = doc(50000)
     assert texts(client, text_frame(text, 10)) == [text]
@@ -70,7 +69,7 @@ def test_wsprotos_own_frames_interleave_with_shared_ones():
     client, server = handshake(True)
     a, b = socket.socketpair()
     with a, b:
-        wire = Wire(a, negotiated_deflate(SimpleNamespace(ws=server)))
+        wire = Wire(a, negotiated_deflate(server))
         assert wire.key == "deflate-15"
         status = json.dumps({"type": "status", "state": "live", "pad": "x" * 200})
         ours = [doc(3000), doc(500)]
@@ -133,12 +132,12 @@ def test_a_full_socket_keeps_the_rest_and_the_order(green):
     with a, b:
         wire = Wire(a, None)
         big = bytes(range(256)) * 4096  # 1 MiB: more than the socket can take at once
-        assert wire.try_send(big) is None and wire.pending
+        assert wire.try_send(big) is None and wire._pending
         assert wire.try_send(b"never") is False  # behind the remainder: the caller queues it
         got, finished = start_reader(b, len(big) + 4, green)
         try:
             wire.flush()
-            assert not wire.pending
+            assert not wire._pending
             wire.send(b"tail")
         finally:
             assert finished()
@@ -151,7 +150,7 @@ def test_nothing_is_written_when_the_socket_is_full_or_closed():
         wire = Wire(a, None)
         while wire.try_send(b"x" * 65536) is True:
             pass
-        assert wire.pending
+        assert wire._pending
         assert wire.try_send(b"y") is False
         wire.close()
         assert wire.try_send(b"z") is False

@@ -16,6 +16,7 @@ import threading
 import zlib
 from typing import Any
 
+from wsproto import WSConnection
 from wsproto.extensions import PerMessageDeflate
 
 _FIN_TEXT = 0x81
@@ -40,10 +41,14 @@ def text_frame(text: str, deflate_bits: int | None = None) -> bytes:
     return _U64(head, 127, n) + payload
 
 
-def negotiated_deflate(ws: Any) -> PerMessageDeflate | None:
-    """The permessage-deflate state wsproto agreed for this socket, if any."""
-    connection = getattr(ws.ws, "connection", None)
-    proto = getattr(connection, "_proto", None)
+def negotiated_deflate(connection: WSConnection) -> PerMessageDeflate | None:
+    """The permessage-deflate state wsproto agreed for this connection, if any."""
+    # The one private attribute of another library kafkatail reads: simple-websocket builds the
+    # extension inside its accept, and wsproto keeps it only on its frame protocol
+    # (``Connection._proto``), yet a frame built once for many sockets must use the window this
+    # one agreed. Should wsproto move it, this finds nothing and shared frames go out
+    # uncompressed (a message without RSV1): slower, still correct.
+    proto = getattr(connection.connection, "_proto", None)
     for ext in getattr(proto, "extensions", ()):
         if isinstance(ext, PerMessageDeflate) and ext.enabled():
             return ext
@@ -114,10 +119,6 @@ class Wire:
             return None
         finally:
             self._lock.release()
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._pending)
 
     def flush(self) -> None:
         """Send what a non-blocking write left, blocking (the session's thread only)."""

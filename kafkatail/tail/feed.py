@@ -1,0 +1,361 @@
+"""Feed: one topic's records fanned out to its viewers. No thread, no socket.
+
+A feed holds what its viewers share: the offsets read so far, the replay window (the last
+records per partition, kept so a viewer that joins or resumes behind gets what it missed, with no
+gap) and the greeting a new viewer gets. ``take`` puts a poll into the window under the feed's
+lock and then delivers it outside that lock, under each viewer's own lock: a viewer's filter or
+regex never holds up joining, pausing or leaving.
+
+The ConsumerThread that reads for a feed calls ``position`` once its consumer is assigned, then
+``take`` per poll; the pool calls ``adopt``, ``remove`` and ``set_paused``. A feed with a
+replay window of zero serves one viewer (a dedicated tail); with one, every live viewer of the
+same topic and partitions.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from bisect import bisect_left
+from collections import deque
+from typing import Any
+
+from ..config import Config
+from . import clientconf, frames
+from .records import Batch, decode_batch, encode_batch, select
+from .request import REGEX_BUDGET_S
+from .viewer import Viewer
+
+_offset = lambda rec: rec.offset  # noqa: E731
+
+
+class Feed:
+    def __init__(self, topic: str, partitions: tuple[int, ...] | None, config: Config,
+                 viewer: Viewer, replay: int, start: dict[int, int] | None = None) -> None:
+        self.topic = topic
+        self.partitions = partitions
+        self.config = config
+        self.replay_records = replay
+        # Where a feed that continues a handed-over viewer starts (None: latest).
+        self.start = start
+        # Guards the viewers, positions and replay window: a poll enters the window under it,
+        # and a viewer joins or resumes under it, so neither can slip between the other's steps.
+        self.lock = threading.Lock()
+        self.viewers: tuple[Viewer, ...] = (viewer,)
+        # The viewer the feed was opened for: a dedicated tail starts where it asked.
+        self.origin = viewer
+        self.positioned = False
+        self.closed = False
+        self.broker_down = False
+        self.idle_since = 0.0
+        self.next: dict[int, int] = {}
+        self.end: dict[int, int] = {}
+        self.earliest: dict[int, int] = {}
+        self._floor: dict[int, int] = {}
+        self._ring: dict[int, deque] = {}
+        # Per partition, the time a start by timestamp asked for (see ``skip_early``).
+        self.not_before: dict[int, int] = {}
+
+    # -- viewers, from the pool ---------------------------------------------------------
+    def adopt(self, viewer: Viewer) -> bool:
+        """Take a viewer if it can continue here with no gap; False if the feed is closed or
+        the viewer's cursor is older than the replay window. Raises Close while the feed
+        cannot reach the broker: a new tail fails now rather than wait on the outage."""
+        with self.lock:
+            if self.closed:
+                return False
+            if self.broker_down:
+                raise frames.Close(frames.TRY_AGAIN, "broker unavailable, try again later")
+            if viewer.cursor is not None and not self._covers(viewer):
+                return False
+            self.viewers += (viewer,)
+            if self.positioned:
+                with viewer.lock:
+                    self._greet(viewer)
+                    self._replay(viewer)
+        return True
+
+    def remove(self, viewer: Viewer) -> int:
+        """Stop serving a viewer; returns how many are left."""
+        with self.lock:
+            self.viewers = tuple(v for v in self.viewers if v is not viewer)
+            if not self.viewers:
+                self.idle_since = time.monotonic()
+            return len(self.viewers)
+
+    def retire(self) -> bool:
+        """Close a feed that has no viewers to new ones; False if someone joined meanwhile."""
+        with self.lock:
+            if self.viewers:
+                return False
+            self.closed = True
+        return True
+
+    def set_paused(self, viewer: Viewer, paused: bool) -> bool:
+        """Pause or resume one viewer. False if a resumed viewer is further behind than the
+        replay window, and so needs a feed of its own."""
+        if not self.replay_records:
+            viewer.paused = paused
+            return True
+        with self.lock, viewer.lock:
+            if viewer.paused == paused:
+                return True
+            if not paused and not self._covers(viewer):
+                return False
+            viewer.paused = paused
+            viewer.outbox.put_frame(frames.status("paused" if paused else "live"))
+            if not paused:
+                self._replay(viewer)
+            return True
+
+    # -- what the reading thread tells it ---------------------------------------------------
+    def position(self, start: dict[int, int], earliest: dict[int, int],
+                 end: dict[int, int]) -> None:
+        """The consumer is assigned and seeked: greet every viewer from here."""
+        with self.lock:
+            self.next = dict(start)
+            self.earliest = dict(earliest)
+            self.end = dict(end)
+            if self.replay_records:
+                self._floor = dict(start)
+                self._ring = {p: deque(maxlen=self.replay_records) for p in start}
+            self.positioned = True
+            for v in self.viewers:
+                with v.lock:
+                    self._greet(v)
+
+    def take(self, polled: dict) -> None:
+        """A poll into the replay window, then to each viewer of that moment. A viewer that
+        joins or resumes meanwhile replays it from the window; its cursor drops duplicates."""
+        with self.lock:
+            viewers = self.viewers
+            for tp, recs in polled.items():
+                p = tp.partition
+                self.next[p] = recs[-1].offset + 1
+                ring = self._ring.get(p)
+                if ring is not None:
+                    ring.extend(recs)
+                    if len(ring) == ring.maxlen:
+                        self._floor[p] = ring[0].offset
+        for tp, recs in polled.items():
+            shared: dict[str, Any] = {}
+            for v in viewers:
+                with v.lock:
+                    self._deliver(v, tp.partition, recs, shared)
+
+    def pass_marker(self, partition: int, edge: int, position: int) -> None:
+        """Records up to ``position`` hold nothing for a tail (transaction markers, aborted
+        records): the edge, and every viewer standing at it, move there."""
+        with self.lock:
+            if self.next[partition] != edge:
+                return
+            for v in self.viewers:
+                with v.lock:
+                    if v.cursor is not None and v.cursor.get(partition) == edge:
+                        v.cursor[partition] = position
+            self.next[partition] = position
+
+    def rewind(self) -> dict[int, int]:
+        """A dedicated viewer resumes at its cursor (a poll that landed after its pause was not
+        delivered): the positions to seek to."""
+        with self.lock:
+            if not self.viewers:
+                return {}
+            cursor = dict(self.viewers[0].cursor)
+            self.next.update(cursor)
+        return cursor
+
+    def announce_caught_up(self) -> None:
+        with self.lock:
+            for v in self.viewers:
+                if not v.caught_up and not v.paused and all(
+                        v.cursor[p] >= n for p, n in self.next.items()):
+                    v.caught_up = True
+                    v.outbox.put_frame(frames.status("caught-up"))
+
+    def broadcast(self, frame: str) -> None:
+        for v in self.viewers:
+            v.outbox.put_frame(frame)
+
+    def close_all(self, code: int, reason: str) -> None:
+        with self.lock:
+            self.closed = True
+            viewers = self.viewers
+        for v in viewers:
+            v.outbox.close(code, reason)
+
+    # -- questions ----------------------------------------------------------------------------
+    def paused(self) -> bool:
+        """Every viewer is paused or done: nothing to fetch for."""
+        viewers = self.viewers
+        return bool(viewers) and all(v.paused or v.done for v in viewers)
+
+    def finished(self) -> bool:
+        return not any(not v.done for v in self.viewers)
+
+    def check_stalls(self) -> None:
+        """A viewer whose socket has taken nothing for ``send_timeout_s`` gets no more."""
+        for v in self.viewers:
+            if not v.done and v.outbox.check_stall(self.config.send_timeout_s):
+                v.done = True
+
+    # -- under the locks ------------------------------------------------------------------
+    def _greet(self, viewer: Viewer) -> None:
+        """Under both locks, once positioned: a new viewer's hello, and its cursor if it has none;
+        then, to any viewer, a ``dropped`` frame for what retention deleted before it read it."""
+        wanted = viewer.cursor
+        if wanted is None:
+            start = viewer.request.start
+            wanted = dict(start.offsets) if start.kind == "offsets" else {}
+            viewer.cursor = dict(self.next)
+        gaps = self._retention_gaps(viewer.cursor, wanted)
+        greeted, viewer.greeted = viewer.greeted, True
+        if not greeted:
+            viewer.outbox.put_frame(frames.hello(
+                self.topic,
+                [{"partition": p, "start": viewer.cursor[p], "end": self.end[p],
+                  "earliest": self.earliest[p]} for p in self.next],
+                {**viewer.request.describe(),
+                 "isolation": clientconf.security(self.config.kafka).isolation_level}))
+        if gaps:
+            viewer.outbox.put_frame(frames.dropped(
+                sum(last - first + 1 for first, last in gaps.values()), gaps, reason="retention"))
+        if not greeted and self.replay_records:
+            viewer.outbox.put_frame(frames.status("live"))
+
+    def _retention_gaps(self, cursor: dict[int, int],
+                        wanted: dict[int, int]) -> dict[int, list[int]]:
+        """Per partition, the [first, last] offsets from ``wanted`` to just before the earliest
+        one the broker still keeps; ``cursor`` moves past them."""
+        gaps = {}
+        for p, earliest in self.earliest.items():
+            want = wanted.get(p)
+            if want is not None and want < earliest:
+                gaps[p] = [want, earliest - 1]
+                cursor[p] = max(cursor[p], earliest)
+        return gaps
+
+    def _covers(self, viewer: Viewer) -> bool:
+        """Under the lock: can the viewer continue from its cursor here with no gap?"""
+        cursor = viewer.cursor
+        if cursor is None:
+            return True
+        if not self.positioned and self.start is None:
+            return False
+        floor = self._floor if self.positioned else self.start
+        return all(p in cursor and cursor[p] >= low for p, low in floor.items())
+
+    def _replay(self, viewer: Viewer) -> None:
+        """Under both locks: what the replay window holds past the viewer's cursor."""
+        for p, ring in self._ring.items():
+            if ring and ring[-1].offset >= viewer.cursor[p]:
+                self._deliver(viewer, p, [r for r in ring if r.offset >= viewer.cursor[p]], {})
+
+    def _deliver(self, v: Viewer, partition: int, recs: list, shared: dict) -> None:
+        """Under the viewer's lock: one partition's records to one viewer, past its cursor.
+
+        ``shared`` caches, per format, the whole poll decoded (filtered viewers select from
+        it) and as one Batch (unfiltered viewers all send the same JSON).
+        """
+        if v.paused or v.done:
+            return
+        cursor = v.cursor[partition]
+        whole = recs[0].offset >= cursor
+        if not whole:
+            if recs[-1].offset < cursor:
+                return
+            recs = recs[bisect_left(recs, cursor, key=_offset):]
+        v.cursor[partition] = recs[-1].offset + 1
+        if self.not_before:
+            recs = self._skip_early(partition, recs)
+            whole = False
+            if not recs:
+                return
+        batch = self._batch(v, recs, whole, shared)
+        if v.matcher.tripped:
+            v.done = True
+            v.outbox.close(frames.BAD_REQUEST, f"regex: over its {REGEX_BUDGET_S:g} s budget on "
+                           "these records; use a simpler pattern")
+            return
+        if v.remaining is not None and len(batch) >= v.remaining:
+            batch = Batch(batch.records[:v.remaining])
+            v.done = True
+        if v.remaining is not None:
+            v.remaining -= len(batch)
+        v.sent += len(batch)
+        v.sent_bytes += batch.size
+        v.outbox.put_records(batch)
+        if v.done:
+            v.outbox.put_frame(frames.status("end", reason="max reached"))
+            v.outbox.close(frames.NORMAL, f"max {v.request.max_records} records reached")
+
+    def _batch(self, v: Viewer, recs: list, whole: bool, shared: dict) -> Batch:
+        """The records as this viewer sees them: encoded once per poll and format when the
+        viewer takes the whole poll, selected by its filter from the shared decode if it has one."""
+        fmt = v.request.format
+        matcher = v.matcher
+        max_bytes = self.config.max_value_bytes
+        if not whole or (matcher.active and len(self.viewers) == 1):
+            return Batch(encode_batch(recs, fmt, matcher, max_bytes))
+        decoded = shared.get(fmt)
+        if decoded is None:
+            decoded = shared[fmt] = decode_batch(recs, fmt, max_bytes)
+        if matcher.active:
+            return Batch(select(decoded, matcher))
+        batch = shared.get(fmt + "/all")
+        if batch is None:
+            batch = shared[fmt + "/all"] = Batch(select(decoded, matcher))
+        return batch
+
+    def _skip_early(self, partition: int, recs: list) -> list:
+        """Records before the first one at or after the start time (the broker's time lookup is
+        a lower bound: Tansu answers offset 0 for any time), per partition."""
+        ts = self.not_before.get(partition)
+        if ts is None:
+            return recs
+        for i, rec in enumerate(recs):
+            if rec.timestamp >= ts:
+                del self.not_before[partition]
+                return recs[i:]
+        return []
+
+
+class Gathering:
+    """A shared feed holds polls for viewers / ``feed_writes_per_s`` seconds (at most
+    ``feed_max_delay_ms``, or until a poll's worth of records) and delivers them as one, so each
+    viewer gets one socket write instead of one per poll: with 200 viewers, the writes, not the
+    fetches, are what costs CPU."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._held: dict[Any, list] = {}
+        self._records = 0
+        self._until = 0.0
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def gather(self, polled: dict, delay: float) -> dict:
+        """What to deliver now: ``polled`` itself when nothing is held and ``delay`` is under a
+        millisecond, else whatever is held once it is due or a poll's worth."""
+        held = self._held
+        if not held:
+            if delay < 0.001:
+                return polled
+            self._until = time.monotonic() + delay
+        for tp, recs in polled.items():
+            if tp in held:
+                held[tp].extend(recs)
+            else:
+                held[tp] = list(recs)
+            self._records += len(recs)
+        if self._records < self.config.max_poll_records and time.monotonic() < self._until:
+            return {}
+        self._held, self._records = {}, 0
+        return held
+
+    def poll_ms(self, poll_ms: int) -> int:
+        """The poll timeout: shorter while records are held, so they go out on time."""
+        if not self._held:
+            return poll_ms
+        return max(1, min(poll_ms, round((self._until - time.monotonic()) * 1000)))

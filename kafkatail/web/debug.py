@@ -171,7 +171,8 @@ def _health_metrics(pool):
 
 
 def _feed_metrics(pool):
-    """Tails per topic, viewers of shared feeds, consumer threads by kind, handovers."""
+    """Tails per topic, viewers of shared feeds, consumer threads by kind, started and joined,
+    handovers."""
     t = GaugeMetricFamily("kafkatail_topic_tails", "Open tails per topic.", labels=["topic"])
     for topic, n in sorted(pool.per_topic().items()):
         t.add_metric([topic], n)
@@ -191,6 +192,11 @@ def _feed_metrics(pool):
     yield CounterMetricFamily("kafkatail_feed_handovers",
                               "Historical tails that caught up and joined a shared feed.",
                               value=pool.handovers)
+    # Started minus joined is the consumer threads alive now: a leak shows as a growing gap.
+    yield CounterMetricFamily("kafkatail_consumer_threads_started",
+                              "Consumer threads the pool started.", value=pool.threads_started)
+    yield CounterMetricFamily("kafkatail_consumer_threads_joined",
+                              "Consumer threads the pool joined.", value=pool.threads_joined)
 
 
 @bp.get("/metrics")

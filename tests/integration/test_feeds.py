@@ -48,6 +48,7 @@ class Producer(threading.Thread):
 def test_twenty_live_viewers_share_one_consumer(cluster, server):
     t = cluster.create_topic(partitions=2)
     io_before = len(kafka_io_threads())
+    started = metrics(server)["kafkatail_consumer_threads_started_total"]
     clients = [tail(server, t) for _ in range(20)]
     for c in clients:
         c.status("live")
@@ -57,6 +58,9 @@ def test_twenty_live_viewers_share_one_consumer(cluster, server):
     assert m[f"kafkatail_feed_viewers{{topic={t}}}"] == 20
     assert m["kafkatail_consumer_threads{kind=shared}"] == 1
     assert m["kafkatail_consumer_threads{kind=dedicated}"] == 0
+    assert m["kafkatail_consumer_threads_started_total"] == started + 1
+    assert (m["kafkatail_consumer_threads_started_total"]
+            - m["kafkatail_consumer_threads_joined_total"]) == 1
     cluster.produce(t, [(f"k{i}", f"v{i}", i % 2) for i in range(200)])
     for c in clients:
         assert_exact(c.collect(200), [100, 100], partitions=2)

@@ -181,6 +181,26 @@ def test_binary_value_shows_as_base64(cluster, server, browser):
     assert key == "b64" + base64.b64encode(b"\xff\x00").decode()
 
 
+def test_schema_framed_records_show_their_schema_and_no_mangled_text(cluster, server, browser):
+    """An Avro value and a Protobuf key in the Schema Registry wire format (valid UTF-8, NUL
+    first): badges name the schema ids, and nothing shows as text."""
+    avro = b"\x00\x00\x00\x00\x07\x0corder1\x02\x00\x00\x00\x00\x00\x00\x29\x40"
+    key = b"\x00\x00\x00\x01\x2c\x00\x0a\x05hello"
+    t = cluster.create_topic()
+    cluster.produce(t, [(key, avro)])
+    open_page(browser, server, f"topic={t}&from=earliest")
+    wait_rows(browser, 1)
+    row = browser.find_element(By.CSS_SELECTOR, "#records .record")
+    val = row.find_element(By.CSS_SELECTOR, ".c-val")
+    assert val.find_element(By.CSS_SELECTOR, ".badge").text == "schema 7"
+    shown = val.get_attribute("textContent")
+    assert base64.b64encode(avro[5:]).decode() in shown and "order1" not in shown
+    badges = [b.text for b in row.find_elements(By.CSS_SELECTOR, ".c-key .badge")]
+    assert badges == ["b64", "schema 300"]
+    assert base64.b64encode(key).decode() in row.find_element(
+        By.CSS_SELECTOR, ".c-key").get_attribute("textContent")
+
+
 def test_unknown_topic_shows_the_close_reason(server, browser):
     open_page(browser, server, "topic=no.such.topic&from=earliest")
     wait_state(browser, "closed")

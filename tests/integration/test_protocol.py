@@ -204,6 +204,35 @@ def test_formats_keys_headers_nulls_binary(cluster, server, backend):
     assert js[0]["encoding"] == "json" and js[3]["encoding"] == "text"
 
 
+# What confluent-kafka's serializers write (issue #24): magic 0, a 4-byte schema id, then Avro
+# (here a record {"id": "order1", "qty": 1, "price": 12.5}) or Protobuf with its message index.
+AVRO_FRAMED = b"\x00\x00\x00\x00\x07\x0corder1\x02\x00\x00\x00\x00\x00\x00\x29\x40"
+PROTO_FRAMED = b"\x00\x00\x00\x01\x2c\x00\x0a\x05hello\x10\x01"
+
+
+def test_schema_framed_records_show_their_schema_ids_never_as_text(cluster, server, backend):
+    """Without a registry, framed keys and values are recognised, from earliest and live: the
+    value as its schema id and payload, the key as base64; UTF-8 binary is never text."""
+    t = cluster.create_topic()
+    # One batch per record: Tansu's latest offset is the last batch's base offset + 1.
+    cluster.produce(t, [(PROTO_FRAMED, AVRO_FRAMED), (b"k", b"\x0a\x05hello\x12\x01x")],
+                    flush_each=True)
+    live = tail(server, t)
+    live.status("live")
+    for got in (tail(server, t, "from=earliest").collect(2), None):
+        if got is None:
+            cluster.produce(t, [(PROTO_FRAMED, AVRO_FRAMED), (b"k", b"\x0a\x05hello\x12\x01x")])
+            got = live.collect(2)
+        framed, proto = got[:2]
+        assert framed["value"] == {"schema_id": 7,
+                                   "payload": base64.b64encode(AVRO_FRAMED[5:]).decode()}
+        assert (framed["encoding"], framed["value_schema_id"]) == ("json", 7)
+        assert (framed["key_encoding"], framed["key_schema_id"]) == ("base64", 300)
+        assert base64.b64decode(framed["key"]) == PROTO_FRAMED
+        assert proto["encoding"] == "base64" and "value_schema_id" not in proto
+        assert base64.b64decode(proto["value"]) == b"\x0a\x05hello\x12\x01x"
+
+
 def test_oversized_value_is_truncated(cluster, make_server_):
     server = make_server_(max_value_bytes=1024)
     t = cluster.create_topic()

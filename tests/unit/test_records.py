@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kafkatail.tail.records import Batch, decode_batch, encode_batch, select
+from kafkatail.tail.records import Batch, decode_batch, encode_batch, schema_id, select
 from kafkatail.tail.request import Matcher, compile_matcher
 
 
@@ -21,6 +21,9 @@ def rec(value, key=b"k", headers=(), offset=0, partition=0):
 def sent(items):
     """Records as a client reads them from the batch's frame."""
     return json.loads(f"[{Batch(items).json()}]")
+
+
+CONTROLS = set(range(0x00, 0x09)) | {0x0b, 0x7f} | set(range(0x0e, 0x1b)) | set(range(0x1c, 0x20))
 
 
 def one(value, fmt="auto", max_bytes=1000, **kw):
@@ -139,13 +142,14 @@ def test_a_value_is_json_exactly_when_the_stdlib_says_so(text):
     want = _stdlib_says_json(text)
     raw = text.encode()
     got = decode_batch([rec(raw)], "json", len(raw) + 1)[0][0]["encoding"]
-    assert got == ("json" if want else "text"), text
+    binary = any(c in CONTROLS for c in raw)  # text with control bytes goes out as base64
+    assert got == ("json" if want else "base64" if binary else "text"), text
 
 
 def test_a_json_value_is_framed_as_its_own_text():
     """Spaces, key order and escapes as produced; the envelope's own strings are escaped."""
     value = '{ "z": 1,\n  "a": "\\u00e9 \\" é" }'.encode()
-    key, header = 'k"\\\n\u2713', ("h\"", 'v\u0000'.encode())
+    key, header = 'k"\\\n\u2713', ("h\"", 'v\t\u001b[1m'.encode())
     items = encode_batch([rec(value, key=key.encode(), headers=[header])], "auto", Matcher(), 1000)
     text = Batch(items).json()
     assert value.decode() in text
@@ -178,3 +182,68 @@ def test_a_filter_parses_only_the_records_it_keeps(monkeypatch):
     assert [(r["offset"], r["encoding"], r["value"]["n"]) for r in sent(out)] == [(7, "json", 7)]
     assert len(parsed) == 1
     assert len(decode_batch(recs, "auto", 1000)) == 50 and len(parsed) == 51
+
+
+# -- binary that is valid UTF-8, and the Confluent wire format (issue #24) ----------------------
+AVRO_V1 = b"\x00\x00\x00\x00\x07" + b"\x0corder1\x02\x00\x00\x00\x00\x00\x00\x29\x40"
+
+
+def test_a_confluent_framed_value_shows_its_schema_id_and_payload():
+    """What confluent-kafka's AvroSerializer writes (magic 0, schema id 7, Avro) is valid UTF-8:
+    it must not show as text. Without a registry it is the schema id and the payload."""
+    wire = one(AVRO_V1)
+    assert wire["encoding"] == "json" and wire["value_schema_id"] == 7
+    assert wire["value"] == {"schema_id": 7,
+                             "payload": base64.b64encode(AVRO_V1[5:]).decode()}
+    assert wire["value_schema_id"] == 7 and "key_schema_id" not in wire
+
+
+def test_a_framed_key_is_base64_with_its_schema_id():
+    wire = one(b"x", key=b"\x00\x00\x00\x01\x2c\x02id")
+    assert (wire["key_encoding"], wire["key_schema_id"]) == ("base64", 300)
+    assert base64.b64decode(wire["key"]) == b"\x00\x00\x00\x01\x2c\x02id"
+    assert "value_schema_id" not in wire
+
+
+@pytest.mark.parametrize("raw", [b"\x00\x00\x00\x00\x00\x01", b"\x00\x00\x00", b"\x01\x00\x00\x00\x07x",
+                                 b"\x00\xff\xfe\x01\x80\x0a"])
+def test_schema_id_zero_negative_short_or_another_magic_is_not_framed(raw):
+    assert schema_id(raw) is None
+    r = one(raw)
+    assert r["encoding"] == "base64" and "value_schema_id" not in r
+
+
+@pytest.mark.parametrize("fmt", ["auto", "text", "json"])
+def test_text_with_control_bytes_is_base64_in_every_format(fmt):
+    """A Protobuf message of ASCII fields (tags 0x0a, 0x12) decodes as UTF-8; never text."""
+    raw = b"\x0a\x05hello\x12\x03abc"
+    r = one(raw, fmt=fmt)
+    assert (r["value"], r["encoding"]) == (base64.b64encode(raw).decode(), "base64")
+
+
+def test_log_lines_with_tabs_and_ansi_colours_stay_text():
+    line = b"2026-12-06\tINFO\t\x1b[32mstarted\x1b[0m\r\n"
+    assert (one(line)["value"], one(line)["encoding"]) == (line.decode(), "text")
+
+
+def test_a_header_with_control_bytes_is_base64():
+    r = one(b"v", headers=[("trace", b"\x00\x01ab"), ("ok", b"plain")])
+    assert r["headers"] == [["trace", base64.b64encode(b"\x00\x01ab").decode(), "base64"],
+                            ["ok", "plain"]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_any_value_is_text_only_without_control_bytes_and_always_recoverable(raw):
+    """Whatever the bytes: text only when they are control-free UTF-8, and the bytes can be had
+    back from what the frame shows."""
+    r = one(raw)
+    if r["encoding"] == "text":
+        assert not any(c in CONTROLS for c in raw) and r["value"].encode() == raw
+    elif r["encoding"] == "base64":
+        assert base64.b64decode(r["value"]) == raw
+    elif "value_schema_id" in r:
+        assert raw[:5] == b"\x00" + r["value_schema_id"].to_bytes(4, "big")
+        assert base64.b64decode(r["value"]["payload"]) == raw[5:]
+    else:
+        assert r["encoding"] == "json" and json.loads(raw) == r["value"]

@@ -227,13 +227,21 @@
       return cell;
     }
     if (rec.key_encoding === 'base64') cell.append(badge('b64', 'binary key, base64-encoded'));
+    if (rec.key_schema_id != null) cell.append(schemaBadge(rec.key_schema_id, 'key'));
     appendMarked(cell, clip(String(rec.key), PREVIEW_CHARS));
     return cell;
+  }
+
+  // A key or value in the Confluent wire format (magic byte 0, 4-byte schema id), not decoded.
+  function schemaBadge(id, what) {
+    return badge(`schema ${id}`, `${what} in the Schema Registry wire format (schema id ${id}), ` +
+      'shown undecoded: its schema id and the payload in base64');
   }
 
   function valueCell(item) {
     const rec = item.rec;
     const cell = el('span', 'c-val');
+    if (rec.value_schema_id != null) cell.append(schemaBadge(rec.value_schema_id, 'value'));
     if (item.preview === undefined) item.preview = clip(valueText(rec), PREVIEW_CHARS);
     switch (rec.encoding) {
       case 'base64':
@@ -548,7 +556,8 @@
       parts.push(section('timestamp', el('p', null, `${fmtLocal(d)} · ${d.toISOString()} · ${relTime(rec.timestamp)}`)));
     }
     const key = rec.key === null || rec.key === undefined ? el('p', 'muted', 'none') : longText(String(rec.key));
-    parts.push(section(rec.key_encoding === 'base64' ? 'key (base64)' : 'key', key));
+    const keySchema = rec.key_schema_id != null ? `, schema ${rec.key_schema_id}` : '';
+    parts.push(section(rec.key_encoding === 'base64' ? `key (base64${keySchema})` : 'key', key));
     if (rec.headers && rec.headers.length) {
       const table = el('table', 'hdrs');
       for (const [name, value, enc] of rec.headers) {
@@ -558,7 +567,8 @@
       }
       parts.push(section(plural(rec.headers.length, 'header'), table));
     }
-    const title = `value · ${rec.encoding || 'text'} · ${fmtSize(rec.size)}${rec.truncated ? ' · truncated by the server' : ''}`;
+    const schema = rec.value_schema_id != null ? ` · schema ${rec.value_schema_id}, undecoded` : '';
+    const title = `value · ${rec.encoding || 'text'}${schema} · ${fmtSize(rec.size)}${rec.truncated ? ' · truncated by the server' : ''}`;
     parts.push(section(title, valueView(rec)));
     ui.paneBody.replaceChildren(...parts);
     ui.pane.hidden = false;

@@ -64,7 +64,8 @@ class Reading:
         return 0
 
     def backend_args(self, feed: Feed) -> dict[str, Any]:
-        return {}
+        """Who the consumer's IO thread serves, for the thread registry: no one client."""
+        return {"client": "", "tail_id": None}
 
     def start_offsets(self, feed: Feed, consumer: Consumer, tps: list[TopicPartition],
                       earliest: dict, latest: dict) -> dict[TopicPartition, int]:

@@ -134,3 +134,15 @@ def hot_thread() -> Iterator[threading.Thread]:
     yield hot
     stop.set()
     hot.join()
+
+
+from kafkatail.testing.registry import (ExternalRegistry, RegistryServer,  # noqa: E402
+                                        registry_for_test)
+
+
+@pytest.fixture
+def schema_registry() -> Iterator[RegistryServer | ExternalRegistry]:
+    """A Confluent-compatible schema registry for one test (``.url``, ``.register(...)``): the
+    in-process test server, or the real one KAFKATAIL_TEST_SCHEMA_REGISTRY names, where its fault
+    switches skip the test (kafkatail/testing/registry.py)."""
+    yield from registry_for_test()

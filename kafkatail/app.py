@@ -15,6 +15,7 @@ from .tail import clientconf, failures
 from .tail.metadata import Metadata
 from .tail.pool import ConsumerPool
 from .ops.reaper import Reaper
+from .schemas import connect
 from .web import api, debug, page, socket
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,13 @@ def init_app(app: Flask, config: Config, authorize: Authorize | None = None,
     failures.install(sec.describe(), sec.trust)
     log.info("kafka: %s at %s%s", sec.describe(), config.bootstrap_servers,
              f"; properties not used by a viewer: {', '.join(sec.ignored)}" if sec.ignored else "")
-    pool = ConsumerPool(config)
+    schemas = connect.schemas(config)
+    pool = ConsumerPool(config, schemas)
     reaper = Reaper(pool, config)
     access = Access(config, authorize, url_prefix)
     app.extensions["kafkatail"] = {"config": config, "pool": pool, "metadata": Metadata(config),
                                    "origins": parse_allowed(config.allowed_origins),
-                                   "reaper": reaper, "access": access}
+                                   "reaper": reaper, "access": access, "schemas": schemas}
     app.config["SOCK_SERVER_OPTIONS"] = {
         "ping_interval": config.ping_interval_s,
         "max_message_size": config.max_inbound_bytes,
@@ -65,8 +67,11 @@ def create_app(config: Config | None = None) -> Flask:
 
 
 def shutdown(app: Flask, timeout: float | None = None) -> None:
-    """Close every tail (1001), join their threads, close the metadata client, stop the reaper."""
+    """Close every tail (1001), join their threads, close the metadata client and the schema
+    registry's threads, stop the reaper."""
     ext = app.extensions["kafkatail"]
     ext["pool"].shutdown(wait=True, timeout=timeout)
     ext["metadata"].close()
+    if ext["schemas"] is not None:
+        ext["schemas"].close()
     ext["reaper"].stop()

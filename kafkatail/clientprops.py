@@ -368,6 +368,40 @@ def parse_jaas(text: str) -> tuple[str, dict[str, str]]:
     return module, options
 
 
+def dereference(kind: str, name: str, env: Mapping[str, str]) -> str:
+    """The value ``${env:NAME}`` or ``${file:/path}`` (or ``${file:/path.properties:key}``)
+    stands for; ValueError saying what is missing, never the value."""
+    if kind == "env":
+        if name not in env:
+            raise ValueError(f"${{env:{name}}} is not set")
+        return env[name]
+    path = name
+    if not os.path.exists(path) and ":" in name:
+        path, _, wanted = name.rpartition(":")
+        if os.path.isfile(path):
+            values = read_properties(path)
+            if wanted not in values:
+                raise ValueError(f"${{file:{name}}}: {path} has no key {wanted}")
+            return values[wanted]
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ValueError(f"${{file:{name}}}: {reason}") from None
+
+
+def expand(raw: str, env: Mapping[str, str], what: str) -> str:
+    """``raw`` with each ``${env:...}`` and ``${file:...}`` replaced; ConfigError naming
+    ``what`` and the missing reference."""
+    def one(m: re.Match) -> str:
+        try:
+            return dereference(m.group(1), m.group(2), env)
+        except ValueError as exc:
+            raise ConfigError(f"{what}: {exc}") from None
+    return _REFERENCE.sub(one, raw)
+
+
 class _Resolver:
     def __init__(self, props: ClientProps, env: Mapping[str, str]) -> None:
         self.props = props
@@ -384,24 +418,10 @@ class _Resolver:
         return value if key in SECRETS else value.strip()
 
     def reference(self, key: str, kind: str, name: str) -> str:
-        if kind == "env":
-            if name not in self.env:
-                raise self.error(key, f"${{env:{name}}} is not set")
-            return self.env[name]
-        path = name
-        if not os.path.exists(path) and ":" in name:
-            path, _, wanted = name.rpartition(":")
-            if os.path.isfile(path):
-                values = read_properties(path)
-                if wanted not in values:
-                    raise self.error(key, f"${{file:{name}}}: {path} has no key {wanted}")
-                return values[wanted]
         try:
-            with open(path, encoding="utf-8") as fh:
-                return fh.read().rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise self.error(key, f"${{file:{name}}}: {reason}") from None
+            return dereference(kind, name, self.env)
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
 
     def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
         value = self.get(key, default).upper().replace("-", "_") if key == "security.protocol" \

@@ -22,7 +22,9 @@ __all__ = ["Config", "ConfigError", "FIELDS", "load"]
 ENV_PREFIX = "KAFKATAIL_"
 # Errors name these keys and the problem, never their values: a raw token pasted as a sha256
 # would be printed with every other token's hash, a [kafka] table with its passwords.
-_SECRET_FIELDS = frozenset({"tokens", "kafka"})
+_SECRET_FIELDS = frozenset({"tokens", "kafka", "schema_registry_url",
+                            "schema_registry_basic_auth", "schema_registry_bearer_token",
+                            "schema_registry_key_password"})
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,17 @@ def _host_port(v: str) -> str | None:
     host, sep, port = v.rpartition(":")
     if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         return "must look like HOST:PORT"
+    return None
+
+
+def _registry_urls(v: str) -> str | None:
+    from .schemas.registry import endpoints
+    if not v.strip():
+        return None
+    try:
+        endpoints(v)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -186,6 +199,32 @@ FIELDS: tuple[Field, ...] = (
           "\"sasl.username\" = \"kafkatail\"\n"
           "\"sasl.password\" = \"${file:/run/secrets/kafka-password}\"\n"
           "\"ssl.ca.location\" = \"/etc/kafkatail/ca.pem\""),
+    Field("schema_registry_url", str, "",
+          "Schema Registry (Confluent's API: Confluent Platform and Cloud, Apicurio's ccompat, "
+          "Karapace), comma separated URLs tried in turn; credentials may go in the URL "
+          "(https://user:password@host). Set, keys and values in the Confluent wire format are "
+          "shown decoded (Avro, Protobuf, JSON Schema); unset, as {\"schema_id\", \"payload\"}.",
+          _registry_urls),
+    Field("schema_registry_basic_auth", str, "",
+          "USER:PASSWORD for the registry (Confluent Cloud: API key and secret), or "
+          "${env:NAME} / ${file:/path}; the URL's own user info wins."),
+    Field("schema_registry_bearer_token", str, "",
+          "Bearer token for the registry, or ${env:NAME} / ${file:/path} (used when no basic "
+          "auth is given)."),
+    Field("schema_registry_ca", str, "",
+          "PEM file of the CAs that sign the registry's certificate (empty: the system's)."),
+    Field("schema_registry_certificate", str, "",
+          "PEM client certificate for a registry that asks for one (with schema_registry_key)."),
+    Field("schema_registry_key", str, "", "PEM private key of schema_registry_certificate."),
+    Field("schema_registry_key_password", str, "",
+          "Password of schema_registry_key, or ${env:NAME} / ${file:/path}."),
+    Field("schema_registry_wait_ms", int, 250,
+          "Longest a feed waits for a schema it has not seen (once per schema); records go out "
+          "undecoded with the reason until the registry answers.", _non_negative),
+    Field("schema_registry_timeout_ms", int, 5000,
+          "Timeout of one registry request (connect and read), on the registry's own threads.",
+          _positive),
+    Field("schema_cache_size", int, 1000, "Schemas kept decoded, by id.", _positive),
     Field("proxy_hops", int, 0,
           "Reverse proxies in front (nginx: 1). The client address for per-client limits and logs "
           "is then taken from X-Forwarded-For that many hops back.", _non_negative),
@@ -358,6 +397,9 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None,
         values["bootstrap_servers"] = servers
     config = Config(**values)
     props.resolve(env)
+    if config.schema_registry_url:
+        from .schemas.connect import registry_client
+        registry_client(config, env).close()
     return config
 
 
@@ -381,13 +423,23 @@ def effective_toml(config: Config) -> str:
     lines = []
     for f in FIELDS:
         if f.type not in (dict, ClientProps):
-            lines.append(f"{f.name} = {_toml_value(getattr(config, f.name))}")
+            lines.append(f"{f.name} = {_toml_value(_redacted(f.name, getattr(config, f.name)))}")
     if config.kafka:
         lines += ["", "[kafka]"] + [f"{_toml_value(k)} = {_toml_value(v)}"
                                     for k, v in config.kafka.redacted().items()]
     for name, table in redacted_tokens(config.tokens).items():
         lines += ["", f"[tokens.{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines)
+
+
+def _redacted(name: str, value: Any) -> Any:
+    """A secret setting as kafkatail config shows it: URLs without their credentials."""
+    if name not in _SECRET_FIELDS or not value:
+        return value
+    if name == "schema_registry_url":
+        from .schemas.registry import endpoints
+        return ", ".join(e.base for e in endpoints(value))
+    return "****"
 
 
 def _toml_value(v: Any) -> str:

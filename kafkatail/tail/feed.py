@@ -21,6 +21,7 @@ from typing import Any
 
 from ..config import Config
 from . import clientconf, frames
+from ..schemas.decoding import Schemas
 from .records import Batch, decode_batch, encode_batch, select
 from .request import REGEX_BUDGET_S
 from .viewer import Viewer
@@ -30,11 +31,13 @@ _offset = lambda rec: rec.offset  # noqa: E731
 
 class Feed:
     def __init__(self, topic: str, partitions: tuple[int, ...] | None, config: Config,
-                 viewer: Viewer, replay: int, start: dict[int, int] | None = None) -> None:
+                 viewer: Viewer, replay: int, start: dict[int, int] | None = None,
+                 schemas: Schemas | None = None) -> None:
         self.topic = topic
         self.partitions = partitions
         self.config = config
         self.replay_records = replay
+        self.schemas = schemas
         # Where a feed that continues a handed-over viewer starts (None: latest).
         self.start = start
         # Guards the viewers, positions and replay window: a poll enters the window under it,
@@ -295,10 +298,10 @@ class Feed:
         matcher = v.matcher
         max_bytes = self.config.max_value_bytes
         if not whole or (matcher.active and len(self.viewers) == 1):
-            return Batch(encode_batch(recs, fmt, matcher, max_bytes))
+            return Batch(encode_batch(recs, fmt, matcher, max_bytes, self.schemas))
         decoded = shared.get(fmt)
         if decoded is None:
-            decoded = shared[fmt] = decode_batch(recs, fmt, max_bytes)
+            decoded = shared[fmt] = decode_batch(recs, fmt, max_bytes, schemas=self.schemas)
         if matcher.active:
             return Batch(select(decoded, matcher))
         batch = shared.get(fmt + "/all")

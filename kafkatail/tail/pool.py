@@ -24,6 +24,7 @@ from typing import Any
 
 from ..config import Config
 from ..ops.threads import REGISTRY
+from ..schemas.decoding import Schemas
 from . import frames
 from .consumer import ConsumerThread, Dedicated, Reading, Shared
 from .feed import Feed
@@ -48,8 +49,9 @@ threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
 
 
 class ConsumerPool:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, schemas: Schemas | None = None) -> None:
         self.config = config
+        self.schemas = schemas
         self._lock = threading.Lock()
         self._viewers: dict[int, Viewer] = {}
         self._threads: set[ConsumerThread] = set()
@@ -109,7 +111,7 @@ class ConsumerPool:
         and owned by the pool from here on; the viewer is its first."""
         request = viewer.request
         feed = Feed(request.topic, request.partitions, self.config, viewer,
-                    reading.replay_records(), start)
+                    reading.replay_records(), start, self.schemas)
         thread_id = next(self._feed_ids) if reading.shared else viewer.tail_id
         thread = ConsumerThread(feed, reading, self.config, thread_id, self._reports)
         if reading.shared:

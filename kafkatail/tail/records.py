@@ -10,11 +10,14 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from json.encoder import encode_basestring
 from typing import Any, Iterable, Protocol
 
 import orjson
 
+from ..schemas import SchemaError
+from ..schemas.decoding import Schemas
 from .frames import dumps, messages_joined
 from .request import Matcher
 
@@ -65,21 +68,59 @@ def _binary(raw: bytes, text: str) -> bool:
 
 def schema_id(raw: bytes) -> int | None:
     """The schema id of a value or key in the Confluent wire format, None if it is not framed."""
-    if len(raw) >= _FRAMED_HEAD and raw[0] == 0:
-        found = int.from_bytes(raw[1:_FRAMED_HEAD], "big")
-        # Registries number schemas from 1, in a signed 32-bit int: other bytes are not framed.
-        return found if 0 < found < 1 << 31 else None
-    return None
+    if raw[:1] != b"\x00" or len(raw) < _FRAMED_HEAD:
+        return None
+    found = int.from_bytes(raw[1:_FRAMED_HEAD], "big")
+    # Registries number schemas from 1, in a signed 32-bit int: other bytes are not framed.
+    return found if 0 < found < 1 << 31 else None
 
 
-def _key(raw: bytes | None) -> tuple[str | None, str | None, int | None]:
-    """(key, its encoding, its schema id if framed)."""
+def _base64(raw: bytes) -> str:
+    return _b64(raw).decode("ascii")
+
+
+class _Framed:
+    """Reads framed keys and values of one batch through the registry's decoders, waiting for
+    a new schema until one deadline for the whole batch (``Schemas.wait_s`` from its start)."""
+
+    __slots__ = ("schemas", "deadline")
+
+    def __init__(self, schemas: Schemas | None) -> None:
+        self.schemas = schemas
+        self.deadline = 0.0 if schemas is None else time.monotonic() + schemas.wait_s
+
+    def read(self, raw: bytes, framed: int, truncated: bool) -> tuple[str, str, str | None]:
+        """(JSON text, encoding, None), or, undecoded, (``{"schema_id","payload"}``, ``json``,
+        the reason)."""
+        if self.schemas is None:
+            reason = "no schema registry configured (schema_registry_url)"
+        elif truncated:
+            reason = "over max_value_bytes: cut, so not decoded"
+        else:
+            try:
+                decoder = self.schemas.decoder(framed, self.deadline)
+                return decoder.decode(raw[_FRAMED_HEAD:]), decoder.encoding, None
+            except SchemaError as exc:
+                reason = str(exc)
+        return (f'{{"schema_id":{framed},"payload":"{_base64(raw[_FRAMED_HEAD:])}"}}', "json",
+                reason)
+
+
+def _key(raw: bytes | None, framing: _Framed) -> tuple[str | None, str | None, int | None,
+                                                       str | None]:
+    """(key, its encoding, its schema id if framed, why a framed key is not decoded)."""
     if raw is None:
-        return None, None, None
+        return None, None, None, None
+    framed = schema_id(raw)
+    if framed is not None:
+        text, encoding, reason = framing.read(raw, framed, False)
+        if reason is None:
+            return text, encoding, framed, None
+        return _base64(raw), "base64", framed, reason
     text = _text(raw)
     if text is None or _binary(raw, text):
-        return _b64(raw).decode("ascii"), "base64", schema_id(raw)
-    return text, "text", None
+        return _base64(raw), "base64", None, None
+    return text, "text", None, None
 
 
 def _headers(headers: list[tuple[str, bytes | None]]) -> list[list[Any]]:
@@ -90,36 +131,41 @@ def _headers(headers: list[tuple[str, bytes | None]]) -> list[list[Any]]:
             continue
         text = _text(raw)
         out.append([name, text] if text is not None and not _binary(raw, text)
-                   else [name, _b64(raw).decode("ascii"), "base64"])
+                   else [name, _base64(raw), "base64"])
     return out
 
 
+# Encodings whose value is JSON text, spliced into the frame as it is.
+JSON_ENCODINGS = frozenset({"json", "avro", "protobuf", "json-schema"})
 # _value's encoding for a text that may be JSON: checked only once the record matches.
 _MAYBE_JSON = "json?"
 
 
-def _value(raw: bytes, fmt: str, truncated: bool) -> tuple[Any, str, str | None, int | None]:
-    """(value, encoding, text used for filtering, schema id); encoding ``_MAYBE_JSON`` leaves
-    the check to ``_json_or_text``, so a filter that drops the record never pays for it.
+def _value(raw: bytes, fmt: str, truncated: bool,
+           framing: _Framed) -> tuple[Any, str, str, int | None, str | None]:
+    """(value, encoding, text filters see, schema id, why a framed value is not decoded);
+    encoding ``_MAYBE_JSON`` leaves the check to ``_json_or_text``, so a filter that drops the
+    record never pays for it. Filters see the value as the frame shows it.
 
-    A value in the Confluent wire format is shown as ``{"schema_id": N, "payload": base64}``
-    (encoding ``json``) with its schema id; a value that is not text, or text holding control
+    A value in the Confluent wire format is decoded through the registry (encoding ``avro``,
+    ``protobuf`` or ``json-schema``), or shown as ``{"schema_id": N, "payload": base64}``
+    (encoding ``json``) with the reason; a value that is not text, or text holding control
     bytes, as base64."""
     if fmt == "base64":
-        return _b64(raw).decode("ascii"), "base64", None, None
-    framed = schema_id(raw) if raw[:1] == b"\x00" else None
+        return (shown := _base64(raw)), "base64", shown, None, None
+    framed = schema_id(raw)
     if framed is not None:
-        payload = _b64(raw[_FRAMED_HEAD:]).decode("ascii")
-        return f'{{"schema_id":{framed},"payload":"{payload}"}}', "json", None, framed
+        shown, encoding, reason = framing.read(raw, framed, truncated)
+        return shown, encoding, shown, framed, reason
     text = _text(raw, truncated)
     if text is None:
-        return _b64(raw).decode("ascii"), "base64", None, None
+        return (shown := _base64(raw)), "base64", shown, None, None
+    if _binary(raw, text):  # JSON holds no raw control byte either
+        return (shown := _base64(raw)), "base64", shown, None, None
     if fmt == "text" or truncated or not raw or (
             fmt == "auto" and raw[0] not in _CONTAINER_START and _SCALAR(text) is None):
-        if _binary(raw, text):
-            return _b64(raw).decode("ascii"), "base64", None, None
-        return text, "text", text, None
-    return text, _MAYBE_JSON, text, None
+        return text, "text", text, None, None
+    return text, _MAYBE_JSON, text, None, None
 
 
 def _json_or_text(text: str) -> str:
@@ -139,10 +185,10 @@ def _json_or_text(text: str) -> str:
 Decoded = tuple[dict[str, Any], "str | None", "str | None"]
 
 
-def encode_batch(records: Iterable[Any], fmt: str, matcher: Matcher,
-                 max_value_bytes: int) -> list[dict[str, Any]]:
+def encode_batch(records: Iterable[Any], fmt: str, matcher: Matcher, max_value_bytes: int,
+                 schemas: Schemas | None = None) -> list[dict[str, Any]]:
     """Matching records of one poll() batch as protocol dicts, in the order given."""
-    return [d[0] for d in decode_batch(records, fmt, max_value_bytes, matcher)]
+    return [d[0] for d in decode_batch(records, fmt, max_value_bytes, matcher, schemas)]
 
 
 def select(decoded: list[Decoded], matcher: Matcher) -> list[dict[str, Any]]:
@@ -156,11 +202,12 @@ def select(decoded: list[Decoded], matcher: Matcher) -> list[dict[str, Any]]:
 
 
 def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
-                 matcher: Matcher | None = None) -> list[Decoded]:
+                 matcher: Matcher | None = None, schemas: Schemas | None = None) -> list[Decoded]:
     """Each record as (protocol dict, key text, value text): filters see these texts and headers.
 
     With a ``matcher``, a record that does not match is dropped before its dict is built.
-    A feed decodes a poll once per format and lets each viewer ``select`` from it.
+    A feed decodes a poll once per format and lets each viewer ``select`` from it. Framed keys
+    and values are decoded with ``schemas`` (see ``_Framed``) before any filter sees them.
     """
     out: list[Decoded] = []
     active = matcher is not None and matcher.active
@@ -168,23 +215,22 @@ def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
         records = list(records)
         matcher.begin_batch(sum(max(r.serialized_key_size, 0) + max(r.serialized_value_size, 0)
                                 for r in records))
+    framing = _Framed(schemas)
     for rec in records:
-        key, key_encoding, key_schema = _key(rec.key)
+        key, key_encoding, key_schema, key_reason = _key(rec.key, framing)
         raw = rec.value
         truncated = False
         if raw is None:
-            value, encoding, text, value_schema = None, "null", None, None
+            value, encoding, text, value_schema, reason = None, "null", None, None, None
         else:
             if len(raw) > max_value_bytes:
                 raw, truncated = raw[:max_value_bytes], True
-            value, encoding, text, value_schema = _value(raw, fmt, truncated)
+            value, encoding, text, value_schema, reason = _value(raw, fmt, truncated, framing)
         headers = _headers(rec.headers) if rec.headers else []
         if active and not matcher.matches(key, text, headers):
             continue
         if encoding is _MAYBE_JSON:
             encoding = _json_or_text(text)
-            if encoding == "text" and _binary(raw, text):  # JSON holds no raw control byte
-                value, encoding = _b64(raw).decode("ascii"), "base64"
         item = {
             "partition": rec.partition,
             "offset": rec.offset,
@@ -201,8 +247,12 @@ def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
             item["truncated"] = True
         if key_schema is not None:
             item["key_schema_id"] = key_schema
+            if key_reason is not None:
+                item["key_decode_error"] = key_reason
         if value_schema is not None:
             item["value_schema_id"] = value_schema
+            if reason is not None:
+                item["decode_error"] = reason
         out.append((item, key, text))
     return out
 
@@ -269,7 +319,7 @@ def _record_json(rec: dict[str, Any]) -> str:
     headers = rec["headers"]
     return _RECORD % (
         rec["partition"], rec["offset"], rec["timestamp"], _str(rec["key"]),
-        _str(rec["key_encoding"]), value if encoding == "json" else _str(value),
+        _str(rec["key_encoding"]), value if encoding in JSON_ENCODINGS else _str(value),
         encoding, dumps(headers) if headers else "[]", rec["size"],
         "" if len(rec) == 9 else _extra(rec))
 
@@ -281,4 +331,7 @@ def _extra(rec: dict[str, Any]) -> str:
     for name in ("key_schema_id", "value_schema_id"):
         if name in rec:
             out += f',"{name}":{rec[name]}'
+    for name in ("key_decode_error", "decode_error"):
+        if name in rec:
+            out += f',"{name}":{encode_basestring(rec[name])}'
     return out

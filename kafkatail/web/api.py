@@ -1,8 +1,9 @@
-"""JSON API: topics and their offsets, liveness and readiness."""
+"""JSON API: topics and their offsets, schema ids' subjects, liveness and readiness."""
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
+from ..schemas.registry import RegistryError
 from ..security.access import current_identity
 from ..tail import clientconf
 from ..tail.backend import BrokerUnavailable, TopicDenied
@@ -67,3 +68,28 @@ def readyz():
     if reason is None:
         return jsonify(status="ready")
     return jsonify(status="broker unavailable", reason=reason), 503
+
+
+@bp.get("/api/schemas/<int:schema_id>")
+def schema(schema_id: int):
+    """Which subjects and versions hold a schema id, for the page to name a record's schema.
+
+    A subject named for a topic (``<topic>-key`` / ``-value``) is listed only to a caller that
+    may tail that topic; the schema's text is not served."""
+    schemas = _ext()["schemas"]
+    if schemas is None:
+        return jsonify(error="no schema registry configured (schema_registry_url)"), 404
+    try:
+        encoding, versions = schemas.subjects(schema_id)
+    except RegistryError as exc:
+        return jsonify(error=f"schema {schema_id}: {exc}"), 404 if exc.unknown else 503
+    identity = current_identity()
+    shown = [v for v in versions if _may_see(identity, str(v["subject"]))]
+    return jsonify(id=schema_id, encoding=encoding, subjects=shown)
+
+
+def _may_see(identity, subject: str) -> bool:
+    topic, sep, role = subject.rpartition("-")
+    if sep and role in ("key", "value"):
+        return identity is not None and identity.may_tail(topic)
+    return identity is not None

@@ -192,11 +192,11 @@ def test_schema_framed_records_show_their_schema_and_no_mangled_text(cluster, se
     wait_rows(browser, 1)
     row = browser.find_element(By.CSS_SELECTOR, "#records .record")
     val = row.find_element(By.CSS_SELECTOR, ".c-val")
-    assert val.find_element(By.CSS_SELECTOR, ".badge").text == "schema 7"
+    assert val.find_element(By.CSS_SELECTOR, ".badge").text == "schema 7 · undecoded"
     shown = val.get_attribute("textContent")
     assert base64.b64encode(avro[5:]).decode() in shown and "order1" not in shown
     badges = [b.text for b in row.find_elements(By.CSS_SELECTOR, ".c-key .badge")]
-    assert badges == ["b64", "schema 300"]
+    assert badges == ["schema 300 · undecoded"]
     assert base64.b64encode(key).decode() in row.find_element(
         By.CSS_SELECTOR, ".c-key").get_attribute("textContent")
 

@@ -21,6 +21,10 @@
   const THEMES = ['system', 'light', 'dark'];
   const PALETTE = ['#ffd33d', '#ff8c8c', '#8cd17d', '#7fb3ff', '#d9a3ff', '#ffb86b']; // new highlight rules
   const FORMATS = ['auto', 'text', 'json', 'base64'];
+  // Encodings of a key or value the server decoded through the Schema Registry; a value in one
+  // of them is JSON, spliced into the frame like an "encoding": "json" one.
+  const SCHEMA_ENCODINGS = new Set(['avro', 'protobuf', 'json-schema']);
+  const SCHEMA_RETRY_MS = 30000;   // a failed schema look-up that may pass later, asked again after
   const CLOSE_TEXT = {
     1000: 'normal end', 1001: 'server shutdown', 1006: 'connection lost',
     1009: 'frame too large', 1011: 'internal server error', 1013: 'server over capacity',
@@ -155,8 +159,10 @@
   const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
   const clip = (text, n) => (text.length > n ? `${text.slice(0, n)}…` : text);
 
+  const isJson = (encoding) => encoding === 'json' || SCHEMA_ENCODINGS.has(encoding);
+
   function valueText(rec) {
-    if (rec.encoding === 'json') return JSON.stringify(rec.value);
+    if (isJson(rec.encoding)) return JSON.stringify(rec.value);
     return rec.value === null || rec.value === undefined ? '' : String(rec.value);
   }
 
@@ -226,22 +232,49 @@
       cell.append(el('span', 'muted', '—'));
       return cell;
     }
-    if (rec.key_encoding === 'base64') cell.append(badge('b64', 'binary key, base64-encoded'));
-    if (rec.key_schema_id != null) cell.append(schemaBadge(rec.key_schema_id, 'key'));
+    // The column is narrow: a framed key gets one badge, its format's alone if it is decoded.
+    const schema = keySchema(rec);
+    if (schema) cell.append(schemaBadge(schema, true));
+    else if (rec.key_encoding === 'base64') cell.append(badge('b64', 'binary key, base64-encoded'));
     appendMarked(cell, clip(String(rec.key), PREVIEW_CHARS));
     return cell;
   }
 
-  // A key or value in the Confluent wire format (magic byte 0, 4-byte schema id), not decoded.
-  function schemaBadge(id, what) {
-    return badge(`schema ${id}`, `${what} in the Schema Registry wire format (schema id ${id}), ` +
-      'shown undecoded: its schema id and the payload in base64');
+  // A key or value in the Confluent wire format (magic byte 0, 4-byte schema id): {what, id,
+  // format (avro, protobuf or json-schema) if the server decoded it, else error (why not)}.
+  function keySchema(rec) {
+    if (rec.key_schema_id == null) return null;
+    const format = SCHEMA_ENCODINGS.has(rec.key_encoding) ? rec.key_encoding : null;
+    return { what: 'key', id: rec.key_schema_id, format, error: format ? null : rec.key_decode_error || null };
+  }
+
+  function valueSchema(rec) {
+    if (rec.value_schema_id == null) return null;
+    const format = SCHEMA_ENCODINGS.has(rec.encoding) ? rec.encoding : null;
+    return { what: 'value', id: rec.value_schema_id, format, error: format ? null : rec.decode_error || null };
+  }
+
+  // Why a framed key or value is shown undecoded: the server's reason, or what it is.
+  const undecodedWhy = (s) => s.error ||
+    `${s.what} in the Schema Registry wire format (schema id ${s.id}), shown undecoded`;
+
+  function schemaBadge(s, short = false) {
+    if (s.format) {
+      const b = badge(short ? s.format : `${s.format} · schema ${s.id}`,
+        `${s.what} decoded through the Schema Registry: ${s.format}, schema id ${s.id}`);
+      b.classList.add('schema');
+      return b;
+    }
+    const b = badge(`schema ${s.id} · undecoded`, undecodedWhy(s));
+    b.classList.add('undecoded');
+    return b;
   }
 
   function valueCell(item) {
     const rec = item.rec;
     const cell = el('span', 'c-val');
-    if (rec.value_schema_id != null) cell.append(schemaBadge(rec.value_schema_id, 'value'));
+    const schema = valueSchema(rec);
+    if (schema) cell.append(schemaBadge(schema));
     if (item.preview === undefined) item.preview = clip(valueText(rec), PREVIEW_CHARS);
     switch (rec.encoding) {
       case 'base64':
@@ -252,7 +285,7 @@
         cell.append(el('span', 'muted', 'null (tombstone)'));
         break;
       default:
-        appendMarked(cell.appendChild(el('span', rec.encoding === 'json' ? 'json' : 'text')), item.preview);
+        appendMarked(cell.appendChild(el('span', isJson(rec.encoding) ? 'json' : 'text')), item.preview);
     }
     if (rec.truncated) cell.append(badge('truncated', 'value was cut by the server'));
     return cell;
@@ -513,15 +546,19 @@
     return box;
   }
 
+  // A JSON document: a tree or its indented text for an object or array, else its one line.
+  function jsonView(v) {
+    if (v === null || typeof v !== 'object') return longText(JSON.stringify(v));
+    return switchable([
+      ['tree', () => jsonTree(v)],
+      ['text', () => longText(JSON.stringify(v, null, 2))],
+    ]);
+  }
+
   function valueView(rec) {
     const v = rec.value;
+    if (isJson(rec.encoding)) return jsonView(v);
     switch (rec.encoding) {
-      case 'json':
-        if (v === null || typeof v !== 'object') return longText(JSON.stringify(v));
-        return switchable([
-          ['tree', () => jsonTree(v)],
-          ['text', () => longText(JSON.stringify(v, null, 2))],
-        ]);
       case 'base64': {
         const hex = () => {
           const box = el('div');
@@ -555,9 +592,7 @@
       const d = new Date(rec.timestamp);
       parts.push(section('timestamp', el('p', null, `${fmtLocal(d)} · ${d.toISOString()} · ${relTime(rec.timestamp)}`)));
     }
-    const key = rec.key === null || rec.key === undefined ? el('p', 'muted', 'none') : longText(String(rec.key));
-    const keySchema = rec.key_schema_id != null ? `, schema ${rec.key_schema_id}` : '';
-    parts.push(section(rec.key_encoding === 'base64' ? `key (base64${keySchema})` : 'key', key));
+    parts.push(keySection(rec));
     if (rec.headers && rec.headers.length) {
       const table = el('table', 'hdrs');
       for (const [name, value, enc] of rec.headers) {
@@ -567,11 +602,84 @@
       }
       parts.push(section(plural(rec.headers.length, 'header'), table));
     }
-    const schema = rec.value_schema_id != null ? ` · schema ${rec.value_schema_id}, undecoded` : '';
-    const title = `value · ${rec.encoding || 'text'}${schema} · ${fmtSize(rec.size)}${rec.truncated ? ' · truncated by the server' : ''}`;
-    parts.push(section(title, valueView(rec)));
+    const schema = valueSchema(rec);
+    const title = `value · ${rec.encoding || 'text'}${schemaTitle(schema)} · ${fmtSize(rec.size)}` +
+      `${rec.truncated ? ' · truncated by the server' : ''}`;
+    parts.push(section(title, ...schemaLines(schema), valueView(rec)));
     ui.paneBody.replaceChildren(...parts);
     ui.pane.hidden = false;
+  }
+
+  function keySection(rec) {
+    const schema = keySchema(rec);
+    if (rec.key === null || rec.key === undefined) return section('key', el('p', 'muted', 'none'));
+    let view = null;
+    if (schema && schema.format) {
+      // A decoded key arrives as the text of its JSON document.
+      try {
+        view = jsonView(JSON.parse(rec.key));
+      } catch {
+        view = null;
+      }
+    }
+    const title = schema && schema.format ? `key · ${schema.format}${schemaTitle(schema)}`
+      : rec.key_encoding === 'base64' ? `key · base64${schemaTitle(schema)}` : 'key';
+    return section(title, ...schemaLines(schema), view || longText(String(rec.key)));
+  }
+
+  const schemaTitle = (s) => (!s ? '' : s.format ? ` · schema ${s.id}` : ` · schema ${s.id}, undecoded`);
+
+  // Under a framed key's or value's title: why it is not decoded, and the subjects and versions
+  // that hold its schema (asked of the server once per schema id; filled in when they come).
+  function schemaLines(s) {
+    if (!s) return [];
+    const lines = [];
+    if (!s.format) lines.push(el('p', 'decode-error', `not decoded: ${undecodedWhy(s)}`));
+    const info = el('p', 'schema-info muted', `looking up the subject of schema ${s.id}…`);
+    lines.push(info);
+    schemaSubjects(s.id).then((text) => { info.textContent = text; });
+    return lines;
+  }
+
+  // ---------- schema ids' subjects ----------
+
+  // schema id -> {done: Promise of the text to show, until: when a failure that may pass (the
+  // registry unreachable, the server busy) is asked again}. Answers and failures are kept, so
+  // opening records never repeats a request that cannot succeed now.
+  const schemaCache = new Map();
+
+  function schemaSubjects(id) {
+    const cached = schemaCache.get(id);
+    if (cached && cached.until > Date.now()) return cached.done;
+    const entry = { done: null, until: Infinity };
+    entry.done = fetchSubjects(id).catch((err) => {
+      if (err.transient) entry.until = Date.now() + SCHEMA_RETRY_MS;
+      return `subject unknown: ${err.message}`;
+    });
+    schemaCache.set(id, entry);
+    return entry.done;
+  }
+
+  async function fetchSubjects(id) {
+    let res;
+    try {
+      res = await authFetch(`/api/schemas/${encodeURIComponent(id)}`);
+    } catch (err) {
+      throw Object.assign(new Error(err.message || 'network error'), { transient: true });
+    }
+    let body = null;
+    try {
+      body = await res.json();
+    } catch {
+      body = null;
+    }
+    if (!res.ok) {
+      const why = body && typeof body.error === 'string' ? body.error : `HTTP ${res.status}`;
+      throw Object.assign(new Error(why), { transient: res.status >= 500 || res.status === 429 });
+    }
+    const subjects = body && Array.isArray(body.subjects) ? body.subjects : [];
+    if (!subjects.length) return `subject unknown: no subject you may see holds schema ${id}`;
+    return subjects.map((v) => `subject ${v.subject} · version ${v.version}`).join(', ');
   }
 
   function select(item) {
@@ -1230,6 +1338,7 @@
     } catch {
       // storage disabled: no token
     }
+    schemaCache.clear(); // what the registry showed may depend on who asks
     loadTopics();
   });
   // The profile may need the token too, which a plain link cannot send: fetch it, then show it.

@@ -23,6 +23,9 @@ reference rate) and measures the server's gunicorn worker with psutil. Rows:
   and Fetch requests counted by a proxy between the server and the embedded broker (not counted
   on an external cluster, whose brokers advertise their own addresses); the shared feed
   also with clients that ask for permessage-deflate, as browsers do
+- ``schemas``:  records/s to one client from ``earliest`` of Avro records (written by
+  confluent-kafka's AvroSerializer, decoded through a Schema Registry: the suite's own, in this
+  process) beside JSON records of the same content, alternating, best of each
 - ``outage``:   the original design (a consumer thread per page view, never stopped) vs kafkatail
   after 300 page views: threads, fds, idle CPU
 
@@ -54,13 +57,14 @@ import websocket
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
     Drain, LeakyApp, PacedProducer, ProxiedBroker, RawLatency, Server, Usage, close_all, connect,
-    machine, open_tails, percentile, produce_bulk, raise_fd_limit, raw_consume_rate, rst_table,
-    top_self_frames, wait_until)
+    machine, open_tails, percentile, produce_avro, produce_bulk, raise_fd_limit, raw_consume_rate,
+    rst_table, top_self_frames, wait_until)
 
 from kafkatail.testing.kafka import (  # noqa: E402
     BOOTSTRAP_ENV, BROKER_ENV, BROKERS, Cluster, start_cluster)
+from kafkatail.testing.registry import RegistryServer  # noqa: E402
 
-ROWS = ("delivery", "filter", "latency", "idle", "stop", "fanout", "outage")
+ROWS = ("delivery", "filter", "latency", "idle", "stop", "fanout", "schemas", "outage")
 NO_MATCH = "zq-no-such-text-zq"
 
 
@@ -396,6 +400,31 @@ def row_fanout(b: Bench, rate: int = 2000) -> None:
             proxied.stop()
 
 
+def row_schemas(b: Bench) -> None:
+    n = b.records // 4
+    json_topic, avro_topic = b.topic("json"), b.topic("avro")
+    with RegistryServer() as registry:
+        produce_bulk(b.cluster.bootstrap, json_topic, n)
+        produce_avro(b.cluster.bootstrap, avro_topic, n, registry.url)
+        server = Server(b.cluster.bootstrap, b.worker_class, schema_registry_url=registry.url)
+        rates: dict[str, list[float]] = {"json": [], "avro": []}
+        try:
+            for _ in range(b.repeats):
+                for kind, topic in (("json", json_topic), ("avro", avro_topic)):
+                    start = time.monotonic()
+                    ws = connect(server.ws_url(f"/ws/tail/{topic}?from=earliest&max={n}"))
+                    got, _ = read_records(ws, n)
+                    rates[kind].append(got / (time.monotonic() - start))
+                    ws.close()
+        finally:
+            server.stop()
+    avro, plain = max(rates["avro"]), max(rates["json"])
+    b.add(f"Avro beside JSON, {n:,} records each", f"1 client from earliest, {b.worker_class}, "
+          f"same content, best of {b.repeats}",
+          f"Avro {avro:,.0f} rec/s = {avro / plain:.2f}x JSON ({plain:,.0f} rec/s)",
+          ">= 0.50x", avro / plain >= 0.5, avro=avro, json=plain, runs=rates)
+
+
 def _settled(proc: Any, timeout: float = 120) -> None:
     """Wait until a process's thread count stops changing (3 reads 0.5 s apart)."""
     seen: list[int] = []
@@ -456,7 +485,7 @@ def run_rows(b: Bench, opts: argparse.Namespace, rows: set[str]) -> None:
             row_delivery_and_filter(b, rows)
         b.use(opts.backends[0])
     for name, fn in (("latency", row_latency), ("idle", row_idle), ("stop", row_stop),
-                     ("fanout", row_fanout), ("outage", row_outage)):
+                     ("fanout", row_fanout), ("schemas", row_schemas), ("outage", row_outage)):
         if name in rows:
             fn(b)
 

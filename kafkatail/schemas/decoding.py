@@ -17,6 +17,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Callable, NamedTuple
 
+from ..ops.threads import REGISTRY
 from . import SchemaError
 from .registry import RegistryClient, RegistryError
 
@@ -63,7 +64,8 @@ class Schemas:
         self._fetching: dict[int, _Fetch] = {}
         self._lock = threading.Lock()
         self._closed = False
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kt-registry")
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kt-registry",
+                                        initializer=_registered)
 
     def decoder(self, schema_id: int, deadline: float) -> Decoder:
         """The decoder for ``schema_id``, waiting for a new one until ``deadline`` (a monotonic
@@ -149,6 +151,11 @@ class Schemas:
             self._failed[schema_id] = (time.monotonic() + ttl, _reason(schema_id, exc))
         if not isinstance(exc, (SchemaError, RegistryError)):
             log.error("schema %d: fetch failed", schema_id, exc_info=exc)
+
+
+def _registered() -> None:
+    """In each registry thread as it starts: named in the thread table (top -H, /debug)."""
+    REGISTRY.register(threading.current_thread(), "registry", owner="schemas")
 
 
 def _encoding(schema_type: str) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
@@ -18,7 +20,8 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc_tools import protoc
 
-from helpers import tail, wait_for
+from helpers import WsClient, tail, wait_for
+from kafkatail.testing.server import ServerProcess
 from kafkatail.testing.registry import RegistryServer
 
 CUSTOMER = {"type": "record", "name": "Customer", "namespace": "shop", "fields": [
@@ -272,6 +275,41 @@ def test_protobuf_nested_repeated_an_imported_type_and_non_zero_message_indexes(
         "lines": [{"sku": "a-1", "qty": 2}, {"sku": "b-2", "qty": 0}],
         "placed_at": "2026-12-06T10:10:00.123Z"}
     assert recs[1]["value"] == {"sku": "c-3", "qty": 5}
+
+
+def test_kafkatail_tail_prints_decoded_values(cluster, registered, schema_registry):
+    t = cluster.create_topic()
+    ser = serializer(AvroSerializer, schema_registry.url, json.dumps(ORDER_V1))
+    cluster.produce(t, [(f"k{i}", ser(order(i), value(t))) for i in range(2)])
+    kt = [sys.executable, "-m", "kafkatail", "tail", t, "--url",
+          f"ws://127.0.0.1:{registered.port}", "-o", "earliest"]
+    r = subprocess.run(kt + ["-c", "1", "-f", "%k %s\\n", "--filter", "FAILED"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    key, text = r.stdout.split(" ", 1)
+    assert key == "k0" and json.loads(text) == shown(0)
+    r = subprocess.run(kt + ["-c", "2", "--json"], capture_output=True, text=True, timeout=60)
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [(x["encoding"], x["value"]) for x in lines] == [("avro", shown(0)), ("avro", shown(1))]
+
+
+@pytest.mark.parametrize("worker", ["gthread", "gevent"])
+def test_a_gunicorn_worker_decodes_and_joins_its_registry_threads(cluster, schema_registry,
+                                                                  worker):
+    """The registry's threads under each worker (greenlets under gevent): records decode, and
+    SIGTERM still ends the worker at once."""
+    t = cluster.create_topic()
+    ser = serializer(AvroSerializer, schema_registry.url, json.dumps(ORDER_V1))
+    cluster.produce(t, [("k", ser(order(1), value(t)))])
+    server = ServerProcess(cluster.bootstrap, worker, schema_registry_url=schema_registry.url)
+    try:
+        c = WsClient(server.ws_url(f"/ws/tail/{t}?from=earliest"))
+        assert c.collect(1)[0]["value"] == shown(1)
+        names = [th["name"] for th in json.loads(server.get("/debug/threads"))["threads"]]
+        assert any(name.startswith("kt-registry") for name in names), names
+    finally:
+        code = server.stop()
+    assert code == 0
 
 
 def _get(server, path: str) -> str:

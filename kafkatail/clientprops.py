@@ -75,7 +75,12 @@ PROPERTIES: dict[str, str] = {
 ALIASES = {"sasl.mechanisms": "sasl.mechanism"}  # librdkafka's (and Confluent Cloud's) spelling
 SECRETS = frozenset({"sasl.password", "sasl.jaas.config", "sasl.oauthbearer.client.secret",
                      "ssl.key.password", "ssl.truststore.password", "ssl.keystore.password",
-                     "basic.auth.user.info"})
+                     "basic.auth.user.info", "bearer.auth.token"})
+# A Confluent client.properties (Confluent Cloud's included) names its Schema Registry too:
+# these stand for kafkatail's own settings when those are not set.
+REGISTRY_PROPERTIES = {"schema.registry.url": "schema_registry_url",
+                       "basic.auth.user.info": "schema_registry_basic_auth",
+                       "bearer.auth.token": "schema_registry_bearer_token"}
 # Producer and group settings that files made for other clients carry (Confluent Cloud's
 # client.properties has acks and session.timeout.ms): a group-less reader has no use for them.
 IGNORED = frozenset({
@@ -84,8 +89,7 @@ IGNORED = frozenset({
     "group.id", "group.instance.id", "session.timeout.ms", "heartbeat.interval.ms",
     "enable.auto.commit", "auto.commit.interval.ms", "auto.offset.reset",
     "key.serializer", "value.serializer", "key.deserializer", "value.deserializer",
-    "client.dns.lookup", "schema.registry.url", "basic.auth.credentials.source",
-    "basic.auth.user.info",
+    "client.dns.lookup", "basic.auth.credentials.source", "bearer.auth.credentials.source",
 })
 _KNOWN_HANDLERS = (
     "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginCallbackHandler",
@@ -180,7 +184,7 @@ class ClientProps(Mapping[str, str]):
         for raw_key, raw in (values or {}).items():
             key = ALIASES.get(str(raw_key).strip(), str(raw_key).strip())
             origin = (origins or {}).get(raw_key, source)
-            if key not in PROPERTIES and key not in IGNORED:
+            if key not in PROPERTIES and key not in IGNORED and key not in REGISTRY_PROPERTIES:
                 raise ConfigError(_unknown(key, origin))
             if isinstance(raw, bool):
                 raw = "true" if raw else "false"

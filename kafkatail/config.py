@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from .clientprops import ClientProps, parse_assignments, read_properties
+from .clientprops import REGISTRY_PROPERTIES, ClientProps, parse_assignments, read_properties
 from .errors import ConfigError
 from .security.origin import check_hosts
 from .security.tokens import check_patterns, check_tokens
@@ -388,6 +388,9 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None,
     if properties:
         props = props.merged(ClientProps(parse_assignments(properties), source="-X"))
     values["kafka"] = props
+    for prop, name in REGISTRY_PROPERTIES.items():
+        if prop in props and not values.get(name):
+            values[name] = _coerce(name, props[prop], props.origin(prop))
     if "bootstrap.servers" in props:
         servers = _coerce("bootstrap_servers", props["bootstrap.servers"],
                           props.origin("bootstrap.servers"))

@@ -49,6 +49,7 @@ HALF_OPEN = FAULTS + "test_half_open_peers_are_reaped_by_pings[gthread]"
 SLOW = FAULTS + "test_slow_consumer_with_50k_records[gthread]"
 DELETED = FAULTS + "test_topic_deleted_while_tailed_closes_4404[gthread]"
 CPU_GEVENT = FAULTS + "test_cpu_attributed_to_the_hot_feed[gevent]"
+SCHEMAS = "tests/unit/test_schemas_decoding.py::"
 STOP_EVENT = ("tests/integration/test_stop_event.py::test_release_ends_a_thread_by_its_stop_event",
               "tests/regression/test_stop_event.py::"
               "test_sigterm_ends_feeds_stuck_on_readers_that_never_read")
@@ -154,6 +155,18 @@ MUTATIONS = [
              "kafkatail/ops/greencpu.py",
              "origin = args[0]", "origin = args[1]",
              (CPU_GEVENT,)),
+    # A hung registry: every poll waits for the same fetch again, not once.
+    Mutation("registry-waits-every-poll", "a feed waits for a fetch it already waited for",
+             "kafkatail/schemas/decoding.py",
+             "        if not fetch.waited:", "        if True:",
+             (SCHEMAS + "test_a_hung_registry_costs_one_wait_then_none",)),
+    # A registry that is down is asked again for every record.
+    Mutation("registry-failure-forgotten", "a registry failure is not remembered",
+             "kafkatail/schemas/decoding.py",
+             "                if failed[0] > time.monotonic():",
+             "                if False:",
+             (SCHEMAS + "test_a_registry_down_is_retried_after_a_short_pause_only",
+              SCHEMAS + "test_an_unknown_id_is_remembered_and_not_asked_again_at_once")),
 ]
 
 

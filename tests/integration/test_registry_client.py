@@ -147,3 +147,22 @@ def test_settings_are_checked_at_load_and_secrets_never_shown(tmp_path):
     assert 'schema_registry_url = "https://h:8081/x"' in shown
     assert 'schema_registry_bearer_token = "****"' in shown
     assert "pw-in-url" not in shown and "tok-secret" not in shown
+
+
+def test_a_confluent_client_properties_file_names_the_registry(tmp_path):
+    """Confluent Cloud hands out one client.properties for cluster and registry alike."""
+    with RegistryServer(users={"SRKEY": "s3cret-pw"}) as server:
+        schema_id = server.register("t-value", AVRO)
+        props = tmp_path / "client.properties"
+        props.write_text("bootstrap.servers=127.0.0.1:9092\n"
+                         "session.timeout.ms=45000\n"
+                         f"schema.registry.url={server.url}\n"
+                         "basic.auth.credentials.source=USER_INFO\n"
+                         "basic.auth.user.info=SRKEY:${env:SR_PASSWORD}\n")
+        config = load(env={"KAFKATAIL_KAFKA_PROPERTIES": str(props),
+                           "SR_PASSWORD": "s3cret-pw"})
+        assert config.schema_registry_url == server.url
+        c = registry_client(config, env={"SR_PASSWORD": "s3cret-pw"})
+        assert c.fetch(schema_id).schema == AVRO
+        c.close()
+        assert "s3cret-pw" not in effective_toml(config)

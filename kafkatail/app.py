@@ -12,6 +12,7 @@ from .security.access import Access, Authorize
 from .security.origin import parse_allowed
 from .security.tokens import SUBPROTOCOL
 from .tail import clientconf, failures
+from .tail.masking import Masks
 from .tail.metadata import Metadata
 from .tail.pool import ConsumerPool
 from .ops.reaper import Reaper
@@ -34,7 +35,7 @@ def init_app(app: Flask, config: Config, authorize: Authorize | None = None,
     log.info("kafka: %s at %s%s", sec.describe(), config.bootstrap_servers,
              f"; properties not used by a viewer: {', '.join(sec.ignored)}" if sec.ignored else "")
     schemas = connect.schemas(config)
-    pool = ConsumerPool(config, schemas)
+    pool = ConsumerPool(config, schemas, Masks.from_config(config))
     reaper = Reaper(pool, config)
     access = Access(config, authorize, url_prefix)
     app.extensions["kafkatail"] = {"config": config, "pool": pool, "metadata": Metadata(config),

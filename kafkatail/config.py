@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .clientprops import REGISTRY_PROPERTIES, ClientProps, parse_assignments, read_properties
 from .errors import ConfigError
 from .security.origin import check_hosts
+from .tail.masking import check_masks
 from .security.tokens import check_patterns, check_tokens
 
 __all__ = ["Config", "ConfigError", "FIELDS", "load"]
@@ -22,7 +23,7 @@ __all__ = ["Config", "ConfigError", "FIELDS", "load"]
 ENV_PREFIX = "KAFKATAIL_"
 # Errors name these keys and the problem, never their values: a raw token pasted as a sha256
 # would be printed with every other token's hash, a [kafka] table with its passwords.
-_SECRET_FIELDS = frozenset({"tokens", "kafka", "schema_registry_url",
+_SECRET_FIELDS = frozenset({"tokens", "kafka", "mask_hash_key", "schema_registry_url",
                             "schema_registry_basic_auth", "schema_registry_bearer_token",
                             "schema_registry_key_password"})
 
@@ -189,7 +190,8 @@ FIELDS: tuple[Field, ...] = (
           "[tokens.ops]\n"
           "sha256 = \"<64 hex digits>\"\n"
           "topics = [\"orders.*.eu\", \"logs.**\", \"!audit.**\"]\n"
-          "admin = true    # may read /debug/* and /metrics", check_tokens),
+          "admin = true    # may read /debug/* and /metrics\n"
+          "unmasked = true # sees records before the [[mask]] rules", check_tokens),
     Field("kafka", ClientProps, ClientProps(),
           "Kafka client properties, by their standard names (kafkatail config --properties\n"
           "lists them). Any value may be ${env:NAME} or ${file:/path}. Example:\n"
@@ -225,6 +227,18 @@ FIELDS: tuple[Field, ...] = (
           "Timeout of one registry request (connect and read), on the registry's own threads.",
           _positive),
     Field("schema_cache_size", int, 1000, "Schemas kept decoded, by id.", _positive),
+    Field("mask", list, [],
+          "Masking rules, [[mask]] tables (at the end of the file): what no viewer sees, replaced "
+          "on the server before filters, frames and downloads. Example:\n"
+          "[[mask]]\n"
+          "topics = [\"payments.**\"]\n"
+          "fields = [\"value.card.number\", \"value.*.email\", \"key\", \"headers.authorization\"]\n"
+          "pattern = \"\\\\d{13,19}\"   # optional: mask only what it matches\n"
+          "action = \"redact\"          # redact (***), hash (keyed, stable) or remove\n"
+          "A token with unmasked = true sees records unmasked.", check_masks),
+    Field("mask_hash_key", str, "",
+          "Key of the masking action hash (HMAC-SHA256), or ${env:NAME} / ${file:/path}. Empty: "
+          "a random key per process, so hashed values differ after a restart."),
     Field("proxy_hops", int, 0,
           "Reverse proxies in front (nginx: 1). The client address for per-client limits and logs "
           "is then taken from X-Forwarded-For that many hops back.", _non_negative),
@@ -406,16 +420,20 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None,
     return config
 
 
+# Kinds of value written as TOML tables, after every plain key.
+_TABLES = (dict, ClientProps, list)
+
+
 def documented_toml() -> str:
     """The text of ``conf/kafkatail.toml``: every key, its default and what it does."""
     lines = ["# kafkatail configuration. Every key is optional; the value shown is the default.",
              "# Precedence: this file < environment (KAFKATAIL_<KEY>, e.g. KAFKATAIL_BIND) < flags.",
              "# Use it with: kafkatail serve --config conf/kafkatail.toml", ""]
     for f in FIELDS:
-        if f.type not in (dict, ClientProps):
+        if f.type not in _TABLES:
             lines += [f"# {f.help}", f"{f.name} = {_toml_value(f.default)}", ""]
     for f in FIELDS:
-        if f.type in (dict, ClientProps):  # a TOML table: shown as a commented example after every plain key
+        if f.type in _TABLES:  # a TOML table: shown as a commented example after every plain key
             lines += ["# " + line for line in f.help.splitlines()] + [""]
     return "\n".join(lines)
 
@@ -425,13 +443,15 @@ def effective_toml(config: Config) -> str:
     from .security.tokens import redacted_tokens
     lines = []
     for f in FIELDS:
-        if f.type not in (dict, ClientProps):
+        if f.type not in _TABLES:
             lines.append(f"{f.name} = {_toml_value(_redacted(f.name, getattr(config, f.name)))}")
     if config.kafka:
         lines += ["", "[kafka]"] + [f"{_toml_value(k)} = {_toml_value(v)}"
                                     for k, v in config.kafka.redacted().items()]
     for name, table in redacted_tokens(config.tokens).items():
         lines += ["", f"[tokens.{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    for table in config.mask:
+        lines += ["", "[[mask]]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ Config (``conf/kafkatail.toml``)::
     sha256 = "<python -m kafkatail.security.tokens hash>"
     topics = ["orders.*.eu", "logs.**", "!audit.**"]
     admin = true                           # may read /debug/* and /metrics
+    unmasked = true                        # sees records before the [[mask]] rules
 
 Hash a token with ``python -m kafkatail.security.tokens hash`` (reads it from stdin) or make a
 new one with ``python -m kafkatail.security.tokens new``.
@@ -32,7 +33,7 @@ SUBPROTOCOL = "kafkatail"
 BEARER_SUBPROTOCOL = "kafkatail.bearer."
 ANONYMOUS = "anonymous"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_TOKEN_KEYS = {"sha256", "topics", "admin"}
+_TOKEN_KEYS = {"sha256", "topics", "admin", "unmasked"}
 
 
 class Unauthenticated(Exception):
@@ -41,11 +42,13 @@ class Unauthenticated(Exception):
 
 @dataclass(frozen=True)
 class Identity:
-    """A caller: its name (for logs), the topics it may tail, and whether it may read /debug."""
+    """A caller: its name (for logs), the topics it may tail, whether it may read /debug, and
+    whether it sees records unmasked."""
 
     name: str
     topics: PatternTrie
     admin: bool = False
+    unmasked: bool = False
 
     def may_tail(self, topic: str) -> bool:
         return self.topics.match(topic)
@@ -81,7 +84,8 @@ class Authenticator:
     def __init__(self, tokens: Mapping[str, Mapping[str, Any]], anonymous_topics: str) -> None:
         self._tokens = tuple(
             _Token(spec["sha256"], Identity(name, PatternTrie(spec.get("topics", ())),
-                                            bool(spec.get("admin", False))))
+                                            bool(spec.get("admin", False)),
+                                            bool(spec.get("unmasked", False))))
             for name, spec in sorted(tokens.items()))
         anonymous = PatternTrie(split_patterns(anonymous_topics))
         self.anonymous = Identity(ANONYMOUS, anonymous) if anonymous else None
@@ -123,8 +127,9 @@ def check_tokens(tokens: Mapping[str, Any]) -> str | None:
         topics = spec.get("topics", [])
         if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
             return f"{name!r}: topics must be a list of patterns"
-        if not isinstance(spec.get("admin", False), bool):
-            return f"{name!r}: admin must be true or false"
+        for flag in ("admin", "unmasked"):
+            if not isinstance(spec.get(flag, False), bool):
+                return f"{name!r}: {flag} must be true or false"
         problem = check_patterns(topics)
         if problem:
             return f"{name!r}: {problem}"

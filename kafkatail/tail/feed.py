@@ -22,6 +22,7 @@ from typing import Any
 from ..config import Config
 from . import clientconf, frames
 from ..schemas.decoding import Schemas
+from .masking import Masker
 from .records import Batch, decode_batch, encode_batch, select
 from .request import REGEX_BUDGET_S
 from .viewer import Viewer
@@ -32,12 +33,14 @@ _offset = lambda rec: rec.offset  # noqa: E731
 class Feed:
     def __init__(self, topic: str, partitions: tuple[int, ...] | None, config: Config,
                  viewer: Viewer, replay: int, start: dict[int, int] | None = None,
-                 schemas: Schemas | None = None) -> None:
+                 schemas: Schemas | None = None, masker: Masker | None = None) -> None:
         self.topic = topic
         self.partitions = partitions
         self.config = config
         self.replay_records = replay
         self.schemas = schemas
+        # The topic's [[mask]] rules; a viewer whose token says unmasked reads without them.
+        self.masker = masker
         # Where a feed that continues a handed-over viewer starts (None: latest).
         self.start = start
         # Guards the viewers, positions and replay window: a poll enters the window under it,
@@ -297,16 +300,19 @@ class Feed:
         fmt = v.request.format
         matcher = v.matcher
         max_bytes = self.config.max_value_bytes
+        masker = None if v.request.unmasked else self.masker
         if not whole or (matcher.active and len(self.viewers) == 1):
-            return Batch(encode_batch(recs, fmt, matcher, max_bytes, self.schemas))
-        decoded = shared.get(fmt)
+            return Batch(encode_batch(recs, fmt, matcher, max_bytes, self.schemas, masker))
+        kind = fmt if masker is None else fmt + "/masked"
+        decoded = shared.get(kind)
         if decoded is None:
-            decoded = shared[fmt] = decode_batch(recs, fmt, max_bytes, schemas=self.schemas)
+            decoded = shared[kind] = decode_batch(recs, fmt, max_bytes, schemas=self.schemas,
+                                                  masker=masker)
         if matcher.active:
             return Batch(select(decoded, matcher))
-        batch = shared.get(fmt + "/all")
+        batch = shared.get(kind + "/all")
         if batch is None:
-            batch = shared[fmt + "/all"] = Batch(select(decoded, matcher))
+            batch = shared[kind + "/all"] = Batch(select(decoded, matcher))
         return batch
 
     def _skip_early(self, partition: int, recs: list) -> list:

@@ -28,6 +28,7 @@ from ..schemas.decoding import Schemas
 from . import frames
 from .consumer import ConsumerThread, Dedicated, Reading, Shared
 from .feed import Feed
+from .masking import Masks
 from .outbox import ByteBudget, Outbox
 from .request import TailRequest
 from .viewer import Viewer
@@ -49,9 +50,11 @@ threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
 
 
 class ConsumerPool:
-    def __init__(self, config: Config, schemas: Schemas | None = None) -> None:
+    def __init__(self, config: Config, schemas: Schemas | None = None,
+                 masks: Masks | None = None) -> None:
         self.config = config
         self.schemas = schemas
+        self.masks = masks
         self._lock = threading.Lock()
         self._viewers: dict[int, Viewer] = {}
         self._threads: set[ConsumerThread] = set()
@@ -111,7 +114,8 @@ class ConsumerPool:
         and owned by the pool from here on; the viewer is its first."""
         request = viewer.request
         feed = Feed(request.topic, request.partitions, self.config, viewer,
-                    reading.replay_records(), start, self.schemas)
+                    reading.replay_records(), start, self.schemas,
+                    self.masks.for_topic(request.topic) if self.masks else None)
         thread_id = next(self._feed_ids) if reading.shared else viewer.tail_id
         thread = ConsumerThread(feed, reading, self.config, thread_id, self._reports)
         if reading.shared:

@@ -19,6 +19,7 @@ import orjson
 from ..schemas import SchemaError
 from ..schemas.decoding import Schemas
 from .frames import dumps, messages_joined
+from .masking import Masker
 from .request import Matcher
 
 _b64 = base64.b64encode
@@ -186,9 +187,10 @@ Decoded = tuple[dict[str, Any], "str | None", "str | None"]
 
 
 def encode_batch(records: Iterable[Any], fmt: str, matcher: Matcher, max_value_bytes: int,
-                 schemas: Schemas | None = None) -> list[dict[str, Any]]:
+                 schemas: Schemas | None = None,
+                 masker: Masker | None = None) -> list[dict[str, Any]]:
     """Matching records of one poll() batch as protocol dicts, in the order given."""
-    return [d[0] for d in decode_batch(records, fmt, max_value_bytes, matcher, schemas)]
+    return [d[0] for d in decode_batch(records, fmt, max_value_bytes, matcher, schemas, masker)]
 
 
 def select(decoded: list[Decoded], matcher: Matcher) -> list[dict[str, Any]]:
@@ -202,12 +204,14 @@ def select(decoded: list[Decoded], matcher: Matcher) -> list[dict[str, Any]]:
 
 
 def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
-                 matcher: Matcher | None = None, schemas: Schemas | None = None) -> list[Decoded]:
+                 matcher: Matcher | None = None, schemas: Schemas | None = None,
+                 masker: Masker | None = None) -> list[Decoded]:
     """Each record as (protocol dict, key text, value text): filters see these texts and headers.
 
     With a ``matcher``, a record that does not match is dropped before its dict is built.
-    A feed decodes a poll once per format and lets each viewer ``select`` from it. Framed keys
-    and values are decoded with ``schemas`` (see ``_Framed``) before any filter sees them.
+    A feed decodes a poll once per format (and masking) and lets each viewer ``select`` from
+    it. Framed keys and values are decoded with ``schemas`` (see ``_Framed``), then ``masker``
+    masks the record, before any filter sees it.
     """
     out: list[Decoded] = []
     active = matcher is not None and matcher.active
@@ -219,14 +223,19 @@ def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
     for rec in records:
         key, key_encoding, key_schema, key_reason = _key(rec.key, framing)
         raw = rec.value
-        truncated = False
+        truncated = raw is not None and len(raw) > max_value_bytes
         if raw is None:
             value, encoding, text, value_schema, reason = None, "null", None, None, None
         else:
-            if len(raw) > max_value_bytes:
-                raw, truncated = raw[:max_value_bytes], True
-            value, encoding, text, value_schema, reason = _value(raw, fmt, truncated, framing)
+            value, encoding, text, value_schema, reason = _value(
+                raw[:max_value_bytes] if truncated else raw, fmt, truncated, framing)
         headers = _headers(rec.headers) if rec.headers else []
+        if masker is not None:
+            if encoding is _MAYBE_JSON:
+                encoding = _json_or_text(text)
+            key, key_encoding, value, encoding, headers = masker.record(
+                key, key_encoding, value, encoding, headers)
+            text = value if isinstance(value, str) else None
         if active and not matcher.matches(key, text, headers):
             continue
         if encoding is _MAYBE_JSON:
@@ -245,16 +254,23 @@ def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
         }
         if truncated:
             item["truncated"] = True
-        if key_schema is not None:
-            item["key_schema_id"] = key_schema
-            if key_reason is not None:
-                item["key_decode_error"] = key_reason
-        if value_schema is not None:
-            item["value_schema_id"] = value_schema
-            if reason is not None:
-                item["decode_error"] = reason
+        if key_schema is not None or value_schema is not None:
+            _schema_fields(item, key_schema, key_reason, value_schema, reason)
         out.append((item, key, text))
     return out
+
+
+def _schema_fields(item: dict[str, Any], key_schema: int | None, key_reason: str | None,
+                   value_schema: int | None, reason: str | None) -> None:
+    """A framed key's or value's schema id, and why it was not decoded if it was not."""
+    if key_schema is not None:
+        item["key_schema_id"] = key_schema
+        if key_reason is not None:
+            item["key_decode_error"] = key_reason
+    if value_schema is not None:
+        item["value_schema_id"] = value_schema
+        if reason is not None:
+            item["decode_error"] = reason
 
 
 class Framing(Protocol):

@@ -206,6 +206,8 @@ class TailRequest:
     matcher: Matcher = Matcher()
     max_records: int | None = None
     format: str = "auto"
+    # The caller's token lets it see records before the [[mask]] rules.
+    unmasked: bool = False
 
     def describe(self) -> dict[str, object]:
         """The effective options, echoed to the client in the hello frame."""

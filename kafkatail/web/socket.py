@@ -8,6 +8,7 @@ so a refusal and a session write it the same way.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from flask import Blueprint, current_app, request
@@ -67,6 +68,8 @@ def blueprint(sock: Sock) -> Blueprint:
                         identity.name, client)
             websocket.refuse(frames.Close(frames.FORBIDDEN, f"not allowed to tail {req.topic}"))
             return
+        if identity.unmasked:
+            req = dataclasses.replace(req, unmasked=True)
         TailSession(websocket, ext["pool"], req, ext["config"], client, charge).run()
 
     return bp

@@ -171,12 +171,28 @@ class Feed:
         return cursor
 
     def announce_caught_up(self) -> None:
+        """The consumer is at the end: each viewer at it hears so once, and one that asked for
+        ``until`` a time now past ends."""
         with self.lock:
             for v in self.viewers:
-                if not v.caught_up and not v.paused and all(
-                        v.cursor[p] >= n for p, n in self.next.items()):
+                if v.paused or not all(v.cursor[p] >= n for p, n in self.next.items()):
+                    continue
+                if not v.caught_up:
                     v.caught_up = True
                     v.outbox.put_frame(frames.status("caught-up"))
+                if v.request.until is not None and not v.done:
+                    with v.lock:
+                        self._check_until(v, at_end=True)
+
+    def _check_until(self, v: Viewer, at_end: bool) -> None:
+        """Under the viewer's lock: end the tail with 1000 once every partition passed its
+        ``until`` bound."""
+        until = v.request.until
+        if not until.passed(v.cursor, v.until_reached, at_end, int(time.time() * 1000)):
+            return
+        v.done = True
+        v.outbox.put_frame(frames.status("end", reason="until reached"))
+        v.outbox.close(frames.NORMAL, f"until {until.describe()} reached")
 
     def broadcast(self, frame: str) -> None:
         for v in self.viewers:
@@ -227,6 +243,8 @@ class Feed:
                 sum(last - first + 1 for first, last in gaps.values()), gaps, reason="retention"))
         if not greeted and self.replay_records:
             viewer.outbox.put_frame(frames.status("live"))
+        if viewer.request.until is not None and not viewer.done:
+            self._check_until(viewer, at_end=False)
 
     def _retention_gaps(self, cursor: dict[int, int],
                         wanted: dict[int, int]) -> dict[int, list[int]]:
@@ -274,8 +292,20 @@ class Feed:
         if self.not_before:
             recs = self._skip_early(partition, recs)
             whole = False
-            if not recs:
-                return
+        until = v.request.until
+        if until is not None:
+            kept, reached = until.cut(partition, recs)
+            whole = whole and len(kept) == len(recs)
+            recs = kept
+            if reached:
+                v.until_reached.add(partition)
+        if recs:
+            self._send(v, recs, whole, shared)
+        if until is not None and not v.done:
+            self._check_until(v, at_end=False)
+
+    def _send(self, v: Viewer, recs: list, whole: bool, shared: dict) -> None:
+        """Under the viewer's lock: encode, apply ``max``, and queue."""
         batch = self._batch(v, recs, whole, shared)
         if v.matcher.tripped:
             v.done = True

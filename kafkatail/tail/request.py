@@ -12,6 +12,7 @@ import time
 # re's own parser (private, stable since 3.11): inspects a pattern without compiling it.
 import re._constants as sre_constants
 import re._parser as sre_parse
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -64,6 +65,44 @@ class StartAt:
     last: int = 0
     timestamp_ms: int = 0
     offsets: Mapping[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Until:
+    """Where a tail ends (``until=``): at the first record of each partition at or after a time,
+    or at an offset per partition (kcat's ``-o e@<ts>`` / an end offset, exclusive)."""
+
+    timestamp_ms: int | None = None
+    offsets: Mapping[int, int] = field(default_factory=dict)
+
+    def cut(self, partition: int, recs: list) -> tuple[list, bool]:
+        """The records before the bound, and whether this partition reached it."""
+        if self.timestamp_ms is not None:
+            bound = self.timestamp_ms
+            for i, rec in enumerate(recs):
+                if rec.timestamp >= bound:
+                    return recs[:i], True
+            return recs, False
+        bound = self.offsets[partition]
+        i = bisect_left(recs, bound, key=_offset)
+        return recs[:i], i < len(recs) or recs[-1].offset + 1 >= bound
+
+    def passed(self, cursor: Mapping[int, int], reached: set, at_end: bool,
+               now_ms: int) -> bool:
+        """Has every partition passed its bound? A partition with nothing at or after the time
+        has passed once the tail is at its end and the time is past."""
+        if self.timestamp_ms is not None:
+            return all(p in reached for p in cursor) or (at_end and now_ms >= self.timestamp_ms)
+        return all(cursor[p] >= self.offsets[p] for p in cursor)
+
+    def describe(self) -> str:
+        if self.timestamp_ms is not None:
+            return f"ts:{self.timestamp_ms}"
+        return "offsets:" + ",".join(f"{p}:{o}" for p, o in sorted(self.offsets.items()))
+
+
+def _offset(rec: Any) -> int:
+    return rec.offset
 
 
 class RegexCharge:
@@ -206,6 +245,7 @@ class TailRequest:
     matcher: Matcher = Matcher()
     max_records: int | None = None
     format: str = "auto"
+    until: Until | None = None
     # The caller's token lets it see records before the [[mask]] rules.
     unmasked: bool = False
 
@@ -221,7 +261,9 @@ class TailRequest:
         else:
             frm = start.kind
         return {"from": frm, "partitions": list(self.partitions) if self.partitions else None,
-                "max": self.max_records, "format": self.format, **self.matcher.describe()}
+                "max": self.max_records, "format": self.format,
+                "until": self.until.describe() if self.until else None,
+                **self.matcher.describe()}
 
 
 def parse_topic(topic: str) -> str:
@@ -244,24 +286,40 @@ def parse_start(raw: str | None) -> StartAt:
     if raw.startswith("ts:"):
         return StartAt("time", timestamp_ms=parse_timestamp(raw[3:]))
     if raw.startswith("offsets:"):
-        offsets: dict[int, int] = {}
-        for item in raw[len("offsets:"):].split(","):
-            p, sep, o = item.partition(":")
-            if not sep:
-                raise BadRequest("from: offsets must be offsets:<partition>:<offset>[,...]")
-            partition, offset = _int(p, "from"), _int(o, "from")
-            if partition < 0 or offset < 0:
-                raise BadRequest("from: partitions and offsets must be 0 or more")
-            if partition in offsets:
-                raise BadRequest(f"from: partition {partition} given twice")
-            if len(offsets) >= MAX_PARTITIONS:
-                raise BadRequest(f"from: at most {MAX_PARTITIONS} offsets")
-            offsets[partition] = offset
-        return StartAt("offsets", offsets=offsets)
+        return StartAt("offsets", offsets=_offsets(raw[len("offsets:"):], "from"))
     raise BadRequest("from: use latest, earliest, -N, ts:<epoch-ms|ISO-8601> or offsets:<p>:<o>,...")
 
 
-def parse_timestamp(raw: str) -> int:
+def parse_until(raw: str | None) -> Until | None:
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    if raw.startswith("ts:"):
+        return Until(timestamp_ms=parse_timestamp(raw[3:], "until"))
+    if raw.startswith("offsets:"):
+        return Until(offsets=_offsets(raw[len("offsets:"):], "until"))
+    raise BadRequest("until: use ts:<epoch-ms|ISO-8601> or offsets:<p>:<o>,...")
+
+
+def _offsets(raw: str, key: str) -> dict[int, int]:
+    """``<partition>:<offset>[,...]``, each partition once."""
+    offsets: dict[int, int] = {}
+    for item in raw.split(","):
+        p, sep, o = item.partition(":")
+        if not sep:
+            raise BadRequest(f"{key}: offsets must be offsets:<partition>:<offset>[,...]")
+        partition, offset = _int(p, key), _int(o, key)
+        if partition < 0 or offset < 0:
+            raise BadRequest(f"{key}: partitions and offsets must be 0 or more")
+        if partition in offsets:
+            raise BadRequest(f"{key}: partition {partition} given twice")
+        if len(offsets) >= MAX_PARTITIONS:
+            raise BadRequest(f"{key}: at most {MAX_PARTITIONS} offsets")
+        offsets[partition] = offset
+    return offsets
+
+
+def parse_timestamp(raw: str, key: str = "from") -> int:
     """Epoch milliseconds or an ISO-8601 date-time (UTC when no zone is given)."""
     raw = raw.strip()
     if _DIGITS.fullmatch(raw):
@@ -271,12 +329,12 @@ def parse_timestamp(raw: str) -> int:
         try:
             dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
-            raise BadRequest("from: ts: needs epoch milliseconds or an ISO-8601 date-time") from None
+            raise BadRequest(f"{key}: ts: needs epoch milliseconds or an ISO-8601 date-time") from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=timezone.utc)
         value = int(dt.timestamp() * 1000)
     if not 0 <= value < 2**53:
-        raise BadRequest("from: ts: out of range")
+        raise BadRequest(f"{key}: ts: out of range")
     return value
 
 
@@ -609,6 +667,12 @@ def parse(topic: str, args: Mapping[str, str], charge: RegexCharge | None = None
     partitions = parse_partitions(args.get("partitions"))
     if start.kind == "offsets" and partitions is None:
         partitions = tuple(sorted(start.offsets))
+    until = parse_until(args.get("until"))
+    if until is not None and until.offsets:
+        if partitions is None:
+            partitions = tuple(sorted(until.offsets))
+        elif set(partitions) - set(until.offsets):
+            raise BadRequest("until: offsets must name every partition the tail reads")
     return TailRequest(
         topic=parse_topic(topic),
         start=start,
@@ -616,6 +680,7 @@ def parse(topic: str, args: Mapping[str, str], charge: RegexCharge | None = None
         matcher=compile_matcher(args.get("filter"), args.get("regex"), charge),
         max_records=max_records,
         format=fmt,
+        until=until,
     )
 
 

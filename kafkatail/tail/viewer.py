@@ -35,6 +35,8 @@ class Viewer:
         self.thread: Any = None
         self.greeted = False
         self.caught_up = False
+        # Partitions that reached the request's ``until`` bound.
+        self.until_reached: set[int] = set()
         # Set when the budget is spent or the socket stalled: nothing more is delivered.
         self.done = False
         self.released = False

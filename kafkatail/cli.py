@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("-p", "--partitions", help="comma list of partitions (default all)")
     tail.add_argument("--filter", help="case-insensitive substring on key or value")
     tail.add_argument("--regex", help="Python regex on key or value")
+    tail.add_argument("--where", help='CEL over the record, e.g. \'value.user.id == 42 && '
+                                      'headers["trace-id"] == "abc"\'')
+    tail.add_argument("--until", help="end at ts:<ms|ISO-8601> or offsets:<p>:<o>,... (exit 0)")
     tail.add_argument("-c", "--max", type=int, help="exit after this many records")
     tail.add_argument("--value-format", default="auto", choices=["auto", "text", "json", "base64"])
     out = tail.add_mutually_exclusive_group()
@@ -250,7 +253,8 @@ def tail(args: argparse.Namespace) -> int:
     from .client import Formatter, TailClient, TailEnded
 
     client = TailClient(args.url, args.topic, start=args.start, partitions=args.partitions,
-                        filter=args.filter, regex=args.regex, max_records=args.max,
+                        filter=args.filter, regex=args.regex, where=args.where,
+                        until=args.until, max_records=args.max,
                         format=args.value_format, token=_token(args.token_file),
                         timeout=args.timeout)
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -129,7 +129,8 @@ class TailClient:
 
     def __init__(self, base_url: str, topic: str, *, start: str = "latest",
                  partitions: str | None = None, filter: str | None = None,
-                 regex: str | None = None, max_records: int | None = None,
+                 regex: str | None = None, where: str | None = None,
+                 until: str | None = None, max_records: int | None = None,
                  format: str = "auto", max_backoff: float = 10.0,
                  reconnect: bool = True, token: str | None = None,
                  timeout: float = 10.0) -> None:
@@ -137,7 +138,7 @@ class TailClient:
         self.topic = topic
         self.start = start
         self.params = {"partitions": partitions, "filter": filter, "regex": regex,
-                       "format": format}
+                       "where": where, "until": until, "format": format}
         self.remaining = max_records
         self.max_backoff = max_backoff
         self.reconnect = reconnect

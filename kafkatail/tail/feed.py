@@ -331,14 +331,14 @@ class Feed:
         matcher = v.matcher
         max_bytes = self.config.max_value_bytes
         masker = None if v.request.unmasked else self.masker
-        if not whole or (matcher.active and len(self.viewers) == 1):
+        if not whole or (matcher.selective and len(self.viewers) == 1):
             return Batch(encode_batch(recs, fmt, matcher, max_bytes, self.schemas, masker))
         kind = fmt if masker is None else fmt + "/masked"
         decoded = shared.get(kind)
         if decoded is None:
             decoded = shared[kind] = decode_batch(recs, fmt, max_bytes, schemas=self.schemas,
                                                   masker=masker)
-        if matcher.active:
+        if matcher.selective:
             return Batch(select(decoded, matcher))
         batch = shared.get(kind + "/all")
         if batch is None:

@@ -195,12 +195,13 @@ def encode_batch(records: Iterable[Any], fmt: str, matcher: Matcher, max_value_b
 
 def select(decoded: list[Decoded], matcher: Matcher) -> list[dict[str, Any]]:
     """The records of a decoded batch that a viewer's filter keeps: no decoding again."""
-    if not matcher.active:
+    if not matcher.selective:
         return [d[0] for d in decoded]
     if matcher.pattern is not None:
         matcher.begin_batch(sum(item["size"] for item, _, _ in decoded))
-    matches = matcher.matches
-    return [item for item, key, text in decoded if matches(key, text, item["headers"])]
+    matches, where = matcher.matches, matcher.where
+    return [item for item, key, text in decoded if matches(key, text, item["headers"])
+            and (where is None or where.matches(item, text))]
 
 
 def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
@@ -215,6 +216,7 @@ def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
     """
     out: list[Decoded] = []
     active = matcher is not None and matcher.active
+    where = matcher.where if matcher is not None else None
     if active and matcher.pattern is not None:
         records = list(records)
         matcher.begin_batch(sum(max(r.serialized_key_size, 0) + max(r.serialized_value_size, 0)
@@ -256,6 +258,8 @@ def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
             item["truncated"] = True
         if key_schema is not None or value_schema is not None:
             _schema_fields(item, key_schema, key_reason, value_schema, reason)
+        if where is not None and not where.matches(item, text):
+            continue
         out.append((item, key, text))
     return out
 

@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import regex
 
+from .where import Where, compile_where
+
 log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "text", "json", "base64")
@@ -161,12 +163,19 @@ class Matcher:
 
     substring: str = ""
     pattern: regex.Pattern | None = None
+    where: Where | None = None
     _charge: RegexCharge = field(default_factory=RegexCharge, compare=False, repr=False)
     _budget: _Budget = field(default_factory=_Budget, compare=False, repr=False)
 
     @property
     def active(self) -> bool:
+        """A substring or regex to search (``where`` is asked separately, of whole records)."""
         return bool(self.substring) or self.pattern is not None
+
+    @property
+    def selective(self) -> bool:
+        """Some records may not pass: a search or a ``where``."""
+        return self.active or self.where is not None
 
     @property
     def tripped(self) -> bool:
@@ -225,7 +234,8 @@ class Matcher:
                 budget.left -= time.monotonic() - start
 
     def describe(self) -> dict[str, str]:
-        return {"filter": self.substring, "regex": self.pattern.pattern if self.pattern else ""}
+        return {"filter": self.substring, "regex": self.pattern.pattern if self.pattern else "",
+                "where": self.where.source if self.where else ""}
 
 
 def _header_texts(headers: Sequence[Sequence[Any]]) -> Iterator[str]:
@@ -348,10 +358,14 @@ def parse_partitions(raw: str | None) -> tuple[int, ...] | None:
 
 
 def compile_matcher(substring: str | None, regex: str | None,
-                    charge: RegexCharge | None = None) -> Matcher:
+                    charge: RegexCharge | None = None, where: str | None = None) -> Matcher:
     """A Matcher whose regex overruns, from the first probe on, are charged to ``charge`` (the
     caller's account); a tripped account's regexes are refused before they are compiled."""
     charge = charge or RegexCharge()
+    try:
+        compiled = compile_where(where.strip()) if where and where.strip() else None
+    except ValueError as exc:
+        raise BadRequest(f"where: {exc}") from None
     substring = substring or ""
     regex = regex or ""
     if len(substring) > MAX_FILTER_LEN:
@@ -365,7 +379,8 @@ def compile_matcher(substring: str | None, regex: str | None,
             raise BadRequest(f"{key}: not valid Unicode (a lone surrogate)") from None
     if regex and charge.tripped:
         raise BadRequest(charge.refusal())
-    return Matcher(substring.lower(), compile_regex(regex, charge) if regex else None, charge)
+    return Matcher(substring.lower(), compile_regex(regex, charge) if regex else None, compiled,
+                   charge)
 
 
 def compile_regex(pattern: str, charge: RegexCharge | None = None) -> regex.Pattern:
@@ -677,7 +692,7 @@ def parse(topic: str, args: Mapping[str, str], charge: RegexCharge | None = None
         topic=parse_topic(topic),
         start=start,
         partitions=partitions,
-        matcher=compile_matcher(args.get("filter"), args.get("regex"), charge),
+        matcher=compile_matcher(args.get("filter"), args.get("regex"), charge, args.get("where")),
         max_records=max_records,
         format=fmt,
         until=until,

@@ -139,10 +139,10 @@ class TailSession:
         elif op == "resume":
             self.pool.set_paused(viewer, False)
         elif op == "filter":
-            substring, regex = msg.get("filter"), msg.get("regex")
-            if not all(v is None or isinstance(v, str) for v in (substring, regex)):
-                raise BadRequest("filter: filter and regex must be strings")
-            viewer.set_matcher(compile_matcher(substring, regex, self.charge))
+            substring, regex, where = msg.get("filter"), msg.get("regex"), msg.get("where")
+            if not all(v is None or isinstance(v, str) for v in (substring, regex, where)):
+                raise BadRequest("filter: filter, regex and where must be strings")
+            viewer.set_matcher(compile_matcher(substring, regex, self.charge, where))
             self.sock.send(frames.status("filter", **viewer.matcher.describe()))
         else:
             raise BadRequest("control frame: op must be pause, resume or filter")

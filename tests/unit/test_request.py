@@ -53,7 +53,8 @@ def test_defaults_and_describe():
     req = parse("orders", {})
     assert req.start.kind == "latest" and req.partitions is None and req.format == "auto"
     assert req.describe() == {"from": "latest", "partitions": None, "max": None,
-                              "format": "auto", "until": None, "filter": "", "regex": ""}
+                              "format": "auto", "until": None, "filter": "", "regex": "",
+                              "where": ""}
 
 
 def test_offsets_default_partitions_to_those_named():

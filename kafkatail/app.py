@@ -17,7 +17,7 @@ from .tail.metadata import Metadata
 from .tail.pool import ConsumerPool
 from .ops.reaper import Reaper
 from .schemas import connect
-from .web import api, debug, page, socket
+from .web import api, debug, export, page, socket
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def init_app(app: Flask, config: Config, authorize: Authorize | None = None,
         "max_message_size": config.max_inbound_bytes,
         "subprotocols": [SUBPROTOCOL],
     }
-    for bp in (socket.blueprint(Sock(app)), api.bp, page.bp, debug.bp):
+    for bp in (socket.blueprint(Sock(app)), api.bp, export.bp, page.bp, debug.bp):
         app.register_blueprint(bp, url_prefix=url_prefix or None)
         # Only kafkatail's own routes: a host app's routes keep their own rules.
         app.before_request_funcs.setdefault(bp.name, []).append(access.guard)

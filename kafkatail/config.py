@@ -227,6 +227,12 @@ FIELDS: tuple[Field, ...] = (
           "Timeout of one registry request (connect and read), on the registry's own threads.",
           _positive),
     Field("schema_cache_size", int, 1000, "Schemas kept decoded, by id.", _positive),
+    Field("export_max_records", int, 100_000,
+          "Most records one GET /api/topics/<topic>/export returns (its max= may ask fewer).",
+          _positive),
+    Field("export_max_bytes", int, 64 << 20,
+          "Most bytes of NDJSON or CSV one export writes; it ends there (NDJSON: with an end line "
+          "saying so).", _positive),
     Field("mask", list, [],
           "Masking rules, [[mask]] tables (at the end of the file): what no viewer sees, replaced "
           "on the server before filters, frames and downloads. Example:\n"

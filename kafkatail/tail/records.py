@@ -309,7 +309,7 @@ class Batch:
     def json(self) -> str:
         """The records as the inside of a JSON array (no brackets), ready to join."""
         if self._json is None:
-            self._json = ",".join(map(_record_json, self.records))
+            self._json = ",".join(map(record_json, self.records))
         return self._json
 
     def frame(self, wire: Framing) -> bytes:
@@ -328,7 +328,7 @@ def _str(text: str | None) -> str:
     return "null" if text is None else encode_basestring(text)
 
 
-def _record_json(rec: dict[str, Any]) -> str:
+def record_json(rec: dict[str, Any]) -> str:
     """One protocol record as JSON, a JSON value spliced in as its own text.
 
     Formatted, not ``dumps``: a call of the encoder per record cost more than the whole record

@@ -3,12 +3,15 @@ and a property test that no masked value survives in what is shown."""
 from __future__ import annotations
 
 import json
+import logging
+from collections import namedtuple
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kafkatail.tail.masking import Masker, check_masks, parse_rules
+from kafkatail.tail.records import Batch, decode_batch, record_json
 
 KEY = b"k" * 32
 
@@ -123,3 +126,32 @@ def test_a_wildcard_field_rule_leaves_no_value_it_names(doc, action):
                 "action": action})
     _, _, v, _, _ = m.record(None, None, json.dumps(doc), "json", [])
     assert "SECRET" not in (v or "")
+
+
+RECORD = namedtuple("RECORD", "partition offset timestamp key value headers serialized_key_size "
+                              "serialized_value_size serialized_header_size")
+RAW = st.one_of(DOC.map(lambda d: json.dumps(d).encode()), st.text(max_size=30).map(str.encode),
+                SECRET.map(str.encode), st.binary(max_size=20))
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(RAW, min_size=1, max_size=5), key=st.one_of(st.none(), SECRET),
+       action=st.sampled_from(["redact", "hash", "remove"]),
+       fields=st.sampled_from([[], ["value.a", "value.*.b", "key", "headers.h"], ["value"]]))
+def test_no_masked_value_reaches_a_frame_an_export_line_or_a_log(values, key, action, fields,
+                                                                  caplog):
+    """Frames are Batch.json(), export lines record_json(): both from decode_batch's output."""
+    caplog.set_level(logging.DEBUG)
+    rules = [{"topics": ["**"], "pattern": r"SECRET[0-9]{4}", "action": action}]
+    if fields:
+        rules.append({"topics": ["**"], "fields": fields, "action": action})
+    m = masker(*rules)
+    recs = [RECORD(0, i, 0, key.encode() if key else None, raw, [("h", raw[:12])], 1, len(raw), 1)
+            for i, raw in enumerate(values)]
+    decoded = decode_batch(recs, "auto", 1 << 20, masker=m)
+    shown = Batch([d[0] for d in decoded]).json() + "".join(record_json(d[0]) for d in decoded)
+    shown += json.dumps([[d[1], d[2]] for d in decoded])  # what filters see
+    assert "SECRET" not in shown
+    assert not any("SECRET" in r.getMessage() for r in caplog.records)
+    caplog.clear()

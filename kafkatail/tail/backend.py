@@ -94,10 +94,11 @@ def open_backend(config: Config, client_id: str, **owner: Any) -> "KafkaPythonBa
 
 
 # -- kafka-python ------------------------------------------------------------------------------
-def open_consumer(config: Config, client_id: str, **owner: Any) -> KafkaConsumer:
+def open_consumer(config: Config, client_id: str, fetch_wait_ms: int | None = None,
+                  **owner: Any) -> KafkaConsumer:
     """A group-less KafkaConsumer that leaves no IO thread behind when construction fails
     (``kafkafix.construct``). ``owner`` describes the IO thread in the thread registry
-    (tail_id, topic, client).
+    (tail_id, topic, client); ``fetch_wait_ms`` overrides the fetch wait.
     """
     sec = clientconf.security(config.kafka)
     try:
@@ -115,7 +116,7 @@ def open_consumer(config: Config, client_id: str, **owner: Any) -> KafkaConsumer
             max_poll_records=_max_poll_records(config),
             request_timeout_ms=config.request_timeout_ms,
             bootstrap_timeout_ms=config.request_timeout_ms,
-            fetch_max_wait_ms=_fetch_wait_ms(config),
+            fetch_max_wait_ms=_fetch_wait_ms(config) if fetch_wait_ms is None else fetch_wait_ms,
             # A poll's bytes are what a waiting historical tail may overshoot its outbox by.
             fetch_max_bytes=max(1 << 20, config.outbox_max_bytes),
             reconnect_backoff_max_ms=2000,

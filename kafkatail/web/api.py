@@ -1,4 +1,5 @@
-"""JSON API: topics and their offsets, schema ids' subjects, liveness and readiness."""
+"""JSON API: topics and their offsets, the topic overview, schema ids' subjects, liveness and
+readiness."""
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
@@ -40,6 +41,18 @@ def topics():
     identity = current_identity()
     return jsonify(topics=[t for t in _ext()["metadata"].topics()
                            if identity is not None and identity.may_tail(t["name"])])
+
+
+@bp.get("/api/overview")
+def overview():
+    """The page's start screen: every topic the caller may tail with its partitions, retained
+    records, recent rate (records/s) and newest record's time (epoch ms), at most
+    ``OVERVIEW_MAX_TOPICS`` of them (``truncated`` says when there were more). One metadata
+    pass every few seconds serves every caller (``tail.metadata.Overview``)."""
+    identity = current_identity()
+    found = _ext()["metadata"].overview(
+        lambda name: identity is not None and identity.may_tail(name))
+    return jsonify(found)
 
 
 @bp.get("/api/topics/<path:name>")

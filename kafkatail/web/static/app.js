@@ -9,6 +9,7 @@
   const RATE_WINDOW_MS = 5000;
   const FILTER_DEBOUNCE_MS = 400;
   const LAG_REFRESH_MS = 5000;     // how often the high watermarks are asked for while visible
+  const OVERVIEW_REFRESH_MS = 5000; // how often the topic overview is asked for while shown
   const PREVIEW_CHARS = 300;       // of a value, in its one-line row
   const DETAIL_CHARS = 20000;      // of a value, in the record pane before "show all"
   const HEX_BYTES = 4096;          // of a binary value, in hex before "show all"
@@ -50,7 +51,9 @@
     start: $('start'), stop: $('stop'), pause: $('pause'), clear: $('clear'), download: $('download'),
     conn: $('conn'), detail: $('status-detail'), count: $('count'), rate: $('rate'),
     shown: $('shown'), dropped: $('dropped'), lag: $('lag'),
-    records: $('records'), rows: $('rows'), jump: $('jump'),
+    records: $('records'), rows: $('rows'), jump: $('jump'), list: $('list'),
+    overview: $('overview'), ovSearch: $('ov-search'), ovInfo: $('ov-info'), ovRows: $('ov-rows'),
+    ovEmpty: $('ov-empty'), ovHead: document.querySelector('#ov-table thead'),
     pane: $('detail'), paneTitle: $('detail-title'), paneBody: $('detail-body'),
     copy: $('copy'), paneClose: $('detail-close'),
     settings: $('settings'), openSettings: $('open-settings'), setMax: $('set-max'),
@@ -786,6 +789,7 @@
     ui.dropped.dataset.count = dropped;
     ui.download.disabled = !list.records;
     updateLag();
+    syncOverview();
   }
 
   function updateButtons() {
@@ -1105,6 +1109,7 @@
   }
 
   function onVisibility() {
+    syncOverview(); // stops the overview's refresh while hidden, resumes it when shown
     if (document.hidden) {
       if (settings.autoPause && session && !paused) setPaused(true, true);
     } else if (autoPaused) {
@@ -1208,6 +1213,143 @@
     }
   }
 
+  // ---------- the topic overview ----------
+
+  // While no tail runs and the list is empty: every topic this caller may read, from
+  // /api/overview (the server measures them every few seconds, once for all callers), asked again
+  // every OVERVIEW_REFRESH_MS while the tab is visible, never while a tail runs. The search box
+  // filters the rows as you type; a click on a row tails its topic, as typing its name would.
+  const overview = { data: null, error: '', at: 0, timer: 0, inFlight: false, sort: 'name', desc: false };
+  let overviewSync = 0;
+
+  const overviewWanted = () => !session && !list.items.length && !queue.length;
+
+  // Deferred a turn: start() empties the list before it sets the session, and the overview must
+  // not flash up (nor be asked for) on the way.
+  function syncOverview() {
+    if (!overviewSync) overviewSync = setTimeout(applyOverview, 0);
+  }
+
+  function applyOverview() {
+    overviewSync = 0;
+    const want = overviewWanted();
+    ui.overview.hidden = !want;
+    ui.list.hidden = want;
+    if (!want || document.hidden) {
+      clearTimeout(overview.timer);
+      overview.timer = 0;
+    } else if (!overview.timer && !overview.inFlight) {
+      const wait = Math.max(0, OVERVIEW_REFRESH_MS - (Date.now() - overview.at));
+      overview.timer = setTimeout(refreshOverview, wait);
+    }
+  }
+
+  async function refreshOverview() {
+    overview.timer = 0;
+    if (!overviewWanted() || document.hidden) return;
+    overview.inFlight = true;
+    const token = bearerToken();
+    try {
+      overview.data = await getJson('/api/overview');
+      overview.error = '';
+    } catch (err) {
+      overview.error = err.message; // the last answer, if any, stays on show
+    } finally {
+      overview.inFlight = false;
+      // Asked with a token since changed: the answer may list other topics; ask again at once.
+      overview.at = bearerToken() === token ? Date.now() : 0;
+    }
+    renderOverview();
+    applyOverview(); // the next refresh, if the overview is still wanted
+  }
+
+  function overviewRows() {
+    const topics = (overview.data && overview.data.topics) || [];
+    const term = ui.ovSearch.value.trim().toLowerCase();
+    const shown = term ? topics.filter((t) => t.name.toLowerCase().includes(term)) : topics.slice();
+    const { sort, desc } = overview;
+    const key = (t) => (sort === 'name' ? t.name : t[sort] ?? -1); // unknown sorts lowest
+    shown.sort((a, b) => {
+      const [x, y] = [key(a), key(b)];
+      const c = x < y ? -1 : x > y ? 1 : 0;
+      return desc ? -c : c;
+    });
+    return shown;
+  }
+
+  function fmtRate(rate) {
+    if (typeof rate !== 'number' || !Number.isFinite(rate)) return '—';
+    return rate < 10 ? rate.toFixed(1) : Math.round(rate).toLocaleString();
+  }
+
+  function overviewRow(t) {
+    const tr = el('tr');
+    tr.dataset.topic = t.name;
+    const name = el('button', 'ov-name', t.name);
+    name.type = 'button';
+    name.title = `tail ${t.name}`;
+    const topic = el('td', 'ov-topic');
+    topic.append(name);
+    const last = el('td', 'ov-last', '—');
+    if (Number.isFinite(t.last_record) && t.last_record >= 0) {
+      const d = new Date(t.last_record);
+      last.textContent = relTime(t.last_record);
+      last.title = `${fmtLocal(d)} · ${d.toISOString()}`;
+    }
+    tr.append(topic, el('td', 'num', String(t.partitions)),
+      el('td', 'num', Number(t.retained).toLocaleString()), el('td', 'num ov-rate', fmtRate(t.rate)), last);
+    return tr;
+  }
+
+  function renderOverview() {
+    const data = overview.data;
+    const shown = overviewRows();
+    const total = data ? data.topics.length : 0;
+    const term = ui.ovSearch.value.trim();
+    ui.ovRows.replaceChildren(...shown.map(overviewRow));
+    for (const th of ui.ovHead.querySelectorAll('th[data-sort]')) {
+      const on = th.dataset.sort === overview.sort;
+      th.setAttribute('aria-sort', on ? (overview.desc ? 'descending' : 'ascending') : 'none');
+    }
+    const info = [];
+    if (data) {
+      info.push(term ? `${shown.length} of ${plural(total, 'topic')}` : plural(total, 'topic'));
+      if (data.truncated) info.push(`the first ${total} of the ${data.total} you may read`);
+      info.push(`as of ${new Date(overview.at).toLocaleTimeString()}`);
+    }
+    if (overview.error) info.push(`overview unavailable (${overview.error})`);
+    ui.ovInfo.textContent = info.join(' · ');
+    const empty = !data ? (overview.error ? '' : 'loading the topics…')
+      : !total ? 'no topics you may read' : !shown.length ? `no topic matches "${term}"` : '';
+    ui.ovEmpty.textContent = empty;
+    ui.ovEmpty.hidden = !empty;
+  }
+
+  function tailTopic(name) {
+    ui.topic.value = name;
+    showTopicInfo();
+    start();
+  }
+
+  function sortOverview(ev) {
+    const th = ev.target.closest('th[data-sort]');
+    if (!th) return;
+    const key = th.dataset.sort;
+    // A new column sorts the busiest (largest, newest) first; its name A to Z.
+    overview.desc = key === overview.sort ? !overview.desc : key !== 'name';
+    overview.sort = key;
+    renderOverview();
+  }
+
+  // Enter in the search box tails the topic it names exactly, or the only one it matches.
+  function searchEnter(ev) {
+    if (ev.key !== 'Enter') return;
+    const shown = overviewRows();
+    const term = ui.ovSearch.value.trim();
+    const pick = shown.find((t) => t.name === term) || (shown.length === 1 ? shown[0] : null);
+    if (pick) tailTopic(pick.name);
+  }
+
   // ---------- settings dialog ----------
 
   function renderHighlightList() {
@@ -1267,7 +1409,12 @@
     if (typing) return;
     switch (ev.key) {
       case ' ': setPaused(!paused); break; // also on a focused button: space never restarts the tail
-      case '/': ui.filter.focus(); ui.filter.select(); break;
+      case '/': {
+        const field = ui.overview.hidden ? ui.filter : ui.ovSearch;
+        field.focus();
+        field.select();
+        break;
+      }
       case 'g': jumpToLatest(); break;
       case 'c': copyRecord(); break;
       default: return;
@@ -1340,6 +1487,10 @@
     }
     schemaCache.clear(); // what the registry showed may depend on who asks
     loadTopics();
+    overview.at = 0; // and which topics there are to show: ask again now
+    clearTimeout(overview.timer);
+    overview.timer = 0;
+    syncOverview();
   });
   // The profile may need the token too, which a plain link cannot send: fetch it, then show it.
   ui.flame.addEventListener('click', async (ev) => {
@@ -1360,6 +1511,13 @@
     applyTheme();
   });
   ui.hlAdd.addEventListener('click', addHighlight);
+  ui.ovSearch.addEventListener('input', renderOverview);
+  ui.ovSearch.addEventListener('keydown', searchEnter);
+  ui.ovHead.addEventListener('click', sortOverview);
+  ui.ovRows.addEventListener('click', (ev) => {
+    const row = ev.target.closest('tr[data-topic]');
+    if (row && document.getSelection().isCollapsed) tailTopic(row.dataset.topic);
+  });
   ui.hlTerm.addEventListener('keydown', (ev) => {
     if (ev.key === 'Enter') {
       ev.preventDefault();
@@ -1378,6 +1536,7 @@
     rows: () => list.items.filter((i) => i.rec).map((i) => [i.rec.partition, i.rec.offset]),
     records: () => list.items.filter((i) => i.rec).map((i) => i.rec),
     markers: () => list.items.filter((i) => !i.rec).map((i) => i.text),
+    overview: () => (overview.data ? JSON.parse(JSON.stringify(overview.data)) : null),
     state: () => ({
       conn: ui.conn.dataset.state,
       paused,

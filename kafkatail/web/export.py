@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import threading
 import time
 from dataclasses import replace
@@ -197,9 +198,22 @@ def _records(item: Batch | str) -> list[dict]:
 
 def _csv_fields(rec: dict) -> list:
     value = rec["value"]
-    return [rec["partition"], rec["offset"], rec["timestamp"], rec["key"] or "",
-            rec["key_encoding"] or "", "" if value is None else value, rec["encoding"],
-            json.dumps(rec["headers"], ensure_ascii=False) if rec["headers"] else ""]
+    return [rec["partition"], rec["offset"], rec["timestamp"], _cell(rec["key"] or ""),
+            rec["key_encoding"] or "", _cell("" if value is None else value), rec["encoding"],
+            _cell(json.dumps(rec["headers"], ensure_ascii=False)) if rec["headers"] else ""]
+
+
+def _cell(text: str) -> str:
+    """A text cell a spreadsheet will not run: one starting with = + - @ (or a tab or carriage
+    return) gets a leading ', as OWASP advises against CSV formula injection; a plain number
+    such as -3 is left as it is."""
+    if text[:1] in _FORMULA_START and not _NUMBER(text):
+        return "'" + text
+    return text
+
+
+_FORMULA_START = frozenset("=+-@\t\r")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?").fullmatch
 
 
 def _csv_row(fields: list) -> str:

@@ -103,3 +103,13 @@ def test_an_export_waiting_on_a_bound_ahead_ends_when_idle(cluster, server, monk
     assert [r["offset"] for r in lines[:-1]] == [0, 1, 2]
     assert lines[-1] == {"type": "end", "reason": "no record for 1 s"}
     wait_for(lambda: not server.pool.threads(), 10, "the export's consumer thread to end")
+
+
+def test_csv_cells_cannot_start_a_formula(cluster, server):
+    t = cluster.create_topic()
+    cluster.produce(t, [("=HYPERLINK(\"http://x\")", "+1+2"), ("@SUM(A1)", "-3")],
+                    flush_each=True)
+    _, body, _ = get(server, f"/api/topics/{t}/export?format=csv")
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert [(r["key"], r["value"]) for r in rows] == [("'=HYPERLINK(\"http://x\")", "'+1+2"),
+                                                      ("'@SUM(A1)", "-3")]

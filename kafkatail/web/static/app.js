@@ -47,8 +47,13 @@
   const ui = {
     form: $('controls'), topic: $('topic'), topicList: $('topic-list'), topicInfo: $('topic-info'),
     partitions: $('partitions'), fromMode: $('from-mode'), fromArg: $('from-arg'), tsQuick: $('ts-quick'),
-    filter: $('filter'), regex: $('regex'), format: $('format'),
+    untilBox: $('until-box'), untilArg: $('until-arg'), untilClear: $('until-clear'),
+    filter: $('filter'), regex: $('regex'), where: $('where'), whereError: $('where-error'),
+    whereHelp: $('where-help'), format: $('format'),
     start: $('start'), stop: $('stop'), pause: $('pause'), clear: $('clear'), download: $('download'),
+    downloadCsv: $('download-csv'), rangePop: $('range-pop'), rangeSummary: $('range-summary'),
+    rangeNdjson: $('range-ndjson'), rangeCsv: $('range-csv'), rangeCancel: $('range-cancel'),
+    rangeStatus: $('range-status'),
     conn: $('conn'), detail: $('status-detail'), count: $('count'), rate: $('rate'),
     shown: $('shown'), dropped: $('dropped'), lag: $('lag'),
     records: $('records'), rows: $('rows'), jump: $('jump'), list: $('list'),
@@ -62,6 +67,7 @@
     hlList: $('hl-list'), hlTerm: $('hl-term'), hlColor: $('hl-color'), hlAdd: $('hl-add'),
   };
 
+  const WHERE_TITLE = ui.where.title; // its examples; a refusal's message replaces it meanwhile
   const settings = loadSettings();
   let knownTopics = new Set();
   let session = null;   // the running tail, or null
@@ -723,20 +729,192 @@
     setTimeout(() => { ui.copy.textContent = 'Copy JSON'; }, 1500);
   }
 
-  function downloadRecords() {
-    const lines = [];
-    for (const item of list.items) if (item.rec) lines.push(`${JSON.stringify(item.rec)}\n`);
-    const blob = new Blob(lines, { type: 'application/x-ndjson' });
+  // A file name for a download: the topic and the local time now.
+  function downloadName(topic, ext) {
     const d = new Date();
     const stamp = `${fmtDate(d)}T${pad(d.getHours())}${pad(d.getMinutes())}${pad(d.getSeconds())}`;
-    const topic = ((session && session.topic) || ui.topic.value.trim() || 'kafkatail').replace(/[^\w.-]/g, '_');
+    return `${(topic || 'kafkatail').replace(/[^\w.-]/g, '_')}-${stamp}.${ext}`;
+  }
+
+  function saveBlob(blob, name) {
     const a = el('a');
     a.href = URL.createObjectURL(blob);
-    a.download = `${topic}-${stamp}.ndjson`;
+    a.download = name;
     document.body.append(a);
     a.click();
     a.remove();
     setTimeout(() => URL.revokeObjectURL(a.href), 60000);
+  }
+
+  const listTopic = () => (session && session.topic) || ui.topic.value.trim();
+
+  function downloadRecords() {
+    const lines = [];
+    for (const item of list.items) if (item.rec) lines.push(`${JSON.stringify(item.rec)}\n`);
+    saveBlob(new Blob(lines, { type: 'application/x-ndjson' }), downloadName(listTopic(), 'ndjson'));
+  }
+
+  // The server's export columns (kafkatail/web/export.py), in its order.
+  const CSV_COLUMNS = ['partition', 'offset', 'timestamp', 'key', 'key_encoding', 'value', 'encoding', 'headers'];
+
+  // One CSV cell (RFC 4180: quoted when it holds a comma, a quote or a line break; quotes doubled).
+  // Formula-injection guard (OWASP "CSV Injection"): a spreadsheet runs a cell that starts with
+  // =, +, - or @ (or a tab or carriage return) as a formula, so such a text cell gets a leading
+  // apostrophe: `=HYPERLINK(...)` becomes `'=HYPERLINK(...)`, and a text or JSON value -5 becomes
+  // '-5. The number columns (partition, offset, timestamp) are written as they are.
+  function csvCell(v, text = true) {
+    let s = v === null || v === undefined ? '' : String(v);
+    if (text && /^[=+\-@\t\r]/.test(s)) s = `'${s}`;
+    return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  }
+
+  function csvLine(rec) {
+    const value = isJson(rec.encoding) ? JSON.stringify(rec.value)
+      : rec.value === null || rec.value === undefined ? '' : String(rec.value);
+    const headers = rec.headers && rec.headers.length ? JSON.stringify(rec.headers) : '';
+    return [
+      csvCell(rec.partition, false), csvCell(rec.offset, false), csvCell(rec.timestamp, false),
+      csvCell(rec.key), csvCell(rec.key_encoding), csvCell(value), csvCell(rec.encoding), csvCell(headers),
+    ].join(',');
+  }
+
+  function downloadCsv() {
+    const lines = [`${CSV_COLUMNS.join(',')}\r\n`];
+    for (const item of list.items) if (item.rec) lines.push(`${csvLine(item.rec)}\r\n`);
+    saveBlob(new Blob(lines, { type: 'text/csv' }), downloadName(listTopic(), 'csv'));
+  }
+
+  // ---------- download a range (the server's export) ----------
+
+  // GET /api/topics/<topic>/export with the form's start, until, partitions and filters. It is
+  // fetched (a plain link could not carry the Authorization header) and saved as a Blob.
+  const range = { controller: null };
+
+  function rangeQuery(format) {
+    const topic = ui.topic.value.trim();
+    if (!topic) throw new Error('choose a topic');
+    if (ui.fromMode.value === 'latest') {
+      throw new Error('choose a start other than "live": a range from now to now is empty');
+    }
+    const from = fromValue();
+    if (!FROM_RE.test(from)) throw new Error(`start: expected ${FROM_HINT[ui.fromMode.value]}`);
+    const until = untilFor(from);
+    const q = new URLSearchParams({ from: serverFrom(from) });
+    if (until) q.set('until', until);
+    const partitions = partitionsValue();
+    if (partitions) q.set('partitions', partitions);
+    for (const [key, input] of [['filter', ui.filter], ['regex', ui.regex], ['where', ui.where]]) {
+      if (input.value.trim()) q.set(key, input.value);
+    }
+    q.set('format', format);
+    return { topic, q };
+  }
+
+  function describeRange() {
+    let text;
+    try {
+      const { topic, q } = rangeQuery('ndjson');
+      const parts = [`${topic}`, `from ${timeText(q.get('from'))}`,
+        q.has('until') ? `until ${timeText(q.get('until'))}` : 'to its end offsets now'];
+      if (q.has('partitions')) parts.push(`partitions ${q.get('partitions')}`);
+      if (q.has('filter')) parts.push(`substring "${q.get('filter')}"`);
+      if (q.has('regex')) parts.push(`regex /${q.get('regex')}/`);
+      if (q.has('where')) parts.push(`where ${q.get('where')}`);
+      text = parts.join(' · ');
+      ui.rangeSummary.classList.remove('bad');
+    } catch (err) {
+      text = err.message;
+      ui.rangeSummary.classList.add('bad');
+    }
+    ui.rangeSummary.textContent = text;
+    syncRangeButtons();
+  }
+
+  // ts:<ms> as a local time; anything else as it is.
+  function timeText(v) {
+    const m = /^ts:(\d+)$/.exec(v);
+    return m ? fmtLocal(new Date(Number(m[1]))) : v;
+  }
+
+  function syncRangeButtons() {
+    const busy = Boolean(range.controller);
+    const bad = ui.rangeSummary.classList.contains('bad');
+    ui.rangeNdjson.disabled = busy || bad;
+    ui.rangeCsv.disabled = busy || bad;
+    ui.rangeCancel.hidden = !busy;
+  }
+
+  function setRangeStatus(text, bad = false) {
+    ui.rangeStatus.textContent = text;
+    ui.rangeStatus.classList.toggle('bad', bad);
+  }
+
+  async function downloadRange(format) {
+    if (range.controller) return;
+    let query;
+    try {
+      query = rangeQuery(format);
+    } catch (err) {
+      setRangeStatus(err.message, true);
+      return;
+    }
+    const { topic, q } = query;
+    const controller = new AbortController();
+    range.controller = controller;
+    syncRangeButtons();
+    setRangeStatus('exporting…');
+    try {
+      const res = await authFetch(`/api/topics/${encodeURIComponent(topic)}/export?${q}`,
+                                  { signal: controller.signal });
+      if (!res.ok) {
+        let body = null;
+        try {
+          body = await res.json();
+        } catch {
+          body = null;
+        }
+        const why = body && typeof body.error === 'string'
+          ? `${body.error}${typeof body.reason === 'string' ? `: ${body.reason}` : ''}` : `HTTP ${res.status}`;
+        throw new Error(why);
+      }
+      // Read as it streams, to show how far it got.
+      const reader = res.body.getReader();
+      const chunks = [];
+      let size = 0;
+      let lines = 0;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        chunks.push(value);
+        size += value.length;
+        for (let i = value.indexOf(10); i >= 0; i = value.indexOf(10, i + 1)) lines++;
+        setRangeStatus(`exporting… ${fmtSize(size)}`);
+      }
+      const blob = new Blob(chunks, { type: format === 'csv' ? 'text/csv' : 'application/x-ndjson' });
+      saveBlob(blob, downloadName(topic, format));
+      setRangeStatus(`downloaded ${fmtSize(blob.size)}${format === 'ndjson' ? await ndjsonSummary(blob, lines) : ''}`);
+    } catch (err) {
+      if (controller.signal.aborted) setRangeStatus('cancelled');
+      else setRangeStatus(`export failed: ${err.message}`, true);
+    } finally {
+      range.controller = null;
+      syncRangeButtons();
+    }
+  }
+
+  // An NDJSON export of `lines` lines ends with {"type": "end", "reason": ...}: how many records
+  // it holds, and why it ended.
+  async function ndjsonSummary(blob, lines) {
+    const tail = (await blob.slice(Math.max(0, blob.size - 4096)).text()).trimEnd();
+    try {
+      const last = JSON.parse(tail.slice(tail.lastIndexOf('\n') + 1));
+      if (last && last.type === 'end') {
+        return ` · ${plural(lines - 1, 'record')}${last.reason ? ` (${last.reason})` : ''}`;
+      }
+    } catch {
+      // no end line: the export was cut short
+    }
+    return ` · ${plural(lines, 'record')}, cut short`;
   }
 
   // ---------- status bar ----------
@@ -771,7 +949,7 @@
       ? `lag ${lag.map(([p, l]) => `p${p} ${l}`).join(' · ')}`
       : `lag ${total} (${plural(lag.length, 'partition')})`;
     ui.lag.title = 'records behind the high watermark, per partition' +
-      `${s.filter || s.regex ? ' (filtered-out records count as behind)' : ''}\n` +
+      `${s.applied.filter || s.applied.regex || s.applied.where ? ' (filtered-out records count as behind)' : ''}\n` +
       lag.map(([p, l, next, end]) => `p${p}: ${l} (next ${next}, end ${end})`).join('\n');
   }
 
@@ -788,6 +966,7 @@
     ui.dropped.textContent = `${dropped} dropped`;
     ui.dropped.dataset.count = dropped;
     ui.download.disabled = !list.records;
+    ui.downloadCsv.disabled = !list.records;
     updateLag();
     syncOverview();
   }
@@ -820,6 +999,26 @@
     return Number.isNaN(ms) ? from : `ts:${ms}`;
   }
 
+  // The end of a "between" tail, as typed (until=ts:<local time>), or ''.
+  function untilValue() {
+    const arg = ui.untilArg.value.trim();
+    return ui.fromMode.value === 'ts' && arg ? `ts:${arg}` : '';
+  }
+
+  // The until= to send with a start `from`: ts:<epoch ms>, or '' for none; throws if it is not
+  // a time after the start.
+  function untilFor(from) {
+    const until = untilValue();
+    if (!until) return '';
+    const end = serverFrom(until);
+    if (!/^ts:\d+$/.test(end)) throw new Error('until: expected a local date and time');
+    const start = serverFrom(from);
+    if (/^ts:\d+$/.test(start) && Number(end.slice(3)) <= Number(start.slice(3))) {
+      throw new Error('until: must be later than the start');
+    }
+    return end;
+  }
+
   function partitionsValue() {
     const parts = ui.partitions.value.split(',').map((p) => p.trim()).filter(Boolean);
     if (parts.some((p) => !/^\d+$/.test(p))) throw new Error('partitions: expected a comma list of numbers, e.g. 0,2');
@@ -836,6 +1035,7 @@
     }
     ui.fromArg.hidden = !hint;
     ui.tsQuick.hidden = !ts;
+    ui.untilBox.hidden = !ts; // "between": an end time only for a start time
     ui.fromArg.placeholder = hint || '';
   }
 
@@ -850,6 +1050,8 @@
     put('partitions', ui.partitions.value.replace(/\s+/g, ''));
     put('filter', ui.filter.value);
     put('regex', ui.regex.value);
+    put('where', ui.where.value);
+    put('until', untilValue());
     put('format', ui.format.value, 'auto');
     const qs = q.toString();
     history.replaceState(null, '', qs ? `?${qs}` : location.pathname);
@@ -861,6 +1063,7 @@
     ui.partitions.value = q.get('partitions') || '';
     ui.filter.value = q.get('filter') || '';
     ui.regex.value = q.get('regex') || '';
+    ui.where.value = q.get('where') || '';
     ui.format.value = FORMATS.includes(q.get('format')) ? q.get('format') : 'auto';
     const from = q.get('from') || 'latest';
     let m;
@@ -876,6 +1079,12 @@
     ui.fromMode.value = mode;
     syncFromArg();
     ui.fromArg.value = arg;
+    ui.untilArg.value = '';
+    const until = /^ts:(.+)$/.exec(q.get('until') || '');
+    if (until && mode === 'ts') {
+      const ms = /^\d+$/.test(until[1]) ? Number(until[1]) : Date.parse(until[1]);
+      if (!Number.isNaN(ms)) ui.untilArg.value = localInput(new Date(ms));
+    }
     return Boolean(ui.topic.value);
   }
 
@@ -890,18 +1099,22 @@
       if (!topic) throw new Error('choose a topic');
       const from = fromValue();
       if (!FROM_RE.test(from)) throw new Error(`start: expected ${FROM_HINT[ui.fromMode.value]}`);
-      params = { topic, from, partitions: partitionsValue(), format: ui.format.value };
+      params = { topic, from, until: untilFor(from), partitions: partitionsValue(), format: ui.format.value };
     } catch (err) {
       setConn('error', err.message);
       return;
     }
+    clearFilterError();
     if (session) endSession('stopped');
     clearRows(); // a new tail: old rows would repeat or interleave with its records
     writeUrl();
     session = {
       ...params, label: params.topic, cursor: new Map(), ends: new Map(), ws: null, timer: 0,
       attempt: 0, lost: null, lastError: null, resumeFrom: null, startedAt: performance.now(),
-      filter: '', regex: '', received: 0, dropped: 0, serverStatus: null,
+      // The filters the server has (confirmed by its hello or echo), those sent and not yet
+      // answered (oldest first), and the last it refused.
+      applied: { filter: '', regex: '', where: '' }, sent: [], rejected: null,
+      received: 0, dropped: 0, serverStatus: null,
     };
     connect(session);
     updateButtons();
@@ -912,12 +1125,16 @@
     const resume = s.cursor.size
       ? `offsets:${[...s.cursor].map(([p, o]) => `${p}:${o}`).join(',')}`
       : serverFrom(s.from);
-    s.filter = ui.filter.value;
-    s.regex = ui.regex.value;
+    // The filters as typed, unless the server refused just those: then the ones it had.
+    const typed = filterInputs();
+    const filters = s.rejected && sameFilters(typed, s.rejected) ? s.applied : typed;
+    s.sent = [];
+    s.connecting = filters;
+    s.endReason = null;
     const q = new URLSearchParams({ from: resume });
+    if (s.until) q.set('until', s.until);
     if (s.partitions) q.set('partitions', s.partitions);
-    if (s.filter) q.set('filter', s.filter);
-    if (s.regex) q.set('regex', s.regex);
+    for (const key of ['filter', 'regex', 'where']) if (filters[key]) q.set(key, filters[key]);
     if (s.format !== 'auto') q.set('format', s.format);
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const token = bearerToken();
@@ -965,7 +1182,14 @@
         s.endsAt = performance.now();
         updateLag();
         break;
-      case 'error': s.lastError = { code: msg.code, message: msg.message || '' }; break;
+      case 'error':
+        // A refused filter change: the tail goes on with the filters it had.
+        if (s.sent.length && msg.code === 4400 && s.ws && s.ws.readyState === WebSocket.OPEN) {
+          filterRefused(s, msg.message || '');
+          break;
+        }
+        s.lastError = { code: msg.code, message: msg.message || '' };
+        break;
       default: console.warn('kafkatail: unknown frame type', msg.type);
     }
   }
@@ -978,6 +1202,12 @@
       if (Number.isFinite(p.end)) s.ends.set(p.partition, Math.max(p.end, s.ends.get(p.partition) || 0));
     }
     s.label = `${msg.topic || s.topic} · ${plural(parts.length, 'partition')}`;
+    // The filters in the URL it opened with were accepted.
+    if (s.connecting) {
+      s.applied = s.connecting;
+      s.connecting = null;
+      if (!s.sent.length) clearFilterError();
+    }
     if (s.lost) {
       enqueueMarker('reconnect', `reconnected after ${s.lost} — resumed from ${s.resumeFrom}`);
       s.lost = null;
@@ -1008,8 +1238,12 @@
     switch (msg.status) {
       case 'filter': {
         // The server's echo of a live filter change: from here on only matching records arrive.
-        const desc = [msg.filter && `substring "${msg.filter}"`, msg.regex && `regex /${msg.regex}/`]
-          .filter(Boolean).join(' and ');
+        const sent = s.sent.shift();
+        if (sent) s.applied = sent;
+        s.rejected = null;
+        if (!s.sent.length) clearFilterError();
+        const desc = [msg.filter && `substring "${msg.filter}"`, msg.regex && `regex /${msg.regex}/`,
+          msg.where && `where ${msg.where}`].filter(Boolean).join(' and ');
         enqueueMarker('info', desc ? `filter applied: ${desc}` : 'filter cleared');
         return;
       }
@@ -1017,6 +1251,8 @@
         if (!paused) setConn('live', `${s.label} · caught up`);
         return;
       case 'end':
+        // The server closes with 1000 next ("max reached", "until reached").
+        s.endReason = msg.reason || 'ended';
         enqueueMarker('info', `tail ended${msg.reason ? `: ${msg.reason}` : ''}`);
         return;
       case 'denied':
@@ -1066,10 +1302,16 @@
     // lost (1006: the connection dropped without one), the error frame's code is the real reason.
     const err = s.lastError;
     s.lastError = null;
-    const code = ev.code === 1006 && err && err.code ? err.code : ev.code;
-    const why = describeClose(code, ev.reason || (err ? err.message : ''));
+    // Likewise a normal end: Chromium reports 1006 when the server drops the connection right
+    // after its close frame, and the "end" status before it says the tail is over.
+    const ended = ev.code === 1006 && !err && s.endReason ? s.endReason : '';
+    s.endReason = null;
+    const code = ev.code === 1006 && err && err.code ? err.code : ended ? 1000 : ev.code;
+    const why = describeClose(code, ev.reason || (err ? err.message : ended));
     if (code === 1000 || (code >= 4000 && code < 5000)) {
       const normal = code === 1000;
+      // A where (or regex, or filter) in the URL the server refused: shown at its box too.
+      if (code === 4400) showFilterError((err && err.message) || ev.reason || '', s.connecting || filterInputs());
       enqueueMarker(normal ? 'info' : 'error', `closed: ${why}`);
       endSession(normal ? 'ended' : 'closed', why);
       return;
@@ -1117,17 +1359,78 @@
     }
   }
 
+  const filterInputs = () => ({ filter: ui.filter.value, regex: ui.regex.value, where: ui.where.value });
+  const sameFilters = (a, b) => a.filter === b.filter && a.regex === b.regex && a.where === b.where;
+
+  // One control frame carries all three: the server replaces them together, or refuses the lot.
   function applyFilter() {
     writeUrl();
     if (!session) return;
-    const filter = ui.filter.value;
-    const regex = ui.regex.value;
-    if (filter === session.filter && regex === session.regex) return;
+    const want = filterInputs();
+    const last = session.sent.length ? session.sent[session.sent.length - 1] : session.applied;
+    if (sameFilters(want, last)) return;
     // If the socket is down, the next (re)connect picks the new filter up from the inputs.
-    if (!send({ op: 'filter', filter, regex })) return;
-    session.filter = filter;
-    session.regex = regex;
-    // The marker is added when the server echoes the change (status "filter").
+    if (!send({ op: 'filter', ...want })) return;
+    session.sent.push(want);
+    // The marker is added when the server echoes the change (status "filter"); a refusal comes
+    // as an error frame (filterRefused).
+  }
+
+  function filterRefused(s, message) {
+    s.rejected = s.sent.shift() || filterInputs();
+    enqueueMarker('error', `filter not applied, the previous one still is: ${message}`);
+    showFilterError(message, s.rejected);
+  }
+
+  // ---------- filter errors, at their boxes ----------
+
+  const FILTER_FIELDS = { filter: 'filter', regex: 'regex', where: 'where' };
+
+  // A refusal ("where: line 1, column 17: Syntax error: ...") marks the box it names; a where's
+  // is spelled out under its box, with a caret under the column, until the next accepted filter.
+  function showFilterError(message, sent) {
+    clearFilterError();
+    const m = /^(filter|regex|where):/.exec(message);
+    if (!m) return;
+    const input = ui[FILTER_FIELDS[m[1]]];
+    input.setAttribute('aria-invalid', 'true');
+    input.dataset.error = message;
+    input.title = message;
+    if (m[1] !== 'where') return;
+    const parts = [el('span', 'msg', message)];
+    const pos = /line (\d+), column (\d+)/.exec(message);
+    const source = sent ? sent.where : ui.where.value;
+    if (pos && source) {
+      const line = source.split('\n')[Number(pos[1]) - 1];
+      if (line !== undefined) parts.push(caretLine(line, Number(pos[2]) - 1));
+    }
+    ui.whereError.replaceChildren(...parts);
+    ui.whereError.hidden = false;
+  }
+
+  // The expression's line with a ^ under column `col` (0-based), cut to ~60 characters around it.
+  function caretLine(line, col) {
+    const width = 60;
+    const start = Math.max(0, Math.min(col - width / 2, line.length - width));
+    let text = line.slice(start, start + width);
+    let at = Math.max(0, col - start);
+    if (start > 0) {
+      text = `…${text}`;
+      at++;
+    }
+    if (start + width < line.length) text = `${text}…`;
+    return el('pre', 'caret', `${text}\n${' '.repeat(at)}^`);
+  }
+
+  function clearFilterError() {
+    for (const input of [ui.filter, ui.regex, ui.where]) {
+      if (!input.hasAttribute('aria-invalid')) continue;
+      input.removeAttribute('aria-invalid');
+      delete input.dataset.error;
+      input.title = input === ui.where ? WHERE_TITLE : '';
+    }
+    ui.whereError.hidden = true;
+    ui.whereError.replaceChildren();
   }
 
   // The server sends fresh end offsets ('ends' frames) while its consumer fetches. While paused
@@ -1164,9 +1467,9 @@
     }
   }
 
-  function authFetch(path) {
+  function authFetch(path, init = {}) {
     const token = bearerToken();
-    return fetch(BASE + path, token ? { headers: { Authorization: `Bearer ${token}` } } : {});
+    return fetch(BASE + path, token ? { ...init, headers: { Authorization: `Bearer ${token}` } } : init);
   }
 
   async function getJson(url) {
@@ -1429,13 +1732,18 @@
   ui.form.addEventListener('submit', (ev) => {
     ev.preventDefault();
     const focused = document.activeElement;
-    if (session && (focused === ui.filter || focused === ui.regex)) applyFilter();
+    if (session && (focused === ui.filter || focused === ui.regex || focused === ui.where)) applyFilter();
     else start();
   });
   ui.stop.addEventListener('click', () => { if (session) endSession('stopped'); });
   ui.pause.addEventListener('click', () => setPaused(!paused));
   ui.clear.addEventListener('click', clearRows);
   ui.download.addEventListener('click', downloadRecords);
+  ui.downloadCsv.addEventListener('click', downloadCsv);
+  ui.rangePop.addEventListener('toggle', (ev) => { if (ev.newState === 'open') describeRange(); });
+  ui.rangeNdjson.addEventListener('click', () => downloadRange('ndjson'));
+  ui.rangeCsv.addEventListener('click', () => downloadRange('csv'));
+  ui.rangeCancel.addEventListener('click', () => { if (range.controller) range.controller.abort(); });
   ui.jump.addEventListener('click', jumpToLatest);
   ui.records.addEventListener('scroll', () => {
     follow = atBottom();
@@ -1458,7 +1766,11 @@
     writeUrl();
     if (ui.topic.value.trim()) start();
   });
-  for (const input of [ui.partitions, ui.fromArg, ui.format]) input.addEventListener('change', writeUrl);
+  for (const input of [ui.partitions, ui.fromArg, ui.untilArg, ui.format]) input.addEventListener('change', writeUrl);
+  ui.untilClear.addEventListener('click', () => {
+    ui.untilArg.value = '';
+    writeUrl();
+  });
   ui.topic.addEventListener('change', () => { writeUrl(); showTopicInfo(); });
   // Substring filter applies as you type; a regex only on Enter/blur so half-typed patterns are not sent.
   ui.filter.addEventListener('input', () => {
@@ -1466,6 +1778,16 @@
     filterTimer = setTimeout(applyFilter, FILTER_DEBOUNCE_MS);
   });
   ui.regex.addEventListener('change', applyFilter);
+  // A where, like a regex, only on Enter/blur: a half-typed expression would not compile.
+  ui.where.addEventListener('change', applyFilter);
+  ui.whereHelp.addEventListener('click', (ev) => {
+    const example = ev.target.closest('button.example');
+    if (!example) return;
+    ui.where.value = example.textContent;
+    ui.whereHelp.hidePopover();
+    ui.where.focus();
+    applyFilter();
+  });
   document.addEventListener('keydown', onKey);
   document.addEventListener('visibilitychange', onVisibility);
 

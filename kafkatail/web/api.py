@@ -19,20 +19,28 @@ def _ext() -> dict:
     return current_app.extensions["kafkatail"]
 
 
-@bp.errorhandler(BrokerUnavailable)
 def _unavailable(exc: BrokerUnavailable):
     return jsonify(error="broker unavailable", reason=str(exc)), 503
 
 
-@bp.errorhandler(MetadataBusy)
 def _busy(exc: MetadataBusy):
     return jsonify(error="busy", reason=str(exc)), 503, {"Retry-After": "1"}
 
 
-@bp.errorhandler(TopicDenied)
 def _denied(exc: TopicDenied):
     security = clientconf.security(_ext()["config"].kafka).describe()
     return jsonify(error=FAILURES.denied(exc.topic, security)), 403
+
+
+def broker_errors(blueprint: Blueprint) -> None:
+    """The JSON answers of a route that asks the cluster: 503 while it is unreachable or the
+    metadata client is busy, 403 when its ACLs deny the topic."""
+    blueprint.register_error_handler(BrokerUnavailable, _unavailable)
+    blueprint.register_error_handler(MetadataBusy, _busy)
+    blueprint.register_error_handler(TopicDenied, _denied)
+
+
+broker_errors(bp)
 
 
 @bp.get("/api/topics")

@@ -22,13 +22,13 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from ..security.access import current_identity
 from ..tail import frames
-from ..tail.backend import BrokerUnavailable, TopicDenied
-from ..tail.metadata import MetadataBusy
 from ..tail.outbox import Outbox
 from ..tail.records import JSON_ENCODINGS, Batch, record_json
 from ..tail.request import BadRequest, TailRequest, parse, parse_until
+from .api import broker_errors
 
 bp = Blueprint("kafkatail_export", __name__)
+broker_errors(bp)
 
 FORMATS = {"ndjson": "application/x-ndjson", "csv": "text/csv"}
 CSV_COLUMNS = ["partition", "offset", "timestamp", "key", "key_encoding", "value", "encoding",
@@ -38,21 +38,6 @@ _WAKE_S = 1.0
 # An export whose ``until`` lies ahead waits for records live; a reader that left is only seen
 # when a write fails, so an export with nothing to write ends after this long.
 EXPORT_IDLE_S = 60.0
-
-
-@bp.errorhandler(BrokerUnavailable)
-def _unavailable(exc: BrokerUnavailable):
-    return jsonify(error="broker unavailable", reason=str(exc)), 503
-
-
-@bp.errorhandler(MetadataBusy)
-def _busy(exc: MetadataBusy):
-    return jsonify(error="busy", reason=str(exc)), 503, {"Retry-After": "1"}
-
-
-@bp.errorhandler(TopicDenied)
-def _denied(exc: TopicDenied):
-    return jsonify(error=f"the cluster denies reading {exc.topic}"), 403
 
 
 @bp.get("/api/topics/<path:topic>/export")

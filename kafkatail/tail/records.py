@@ -112,7 +112,8 @@ def _key(raw: bytes | None, framing: _Framed) -> tuple[str | None, str | None, i
     """(key, its encoding, its schema id if framed, why a framed key is not decoded)."""
     if raw is None:
         return None, None, None, None
-    framed = schema_id(raw)
+    # The first byte alone rules out most keys without a call (a text key never starts at 0).
+    framed = schema_id(raw) if raw[:1] == b"\x00" else None
     if framed is not None:
         text, encoding, reason = framing.read(raw, framed, False)
         if reason is None:
@@ -154,18 +155,20 @@ def _value(raw: bytes, fmt: str, truncated: bool,
     bytes, as base64."""
     if fmt == "base64":
         return (shown := _base64(raw)), "base64", shown, None, None
-    framed = schema_id(raw)
+    framed = schema_id(raw) if raw[:1] == b"\x00" else None
     if framed is not None:
         shown, encoding, reason = framing.read(raw, framed, truncated)
         return shown, encoding, shown, framed, reason
     text = _text(raw, truncated)
     if text is None:
         return (shown := _base64(raw)), "base64", shown, None, None
-    if _binary(raw, text):  # JSON holds no raw control byte either
-        return (shown := _base64(raw)), "base64", shown, None, None
     if fmt == "text" or truncated or not raw or (
             fmt == "auto" and raw[0] not in _CONTAINER_START and _SCALAR(text) is None):
+        if _binary(raw, text):
+            return (shown := _base64(raw)), "base64", shown, None, None
         return text, "text", text, None, None
+    # Checked for control bytes only if it is not JSON (which holds none): the scan costs more
+    # than the JSON check on a typical value. Filters see its text meanwhile.
     return text, _MAYBE_JSON, text, None, None
 
 
@@ -181,6 +184,15 @@ def _json_or_text(text: str) -> str:
         except (ValueError, RecursionError):
             return "text"
     return "json"
+
+
+def _json_or_binary(raw: bytes, text: str) -> tuple[str, str]:
+    """(value, encoding) of a whole value that may be JSON: itself as JSON or text, or base64
+    when it is neither and holds a control byte."""
+    encoding = _json_or_text(text)
+    if encoding == "text" and _binary(raw, text):
+        return _base64(raw), "base64"
+    return text, encoding
 
 
 Decoded = tuple[dict[str, Any], "str | None", "str | None"]
@@ -234,14 +246,14 @@ def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
         headers = _headers(rec.headers) if rec.headers else []
         if masker is not None:
             if encoding is _MAYBE_JSON:
-                encoding = _json_or_text(text)
+                value, encoding = _json_or_binary(raw, text)
             key, key_encoding, value, encoding, headers = masker.record(
                 key, key_encoding, value, encoding, headers)
             text = value if isinstance(value, str) else None
         if active and not matcher.matches(key, text, headers):
             continue
         if encoding is _MAYBE_JSON:
-            encoding = _json_or_text(text)
+            value, encoding = _json_or_binary(raw, text)
         item = {
             "partition": rec.partition,
             "offset": rec.offset,

@@ -18,13 +18,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The integration and regression suites against Apache Kafka as the session's broker (fetched
-# with Maven into ~/.cache/kafkatail once; needs Java 17+ and mvn); the summary names the version.
-# The Apache-Kafka-only tests (tests/apache_kafka, retention) run in `make test` already, on an
-# Apache Kafka of their own.
+# The integration and regression suites against Apache Kafka as the session's broker and Apicurio
+# Registry as the schema tests' registry (both fetched with Maven into ~/.cache/kafkatail once;
+# needs mvn and Java 17+, Java 21+ for Apicurio 3.3); the summaries name their versions.
+# The Apache-Kafka-only tests (tests/apache_kafka, retention, Apicurio's own) run in `make test`
+# already, on an Apache Kafka and an Apicurio of their own.
 test-kafka: $(STAMP)
-	KAFKATAIL_TEST_BROKER=kafka $(PY) -m pytest tests/integration tests/regression \
-		tests/plugin/test_kafka_fixtures.py $(PYTEST_ARGS)
+	KAFKATAIL_TEST_BROKER=kafka KAFKATAIL_TEST_SCHEMA_REGISTRY=apicurio $(PY) -m pytest \
+		tests/integration tests/regression tests/plugin/test_kafka_fixtures.py $(PYTEST_ARGS)
 
 # An Apache Kafka broker with every listener (PLAINTEXT, SASL_PLAINTEXT, SSL, SASL_SSL): prints
 # its addresses, users and test CA, and runs until Ctrl-C.

@@ -137,12 +137,19 @@ def hot_thread() -> Iterator[threading.Thread]:
 
 
 from kafkatail.testing.registry import (ExternalRegistry, RegistryServer,  # noqa: E402
-                                        registry_for_test)
+                                        registry_for_test, session_registry)
+
+
+@pytest.fixture(scope="session")
+def real_registry() -> Iterator[tuple[str, str] | None]:
+    """The real registry KAFKATAIL_TEST_SCHEMA_REGISTRY names for the session (``apicurio``: one
+    started here, as the session's Apache Kafka is), or None."""
+    yield from session_registry()
 
 
 @pytest.fixture
-def schema_registry() -> Iterator[RegistryServer | ExternalRegistry]:
+def schema_registry(real_registry) -> Iterator[RegistryServer | ExternalRegistry]:
     """A Confluent-compatible schema registry for one test (``.url``, ``.register(...)``): the
-    in-process test server, or the real one KAFKATAIL_TEST_SCHEMA_REGISTRY names, where its fault
-    switches skip the test (kafkatail/testing/registry.py)."""
-    yield from registry_for_test()
+    in-process test server, or the session's real one behind a proxy of the test's own
+    (kafkatail/testing/registry.py)."""
+    yield from registry_for_test(real_registry)

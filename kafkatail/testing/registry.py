@@ -2,10 +2,10 @@
 a product registry.
 
 Records written by confluent-kafka's reference serializers (Avro, Protobuf, JSON Schema) carry a
-schema id that a reader resolves through a registry's REST API. No real registry runs on this
-machine, so the suite serves, in-process, the part of that API the serializers, their
-deserializers and kafkatail's decoder call, with Confluent's JSON shapes, error codes and content
-type (``application/vnd.schemaregistry.v1+json``):
+schema id that a reader resolves through a registry's REST API. By default the suite serves,
+in-process, the part of that API the serializers, their deserializers and kafkatail's decoder
+call, with Confluent's JSON shapes, error codes and content type
+(``application/vnd.schemaregistry.v1+json``):
 
 - ``GET /schemas/ids/{id}``, ``GET /schemas/ids/{id}/versions``
 - ``GET /subjects``, ``GET /subjects/{subject}/versions``,
@@ -29,8 +29,13 @@ reader sees: ``register()`` of ``.proto`` text, or the serializer's base64.
 Tests of a reader's failure handling get fault switches: ``down()``/``up()`` (connections refused,
 then served again on the same port), ``slow(seconds)``, and request counters (``requests``,
 ``hits()``). HTTP basic auth, bearer tokens and TLS (optionally with client certificates) stand
-for the deployments a reader must reach. ``registry_for_test`` is the suite's ``schema_registry``
-fixture: this server, or the real registry ``KAFKATAIL_TEST_SCHEMA_REGISTRY`` names.
+for the deployments a reader must reach.
+
+``registry_for_test`` is the suite's ``schema_registry`` fixture: this server, or the real
+registry ``KAFKATAIL_TEST_SCHEMA_REGISTRY`` names: a URL, or ``apicurio`` for one Apicurio
+Registry the session starts (``kafkatail.testing.apicurio``; ``make test-kafka``). A real
+registry at an ``http://`` URL gets each test a :class:`RegistryProxy` in front of it, so the
+fault switches ``down()``/``up()``/``slow()`` hold against it too; the counters do not.
 """
 from __future__ import annotations
 
@@ -41,15 +46,17 @@ import json
 import logging
 import os
 import re
+import select
 import socket
 import socketserver
 import ssl
+import sys
 import threading
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, NoReturn
-from urllib.parse import quote, unquote, urlsplit
+from typing import Any, Callable, Iterable, Iterator, Mapping, NoReturn, Self
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pytest
 
@@ -59,7 +66,10 @@ REGISTRY_ENV = "KAFKATAIL_TEST_SCHEMA_REGISTRY"
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 SCHEMA_TYPES = ("AVRO", "PROTOBUF", "JSON")
 THREAD_NAME = "kt-test-registry"
-CONNECTION_THREAD_NAME = "kt-test-registry-conn"
+CONNECTION_THREAD_NAME = f"{THREAD_NAME}-conn"
+PROXY_THREAD_NAME = "kt-test-registry-proxy"
+PROXY_BUFFER = 65536
+APICURIO = "apicurio"  # KAFKATAIL_TEST_SCHEMA_REGISTRY's value for the session's Apicurio
 IDLE_TIMEOUT_S = 30  # a kept-alive connection idle this long is closed, as real servers do
 JOIN_TIMEOUT_S = 5  # the longest down()/stop() waits for one connection's thread
 
@@ -407,22 +417,26 @@ class _TCPServer(socketserver.TCPServer):
 
 
 class _Listener:
-    """One listening socket and its threads: the accept loop and one thread per connection.
+    """One listening socket and its threads: the accept loop (named ``name``) and one thread per
+    connection (``name-conn``), which runs ``handle``.
 
     ``close()`` refuses new connections, cuts the open ones (ending any ``slow()`` wait) and joins
-    every thread; ``RegistryServer.up()`` makes a new listener on the same port."""
+    every thread; ``up()`` makes a new listener on the same port."""
 
-    def __init__(self, service: _Service, port: int, tls: ssl.SSLContext | None) -> None:
-        self.service = service
+    def __init__(self, port: int, name: str) -> None:
         self.closing = threading.Event()
-        self._tls = tls
+        self._name = name
         self._lock = threading.Lock()
         self._connections: dict[threading.Thread, socket.socket] = {}
         self._server = _TCPServer(self, port)
         self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name=THREAD_NAME,
+        self._thread = threading.Thread(target=self._server.serve_forever, name=name,
                                         kwargs={"poll_interval": 0.05})
         self._thread.start()
+
+    def handle(self, sock: socket.socket, address: Any) -> None:
+        """Serve one connection, on its own thread, until it ends."""
+        raise NotImplementedError
 
     def spawn(self, sock: socket.socket, address: Any) -> None:
         """Serve a new connection on its own thread (the accept loop calls this)."""
@@ -431,29 +445,26 @@ class _Listener:
                 sock.close()
                 return
             thread = threading.Thread(target=self._serve, args=(sock, address),
-                                      name=CONNECTION_THREAD_NAME)
+                                      name=f"{self._name}-conn")
             self._connections[thread] = sock
             thread.start()
 
     def _serve(self, sock: socket.socket, address: Any) -> None:
         try:
-            if self._tls is not None:
-                sock = self._handshake(sock)
-            self._server.finish_request(sock, address)
+            self.handle(sock, address)
         except OSError:  # the client left, its TLS handshake failed, or close() cut the line
             pass
         finally:
             with self._lock:  # close() shuts what is in the table: close it under the same lock
                 self._connections.pop(threading.current_thread()).close()
 
-    def _handshake(self, sock: socket.socket) -> ssl.SSLSocket:
-        """Wrap (which takes over the socket's descriptor) then handshake on this thread, so a
-        stalled client holds up only its own connection."""
+    def swap(self, wrap: Callable[[socket.socket], socket.socket]) -> socket.socket:
+        """Replace this connection's socket by ``wrap(socket)`` (TLS takes over its descriptor)
+        under the lock ``close()`` cuts with, so it cuts the new one."""
         with self._lock:
-            wrapped = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-            self._connections[threading.current_thread()] = wrapped
-        wrapped.do_handshake()
-        return wrapped
+            me = threading.current_thread()
+            self._connections[me] = wrap(self._connections[me])
+            return self._connections[me]
 
     def close(self) -> None:
         self.closing.set()
@@ -471,6 +482,23 @@ class _Listener:
             thread.join(JOIN_TIMEOUT_S)
 
 
+class _HTTPListener(_Listener):
+    """The in-process registry's listener: HTTP (over TLS when ``tls``) on each connection."""
+
+    def __init__(self, service: _Service, port: int, tls: ssl.SSLContext | None) -> None:
+        self.service = service
+        self._tls = tls
+        super().__init__(port, THREAD_NAME)
+
+    def handle(self, sock: socket.socket, address: Any) -> None:
+        if self._tls is not None:  # handshake on this thread: a stalled client holds up only itself
+            tls = self._tls
+            sock = self.swap(lambda raw: tls.wrap_socket(raw, server_side=True,
+                                                         do_handshake_on_connect=False))
+            sock.do_handshake()
+        self._server.finish_request(sock, address)
+
+
 def _server_context(tls: tuple[PathLike, PathLike | None], client_ca: PathLike | None
                     ) -> ssl.SSLContext:
     certfile, keyfile = tls
@@ -485,7 +513,54 @@ def _server_context(tls: tuple[PathLike, PathLike | None], client_ca: PathLike |
 # --- the servers a test gets ---------------------------------------------------------------------
 
 
-class RegistryServer:
+class _Switched:
+    """``start``/``stop`` and the ``up``/``down`` fault switches over a listener of the
+    subclass's (``_listen``), on a free port the first time and the same port after."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listener: _Listener | None = None
+        self._port = 0
+
+    def _listen(self, port: int) -> _Listener:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        self.up()
+        return self
+
+    def stop(self) -> None:
+        """Close the socket and every connection, and join every thread."""
+        self.down()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def up(self) -> None:
+        """Listen: on a free port the first time, on the same port after ``down()``."""
+        with self._lock:
+            if self._listener is None:
+                self._listener = self._listen(self._port)
+                self._port = self._listener.port
+
+    def down(self) -> None:
+        """Refuse connections (the listening socket is closed) and cut the open ones; what the
+        registry holds stays for ``up()``. Requests waiting out ``slow()`` are hung up on."""
+        with self._lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+
+    def _address(self) -> str:
+        if not self._port:
+            raise RuntimeError(f"the {type(self).__name__} has not been started")
+        return f"127.0.0.1:{self._port}"
+
+
+class RegistryServer(_Switched):
     """The in-process registry on ``127.0.0.1`` (a free port), for one test or one module.
 
     ``users`` turns on HTTP basic auth (user -> password) and ``tokens`` bearer tokens; with either,
@@ -499,46 +574,16 @@ class RegistryServer:
                  client_ca: PathLike | None = None) -> None:
         if client_ca is not None and tls is None:
             raise ValueError("client_ca needs tls")
+        super().__init__()
         self._service = _Service(users, tokens)
         self._tls = _server_context(tls, client_ca) if tls is not None else None
-        self._lock = threading.Lock()
-        self._listener: _Listener | None = None
-        self._port = 0
 
-    def start(self) -> RegistryServer:
-        self.up()
-        return self
-
-    def stop(self) -> None:
-        """Close the socket and every connection, and join every thread."""
-        self.down()
-
-    def __enter__(self) -> RegistryServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def _listen(self, port: int) -> _Listener:
+        return _HTTPListener(self._service, port, self._tls)
 
     @property
     def url(self) -> str:
-        if not self._port:
-            raise RuntimeError("the registry has not been started")
-        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self._port}"
-
-    def up(self) -> None:
-        """Listen: on a free port the first time, on the same port after ``down()``."""
-        with self._lock:
-            if self._listener is None:
-                self._listener = _Listener(self._service, self._port, self._tls)
-                self._port = self._listener.port
-
-    def down(self) -> None:
-        """Refuse connections (the listening socket is closed) and cut the open ones; the
-        schemas stay for ``up()``. Requests waiting out ``slow()`` are hung up on."""
-        with self._lock:
-            if self._listener is not None:
-                self._listener.close()
-                self._listener = None
+        return f"{'https' if self._tls else 'http'}://{self._address()}"
 
     def slow(self, seconds: float) -> None:
         """Delay every response by ``seconds`` (0 for none); ``down()`` and ``stop()`` still
@@ -563,13 +608,85 @@ class RegistryServer:
                                             _references(references)).id
 
 
-class ExternalRegistry:
-    """A real registry (``KAFKATAIL_TEST_SCHEMA_REGISTRY``, userinfo in the URL for basic auth)
-    behind the same ``url`` and ``register()``; its fault switches and counters skip the test.
-    It keeps what tests register: they use subjects of their own."""
+# --- a real registry -----------------------------------------------------------------------------
+
+
+class _ProxyListener(_Listener):
+    """The proxy's listener: each connection is copied to a connection of its own to the
+    registry, both ways, until either side closes or it idles for ``IDLE_TIMEOUT_S``."""
+
+    def __init__(self, proxy: RegistryProxy, port: int) -> None:
+        self.proxy = proxy
+        super().__init__(port, PROXY_THREAD_NAME)
+
+    def handle(self, sock: socket.socket, address: Any) -> None:
+        with socket.create_connection(self.proxy.upstream, timeout=IDLE_TIMEOUT_S) as upstream:
+            sock.settimeout(IDLE_TIMEOUT_S)
+            poller = select.poll()
+            peers = {sock.fileno(): (sock, upstream), upstream.fileno(): (upstream, sock)}
+            for fd in peers:
+                poller.register(fd, select.POLLIN)
+            requesting = False  # the client has sent bytes the registry has not answered yet
+            while events := poller.poll(IDLE_TIMEOUT_S * 1000):
+                for fd, _ in events:
+                    source, target = peers[fd]
+                    data = source.recv(PROXY_BUFFER)
+                    if not data:
+                        return
+                    if source is upstream:
+                        requesting = False
+                    elif not requesting:  # a request begins: slow() holds it back
+                        requesting = True
+                        if self.closing.wait(self.proxy.delay):
+                            return
+                    target.sendall(data)
+
+
+class RegistryProxy(_Switched):
+    """A TCP proxy on ``127.0.0.1`` (a free port) in front of a real registry at an ``http://``
+    URL, for the in-process server's fault switches: ``down()``/``up()`` (connections refused,
+    then forwarded again on the same port) and ``slow(seconds)``. Bytes pass unchanged, so does
+    the URL's path; ``url`` keeps its credentials.
+
+    Not for ``https://``: clients would check the registry's certificate against 127.0.0.1."""
 
     def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"RegistryProxy forwards to an http:// URL, not {parts.scheme}://")
+        super().__init__()
+        self._parts = parts
+        self.upstream = (parts.hostname, parts.port or 80)
+        self.delay = 0.0
+
+    def _listen(self, port: int) -> _Listener:
+        return _ProxyListener(self, port)
+
+    @property
+    def url(self) -> str:
+        userinfo = self._parts.netloc.rpartition("@")[0]
+        return urlunsplit(("http", f"{userinfo}@{self._address()}" if userinfo
+                           else self._address(), self._parts.path, "", ""))
+
+    def slow(self, seconds: float) -> None:
+        """Hold back each request for ``seconds`` (0 for none) before forwarding it; ``down()``
+        and ``stop()`` still finish at once."""
+        self.delay = seconds
+
+
+class ExternalRegistry:
+    """A real registry behind the same ``url`` and ``register()`` as the in-process server.
+
+    With a :class:`RegistryProxy` in front (``url`` is then the proxy's) ``down()``, ``up()`` and
+    ``slow()`` work through it; without one they skip the test, as the request counters always
+    do. ``name`` tells a test which registry it is (``Apicurio Registry 3.3.3 on Java 25``). It
+    keeps what tests register: they use subjects of their own."""
+
+    def __init__(self, url: str, proxy: RegistryProxy | None = None,
+                 name: str = "a real registry") -> None:
+        self.url = (proxy.url if proxy is not None else url).rstrip("/")
+        self.proxy = proxy
+        self.name = name
 
     def register(self, subject: str, schema_str: str, schema_type: str = "AVRO",
                  references: Iterable[Mapping[str, Any]] = ()) -> int:
@@ -588,13 +705,19 @@ class ExternalRegistry:
             return json.load(response)["id"]
 
     def down(self) -> None:
-        _needs_test_server("down()")
+        self._switches("down()").down()
 
     def up(self) -> None:
-        _needs_test_server("up()")
+        self._switches("up()").up()
 
     def slow(self, seconds: float) -> None:
-        _needs_test_server("slow()")
+        self._switches("slow()").slow(seconds)
+
+    def _switches(self, what: str) -> RegistryProxy:
+        if self.proxy is None:
+            pytest.skip(f"{what} needs the in-process test registry or a proxy, and {REGISTRY_ENV} "
+                        "names an https:// registry (a proxy would fail its certificate check)")
+        return self.proxy
 
     @property
     def requests(self) -> Counter[str]:
@@ -609,12 +732,41 @@ def _needs_test_server(what: str) -> NoReturn:
                 "a real one")
 
 
-def registry_for_test() -> Iterator[RegistryServer | ExternalRegistry]:
-    """The ``schema_registry`` fixture: the real registry ``KAFKATAIL_TEST_SCHEMA_REGISTRY``
-    names, else a fresh in-process server, stopped after the test."""
-    url = os.environ.get(REGISTRY_ENV)
-    if url:
-        yield ExternalRegistry(url)
+def session_registry() -> Iterator[tuple[str, str] | None]:
+    """The session-scoped registry fixture: None for an in-process server per test, else the
+    (URL, name) of the real registry ``KAFKATAIL_TEST_SCHEMA_REGISTRY`` names; for ``apicurio``
+    an Apicurio Registry started here, stopped (and named on stderr) when the session ends."""
+    named = os.environ.get(REGISTRY_ENV)
+    if named != APICURIO:
+        yield (named, "a real registry") if named else None
         return
-    with RegistryServer() as server:
-        yield server
+    from ..broker import BrokerError
+    from .apicurio import Apicurio
+    registry = Apicurio()
+    try:
+        registry.start()
+    except BrokerError as exc:  # asked for by name: every test that needs it fails, saying why
+        registry.stop()
+        pytest.fail(f"{REGISTRY_ENV}={APICURIO}: {exc}", pytrace=False)
+    try:
+        yield registry.url, registry.name
+    finally:
+        print(f"\n{REGISTRY_ENV}={APICURIO}: schema tests ran against {registry.name} "
+              f"({registry.java.path})", file=sys.stderr)
+        registry.stop()
+
+
+def registry_for_test(real: tuple[str, str] | None) -> Iterator[RegistryServer | ExternalRegistry]:
+    """The ``schema_registry`` fixture: a fresh in-process server, stopped after the test; or the
+    session's real registry (``session_registry``), behind a :class:`RegistryProxy` of the
+    test's own when it is http://, so its fault switches work."""
+    if real is None:
+        with RegistryServer() as server:
+            yield server
+        return
+    url, name = real
+    if urlsplit(url).scheme != "http":
+        yield ExternalRegistry(url, name=name)
+        return
+    with RegistryProxy(url) as proxy:
+        yield ExternalRegistry(url, proxy, name)

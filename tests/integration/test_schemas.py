@@ -114,8 +114,9 @@ def test_avro_unions_enums_decimals_arrays_maps_and_nested_records(
     exact = tail(registered, t, "from=earliest&regex=%221236%5C.50%22")
     assert [r["value"]["id"] for r in exact.collect(1)] == [2]
     listing = json.loads(_get(registered, f"/api/schemas/{schema_id}"))
-    assert listing == {"id": schema_id, "encoding": "avro",
-                       "subjects": [{"subject": f"{t}-value", "version": 1}]}
+    # Ids are global: other tests' topics holding the same schema are listed too.
+    assert (listing["id"], listing["encoding"]) == (schema_id, "avro")
+    assert {"subject": f"{t}-value", "version": 1} in listing["subjects"]
 
 
 def test_schema_evolution_v1_and_v2_in_one_topic(cluster, registered, schema_registry, backend,

@@ -113,3 +113,20 @@ def test_csv_cells_cannot_start_a_formula(cluster, server):
     rows = list(csv.DictReader(io.StringIO(body)))
     assert [(r["key"], r["value"]) for r in rows] == [("'=HYPERLINK(\"http://x\")", "'+1+2"),
                                                       ("'@SUM(A1)", "-3")]
+
+
+def test_ndjson_is_masked_and_an_unmasked_token_sees_the_record(cluster, make_server_):
+    ops, plain = "ops-export-token", "plain-export-token"
+    server = make_server_(mask=[{"topics": ["**"], "fields": ["value.card"], "action": "hash"}],
+                          anonymous_topics="", tokens={
+                              "ops": {"sha256": hash_token(ops), "topics": ["**"],
+                                      "unmasked": True},
+                              "plain": {"sha256": hash_token(plain), "topics": ["**"]}})
+    t = cluster.create_topic()
+    produce(cluster, t, 3)
+    _, masked, _ = get(server, f"/api/topics/{t}/export", plain)
+    assert CARD not in masked
+    cards = {json.loads(x)["value"]["card"] for x in masked.splitlines()[:-1]}
+    assert len(cards) == 1 and cards.pop().startswith("hash:")
+    _, raw, _ = get(server, f"/api/topics/{t}/export", ops)
+    assert [json.loads(x)["value"]["card"] for x in raw.splitlines()[:-1]] == [CARD] * 3

@@ -340,7 +340,7 @@ class ConsumerThread(threading.Thread):
             if not self._paused:
                 caught_up = caught_up or self._caught_up(consumer, tps)
                 if caught_up:
-                    feed.announce_caught_up()
+                    feed.announce_caught_up(self._end_confirmed(consumer, tps))
             now = time.monotonic()
             self._watch(consumer, tps, watch, polled, now)
             if reading.turn_end(self, consumer, tps, caught_up, now):
@@ -410,6 +410,15 @@ class ConsumerThread(threading.Thread):
             pos = consumer.position(tp, timeout_ms=0)
             if pos is not None and pos > edge:
                 self.feed.pass_marker(tp.partition, edge, pos)
+
+    def _end_confirmed(self, consumer: Consumer, tps: list[TopicPartition]) -> bool:
+        """At the high watermark a fetch answer gave for every partition: not the end offsets
+        looked up at the start, which a just-created topic's leader may still answer with 0."""
+        for tp in tps:
+            high = consumer.highwater(tp)
+            if high is None or self.feed.next[tp.partition] < high:
+                return False
+        return True
 
     def _caught_up(self, consumer: Consumer, tps: list[TopicPartition]) -> bool:
         feed = self.feed

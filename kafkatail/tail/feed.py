@@ -170,9 +170,9 @@ class Feed:
             self.next.update(cursor)
         return cursor
 
-    def announce_caught_up(self) -> None:
+    def announce_caught_up(self, confirmed: bool) -> None:
         """The consumer is at the end: each viewer at it hears so once, and one that asked for
-        ``until`` a time now past ends."""
+        ``until`` a time now past ends, once a fetch answer ``confirmed`` where the end is."""
         with self.lock:
             for v in self.viewers:
                 if v.paused or not all(v.cursor[p] >= n for p, n in self.next.items()):
@@ -182,7 +182,7 @@ class Feed:
                     v.outbox.put_frame(frames.status("caught-up"))
                 if v.request.until is not None and not v.done:
                     with v.lock:
-                        self._check_until(v, at_end=True)
+                        self._check_until(v, at_end=confirmed)
 
     def _check_until(self, v: Viewer, at_end: bool) -> None:
         """Under the viewer's lock: end the tail with 1000 once every partition passed its

@@ -149,6 +149,9 @@ OVERVIEW_MAX_TOPICS = 500   # topics one answer covers, in name order; beyond: "
 RATE_WINDOW_MAX_S = 60.0    # a rate over a longer gap than this is no recent rate: None
 LAST_READS_MAX = 200        # partitions whose newest record one pass reads
 LAST_READ_BUDGET_S = 1.0    # and for at most this long
+# A read that found no record at end - 1 (a transaction marker there, or a fetch that raced the
+# assignment) is tried again after this long, not only when the end moves.
+LAST_NONE_RETRY_S = 10.0
 LAST_FETCH_WAIT_MS = 20     # the metadata client's fetch wait (see _read_last)
 
 
@@ -300,7 +303,8 @@ class Overview:
             seen = self._last.get(tp)
             if end <= earliest:
                 self._last.pop(tp, None)  # nothing retained: no newest record
-            elif seen is None or seen.end != end:
+            elif seen is None or seen.end != end or (
+                    seen.ts is None and now - seen.at > LAST_NONE_RETRY_S):
                 to_read[tp] = end
         order = sorted(to_read, key=lambda tp: (tp in self._last,
                                                 self._last[tp].at if tp in self._last else 0.0,

@@ -81,16 +81,19 @@ class _Client(Client):
     def handshake(self) -> None:
         where = f"{self.host}:{self.port}"
         host = where if self.port not in (80, 443) else self.host
-        self.sock.send(self.ws.send(Request(host=host, target=self.path,
-                                            extra_headers=self.extra_headeers)))
         event = None
         try:
+            self.sock.send(self.ws.send(Request(host=host, target=self.path,
+                                                extra_headers=self.extra_headeers)))
             while event is None:
                 data = self.sock.recv(self.receive_bytes)
                 if not data:
                     raise HandshakeFailed(f"{where} closed the connection during the handshake")
                 self.ws.receive_data(data)
                 event = next(self.ws.events(), None)
+        except (ConnectionResetError, BrokenPipeError):
+            # A peer that closes with our request unread resets instead: the same refusal.
+            raise HandshakeFailed(f"{where} closed the connection during the handshake") from None
         except socket.timeout:
             raise HandshakeFailed(
                 f"no WebSocket handshake from {where} within {self.timeout:g} s") from None

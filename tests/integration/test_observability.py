@@ -114,12 +114,21 @@ def test_gevent_worker_attributes_cpu_per_tail(cluster):
         for c in clients:
             c.status("live")
         cluster.produce(busy, [(None, json.dumps({"n": i, "pad": "x" * 500})) for i in range(20000)])
-        rows = json.load(urllib.request.urlopen(server.url("/debug/threads?window=1")))["threads"]
-        consumers = {r["topic"]: r for r in rows if r["role"] == "consumer"}
+        seen = []
+
+        def busy_charged():
+            rows = json.load(urllib.request.urlopen(server.url("/debug/threads?window=0.2")))["threads"]
+            seen[:] = [rows]
+            consumers = {r["topic"]: r for r in rows if r["role"] == "consumer"}
+            return consumers if consumers.get(busy, {}).get("cpu_total_s", 0) > 0.5 else None
+        # How soon the busy tail reaches 0.5 s of CPU depends on the machine's load; what the
+        # tracer must get right is whose CPU it is.
+        consumers = wait_for(busy_charged, 60, lambda: [(r["topic"], r["cpu_total_s"]) for r in seen[0]
+                                                        if r["role"] == "consumer"])
         assert set(consumers) == {busy, idle}
-        assert len({r["native_id"] for r in rows}) == 1, "gevent: one OS thread for all"
+        assert len({r["native_id"] for r in seen[0]}) == 1, "gevent: one OS thread for all"
         b, i = consumers[busy]["cpu_total_s"], consumers[idle]["cpu_total_s"]
-        assert b > 0.2 and b > 10 * i, (b, i)
+        assert b > 10 * i, (b, i)
         for c in clients:
             c.close()
     finally:

@@ -4,6 +4,7 @@ change between two passes, one pass serving every caller, the cap, and 503 witho
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -22,7 +23,9 @@ from kafkatail.tail.metadata import Metadata
 from helpers import wait_for
 
 VIEWER, OPS = "viewer-" + uuid.uuid4().hex, "ops-" + uuid.uuid4().hex
-T0 = 1_700_000_000_000  # the records' timestamps: the newest record's time is known exactly
+# The records' timestamps, so that the newest record's time is known exactly: an hour ago, within
+# every broker's retention (the Apache Kafka of the tests deletes older records within seconds).
+T0 = (int(time.time()) - 3600) * 1000
 
 
 def get(server, path: str, token: str | None = None) -> tuple[int, dict]:

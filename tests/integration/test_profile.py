@@ -130,7 +130,9 @@ def test_gevent_profile_names_the_hot_consumer_greenlet(cluster):
         assert consumers[0][0][1].startswith((f"kt-tail-{busy}-", f"kt-feed-{busy}-")), consumers[0]
         # The regex search, a C call, runs in the Matcher's _search: the top Python frame.
         assert consumers[0][0][-1].startswith("_search (request.py:"), consumers[0]
-        assert sum(n for _, n in consumers) > 50, consumers[:3]
+        # On a loaded machine the server gets less CPU; the hot greenlet still holds most of it.
+        mine, total = sum(n for _, n in consumers), sum(n for _, n in stacks)
+        assert mine >= 10 and mine >= 0.6 * total, (mine, total, consumers[:3])
         c.close()
     finally:
         server.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -89,7 +90,8 @@ def test_tail_exits_cleanly_on_ctrl_c(cluster, server):
 
 class Peer:
     """A TCP listener that answers a WebSocket upgrade wrongly, one way per ``mode``: silent
-    (a Kafka port, say), close, garbage (not HTTP), or an HTTP status line such as ``404``."""
+    (a Kafka port, say), close, reset, garbage (not HTTP), or an HTTP status line such as
+    ``404``."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -109,7 +111,7 @@ class Peer:
             except TimeoutError:
                 continue
             conn.settimeout(5)
-            if self.mode != "close" and conn.recv(4096).startswith(b"GET /ws/tail/"):
+            if self.mode not in ("close", "reset") and conn.recv(4096).startswith(b"GET /ws/tail/"):
                 self.requests += 1
             if self.mode == "garbage":
                 conn.sendall(b"\x00\x00\x00\x10kafka-ish bytes\r\n\r\n")
@@ -119,6 +121,8 @@ class Peer:
             if self.mode == "silent":
                 self.held.append(conn)
             else:
+                if self.mode == "reset":  # linger 0: close sends RST, not FIN
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 conn.close()
 
     def stop(self) -> None:
@@ -169,6 +173,7 @@ def test_tail_ends_at_once_when_the_upgrade_is_refused(peer):
 @pytest.mark.parametrize("peer, says", [
     ("503", "HTTP 503 from the server"), ("429", "HTTP 429 from the server"),
     ("close", "closed the connection during the handshake"),
+    ("reset", "closed the connection during the handshake"),
     ("garbage", "did not answer in HTTP"),
     ("silent", "no WebSocket handshake from 127.0.0.1:{port} within 0.3 s"),
 ], indirect=["peer"])

@@ -18,6 +18,7 @@ from .tail.pool import ConsumerPool
 from .ops.reaper import Reaper
 from .schemas import connect
 from .web import api, debug, export, page, socket
+from .web.pings import Pinger
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,14 @@ def init_app(app: Flask, config: Config, authorize: Authorize | None = None,
     schemas = connect.schemas(config)
     pool = ConsumerPool(config, schemas, Masks.from_config(config))
     reaper = Reaper(pool, config)
+    pinger = Pinger(config.ping_interval_s)
     access = Access(config, authorize, url_prefix)
     app.extensions["kafkatail"] = {"config": config, "pool": pool, "metadata": Metadata(config),
                                    "origins": parse_allowed(config.allowed_origins),
-                                   "reaper": reaper, "access": access, "schemas": schemas}
+                                   "reaper": reaper, "pinger": pinger, "access": access,
+                                   "schemas": schemas}
+    # No "ping_interval": the Pinger pings every socket (one thread, not a timer per socket).
     app.config["SOCK_SERVER_OPTIONS"] = {
-        "ping_interval": config.ping_interval_s,
         "max_message_size": config.max_inbound_bytes,
         "subprotocols": [SUBPROTOCOL],
     }
@@ -51,6 +54,7 @@ def init_app(app: Flask, config: Config, authorize: Authorize | None = None,
         # Only kafkatail's own routes: a host app's routes keep their own rules.
         app.before_request_funcs.setdefault(bp.name, []).append(access.guard)
     reaper.start()
+    pinger.start()
     return pool
 
 
@@ -69,10 +73,11 @@ def create_app(config: Config | None = None) -> Flask:
 
 def shutdown(app: Flask, timeout: float | None = None) -> None:
     """Close every tail (1001), join their threads, close the metadata client and the schema
-    registry's threads, stop the reaper."""
+    registry's threads, stop the reaper and the pinger."""
     ext = app.extensions["kafkatail"]
     ext["pool"].shutdown(wait=True, timeout=timeout)
     ext["metadata"].close()
     if ext["schemas"] is not None:
         ext["schemas"].close()
     ext["reaper"].stop()
+    ext["pinger"].stop()

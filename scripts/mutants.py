@@ -105,10 +105,16 @@ MUTATIONS = [
              "                polled = {TopicPartition(msg.topic, msg.partition): [msg]}",
              (SIGTERM, DELETED, HALF_OPEN, CHURN)),
     # No WebSocket pings: a peer that vanished without FIN/RST, or never reads, is never reaped.
-    Mutation("pings-off", "pings off (``ping_interval`` None)",
+    Mutation("pings-off", "pings off (the Pinger never started)",
              "kafkatail/app.py",
-             '"ping_interval": config.ping_interval_s,', '"ping_interval": None,',
+             "    pinger.start()\n", "",
              (HALF_OPEN, CHURN)),
+    # A session whose thread ended without closing it sleeps out its long safety timeout.
+    Mutation("reaper-wakes-no-session", "the reaper's pass wakes no session",
+             "kafkatail/tail/pool.py",
+             "viewer.outbox.wake()  # its thread ended", "pass  # its thread ended",
+             ("tests/integration/test_observability.py::"
+              "test_reaper_wakes_a_session_whose_thread_ended_without_closing_it",)),
     # A feed keeps its last viewer after release, so neither the release (feed_linger_s 0) nor
     # the linger in the loop stops it. Dedicated threads are unaffected.
     Mutation("feed-keeps-last-viewer", "feed not stopped by its last viewer",

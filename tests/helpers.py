@@ -427,3 +427,29 @@ def assert_worker_runtime(runtime: dict, worker: str) -> None:
     assert runtime["kafka_selector_is_default"] is True
     if worker == "gevent":
         assert runtime["kafka_selector"].startswith("gevent.")
+
+
+class Backlog:
+    """Keeps ``topic`` busy while a test measures: produces ``value(n)`` records in batches of
+    ``batch`` on a thread of its own until the ``with`` block ends, so a reader always has
+    records to work through however slowly the machine runs it."""
+
+    def __init__(self, cluster: Any, topic: str, value: Callable[[int], str], batch: int = 2000) -> None:
+        self.cluster, self.topic, self.value, self.batch = cluster, topic, value, batch
+        self.produced = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kt-test-backlog")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            n = self.produced
+            self.produced += self.cluster.produce(
+                self.topic, [(None, self.value(i)) for i in range(n, n + self.batch)])
+
+    def __enter__(self) -> "Backlog":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)

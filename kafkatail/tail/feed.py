@@ -27,6 +27,9 @@ from .records import Batch, decode_batch, encode_batch, select
 from .request import REGEX_BUDGET_S
 from .viewer import Viewer
 
+# How often a feed looks for viewers whose socket stopped taking (``check_stalls``).
+STALL_CHECK_S = 1.0
+
 _offset = lambda rec: rec.offset  # noqa: E731
 
 
@@ -47,6 +50,10 @@ class Feed:
         # and a viewer joins or resumes under it, so neither can slip between the other's steps.
         self.lock = threading.Lock()
         self.viewers: tuple[Viewer, ...] = (viewer,)
+        # Viewers the end of the topic still means something to (not told "caught-up" yet, or
+        # waiting for an ``until`` bound): what ``announce_caught_up`` visits, each poll at the end.
+        self._unsettled: list[Viewer] = [viewer]
+        self._stalls_checked = 0.0
         # The viewer the feed was opened for: a dedicated tail starts where it asked.
         self.origin = viewer
         self.positioned = False
@@ -74,6 +81,7 @@ class Feed:
             if viewer.cursor is not None and not self._covers(viewer):
                 return False
             self.viewers += (viewer,)
+            self._unsettled.append(viewer)
             if self.positioned:
                 with viewer.lock:
                     self._greet(viewer)
@@ -84,6 +92,7 @@ class Feed:
         """Stop serving a viewer; returns how many are left."""
         with self.lock:
             self.viewers = tuple(v for v in self.viewers if v is not viewer)
+            self._unsettled = [v for v in self._unsettled if v is not viewer]
             if not self.viewers:
                 self.idle_since = time.monotonic()
             return len(self.viewers)
@@ -174,8 +183,10 @@ class Feed:
         """The consumer is at the end: each viewer at it hears so once, and one that asked for
         ``until`` a time now past ends, once a fetch answer ``confirmed`` where the end is."""
         with self.lock:
-            for v in self.viewers:
+            unsettled = []
+            for v in self._unsettled:
                 if v.paused or not all(v.cursor[p] >= n for p, n in self.next.items()):
+                    unsettled.append(v)
                     continue
                 if not v.caught_up:
                     v.caught_up = True
@@ -183,6 +194,9 @@ class Feed:
                 if v.request.until is not None and not v.done:
                     with v.lock:
                         self._check_until(v, at_end=confirmed)
+                    if not v.done:
+                        unsettled.append(v)
+            self._unsettled = unsettled
 
     def _check_until(self, v: Viewer, at_end: bool) -> None:
         """Under the viewer's lock: end the tail with 1000 once every partition passed its
@@ -215,7 +229,12 @@ class Feed:
         return not any(not v.done for v in self.viewers)
 
     def check_stalls(self) -> None:
-        """A viewer whose socket has taken nothing for ``send_timeout_s`` gets no more."""
+        """A viewer whose socket has taken nothing for ``send_timeout_s`` gets no more. Looked
+        at once a second, not every poll: it visits every viewer."""
+        now = time.monotonic()
+        if now - self._stalls_checked < STALL_CHECK_S:
+            return
+        self._stalls_checked = now
         for v in self.viewers:
             if not v.done and v.outbox.check_stall(self.config.send_timeout_s):
                 v.done = True

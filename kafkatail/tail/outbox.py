@@ -158,6 +158,10 @@ class Outbox:
             self._dropped += len(cut)
             self.dropped_total += len(cut)
 
+    def wake(self) -> None:
+        """Have the socket side look again (its tail may have ended)."""
+        self._notify()
+
     def close(self, code: int, reason: str) -> None:
         """Ask the socket side to send what is queued, then close with this code."""
         with self._lock:

@@ -239,15 +239,17 @@ class ConsumerPool:
                 del self._feeds[t.key]
 
     def reap(self, grace: float) -> list[tuple[Viewer, bool]]:
-        """Release every tail whose owner (its session's thread) died without releasing it:
-        the reaper calls this each round. Each reaped viewer, with whether its thread ended
-        within ``grace``."""
+        """Release every tail whose owner (its session's thread) died without releasing it, and
+        wake the session of any tail whose thread ended without closing it: the reaper calls this
+        each round. Each reaped viewer, with whether its thread ended within ``grace``."""
         with self._lock:
             self._collect()
             tails = list(self._viewers.values())
         reaped = []
         for viewer in tails:
             if viewer.owner.is_alive():
+                if not viewer.is_alive() and not viewer.stopping:
+                    viewer.outbox.wake()  # its thread ended without closing it: the session ends it
                 continue
             reaped.append((viewer, self.release(viewer, timeout=grace)))
             self.reaped_total += 1

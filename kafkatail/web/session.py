@@ -32,8 +32,10 @@ from .websocket import WebSocket
 
 log = logging.getLogger(__name__)
 
-# The Event wait is only a safety net: every state change sets it.
-_WAKE_S = 5.0
+# Every state change sets the Event, and the reaper's pass wakes a session whose thread ended
+# without a word; this timeout only bounds a wake-up that was missed. Each one costs a timer and
+# a switch per tail: at 10,000 tails, 33 wake-ups a second.
+_WAKE_S = 300.0
 
 
 class TailSession:

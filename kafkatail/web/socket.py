@@ -33,7 +33,7 @@ def blueprint(sock: Sock) -> Blueprint:
     def tail(ws, topic: str) -> None:
         ext = current_app.extensions["kafkatail"]
         access = ext["access"]
-        websocket = WebSocket(ws, access.control_bucket())
+        websocket = WebSocket(ws, access.control_bucket(), ext["pinger"])
         client = request.remote_addr or ""
         if not origin_allowed(request.headers.get("Origin"), request.host, ext["origins"],
                               request.scheme):

@@ -4,8 +4,9 @@ Flask-Sock accepts the connection, hands the route a ``simple_websocket.Server``
 route returns, ends the request the way the server needs (gthread, gevent and werkzeug each
 differ): kafkatail keeps that, and wraps the socket it is given. The constructor does all of it:
 
-- every byte simple-websocket writes (its frames, pings and close) goes through a ``Wire``, so it
-  is written whole and in order with the frames a feed shares (see ``wire``);
+- every byte simple-websocket writes (its frames and close) goes through a ``Wire``, so it is
+  written whole and in order with the frames a feed shares (see ``wire``);
+- simple-websocket runs no ping timer: the process's one ``Pinger`` calls ``ping`` (see ``pings``);
 - the session sleeps on one Event: simple-websocket's reader sets it when a message arrives or
   the peer goes, and the outbox sets it through ``wake``;
 - inbound control frames are capped: beyond the token bucket, close 1008 with the reason.
@@ -24,6 +25,7 @@ from simple_websocket import ConnectionClosed, Server
 from ..security.limits import TokenBucket
 from ..tail import frames
 from ..tail.records import Batch
+from .pings import PING, PING_TIMEOUT, Pinger
 from .wire import Wire, negotiated_deflate
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ _CLOSE_WAIT_S = 1.0
 
 
 class WebSocket:
-    def __init__(self, ws: Server, controls: TokenBucket) -> None:
+    def __init__(self, ws: Server, controls: TokenBucket, pinger: Pinger | None = None) -> None:
         self._ws = ws
         # ``sock`` is what simple-websocket writes with (and its reader thread reads and closes):
         # swapped once, here, before anything but the handshake's answer was written.
@@ -43,6 +45,10 @@ class WebSocket:
         self._event = ws.event
         self.reader: threading.Thread = ws.thread
         self._controls = controls
+        # simple-websocket is given no ping interval: the process's one Pinger calls ``ping``.
+        self._pinger = pinger
+        if pinger is not None:
+            pinger.add(self)
 
     @property
     def connected(self) -> bool:
@@ -59,8 +65,15 @@ class WebSocket:
     def receive(self) -> str | bytes | None:
         """The next inbound message without waiting, None if there is none. Beyond the control
         frame rate the socket is closed (1008) and ConnectionClosed raised, as for a peer gone."""
-        raw = self._ws.receive(timeout=0)
-        if raw is not None and not self._controls.take():
+        ws = self._ws
+        # What simple-websocket's receive(timeout=0) would answer, without its Event wait: under
+        # gevent even a zero wait is a round trip through the hub, once per wake of every socket.
+        if not ws.input_buffer:
+            if not ws.connected:
+                raise ConnectionClosed(ws.close_reason, ws.close_message)
+            return None
+        raw = ws.input_buffer.pop(0)
+        if not self._controls.take():
             self.close(frames.Close(frames.POLICY,
                                     f"more than {self._controls.rate:g} control frames a second"))
             raise ConnectionClosed(frames.POLICY, "control frame rate")
@@ -83,6 +96,32 @@ class WebSocket:
         """Send what a non-blocking write left (the session's thread)."""
         self.wire.flush()
 
+    def ping(self) -> bool | None:
+        """One round of the keep-alive, from the Pinger: None once the socket is gone, or when
+        the peer did not answer the previous ping (then it is sent 1008 if it can take it at
+        once, and cut); otherwise whether a ping was written (not if the socket was busy)."""
+        ws = self._ws
+        if not ws.connected:
+            return None
+        if not ws.pong_received:
+            self.wire.try_send(PING_TIMEOUT)
+            self.abort()
+            return None
+        ws.pong_received = False
+        # A socket with a timeout of its own cannot be written without waiting; a send on it
+        # waits at most that long.
+        try:
+            written = (self.wire.try_send(PING) if self.wire.nonblocking
+                       else bool(self.wire.send(PING)))
+        except OSError:
+            return None  # the peer is gone: its reader says so to the session
+        if written is False:
+            ws.pong_received = True  # not pinged: not judged at the next round either
+            return False
+        if written is None:
+            self.wake()  # the session sends what the socket did not take
+        return True
+
     def close(self, ending: frames.Close) -> None:
         """Send the close frame, preceded by an error frame unless it is a normal end or
         shutdown."""
@@ -103,6 +142,8 @@ class WebSocket:
 
     def finish(self) -> None:
         """Make sure simple-websocket's reader thread has ended before the handler returns."""
+        if self._pinger is not None:
+            self._pinger.discard(self)
         reader = self.reader
         reader.join(_CLOSE_WAIT_S)
         if reader.is_alive():

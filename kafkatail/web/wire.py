@@ -81,6 +81,11 @@ class Wire:
     def frame(self, text: str) -> bytes:
         return text_frame(text, self.deflate_bits)
 
+    @property
+    def nonblocking(self) -> bool:
+        """``try_send`` can write at all (not on a socket with a timeout of its own)."""
+        return self._nowait is not None
+
     # -- simple-websocket's socket ---------------------------------------------------------
     def send(self, data: bytes) -> int:
         with self._lock:
@@ -135,10 +140,14 @@ def _nonblocking_send(sock: Any) -> Any:
     """A send that returns at once, for this kind of socket; None if there is none.
 
     A blocking socket takes MSG_DONTWAIT; a gevent socket (non-blocking underneath) takes a zero
-    timeout. A socket with a Python timeout would wait for room even with MSG_DONTWAIT.
+    timeout. A socket with a Python timeout would wait for room even with MSG_DONTWAIT. Judged by
+    the socket ``send`` belongs to, so a wrapper that hands ``send`` through (the gevent worker's
+    ``HeadFirst``) counts as the socket it wraps.
     """
-    if type(sock).__module__.startswith("gevent"):
-        return lambda data: sock.send(data, 0, timeout=0.0)
-    if isinstance(sock, socket.socket) and sock.gettimeout() is None:
-        return lambda data: sock.send(data, socket.MSG_DONTWAIT)
+    send = getattr(sock, "send", None)
+    owner = getattr(send, "__self__", None)
+    if type(owner).__module__.startswith("gevent"):
+        return lambda data: send(data, 0, timeout=0.0)
+    if isinstance(owner, socket.socket) and owner.gettimeout() is None:
+        return lambda data: send(data, socket.MSG_DONTWAIT)
     return None

@@ -7,12 +7,14 @@ import os
 import threading
 import urllib.request
 
+import pytest
+import websocket
 from kafka import KafkaConsumer
 
 from kafkatail.tail.outbox import Outbox
 from kafkatail.tail.request import parse
 
-from helpers import WsClient, metrics, wait_for
+from helpers import Backlog, Closed, WsClient, metrics, wait_for
 
 
 def get_json(server, path):
@@ -90,6 +92,27 @@ def test_reaper_joins_a_tail_whose_owner_vanished(cluster, make_server_, caplog)
     assert metrics(server)["kafkatail_tails_reaped_total"] == 1
 
 
+def test_reaper_wakes_a_session_whose_thread_ended_without_closing_it(cluster, make_server_):
+    """A session sleeps until something wakes it; a consumer thread that ends without closing
+    its viewers' outboxes (a fault of ours) must not leave the socket open until the session's
+    long safety timeout: the reaper's pass wakes it, and it closes with 1011."""
+    server = make_server_(reaper_interval_s=60)
+    t = cluster.create_topic()
+    c = WsClient(server.ws_url(f"/ws/tail/{t}"))
+    c.status("live")
+    (viewer,) = server.pool.tails()
+    thread = viewer.thread
+    thread.stop()  # its loop ends; nothing closes the outbox
+    thread.join(10)
+    assert not thread.is_alive()
+    with pytest.raises(websocket.WebSocketTimeoutException):
+        c.recv(timeout=0.5)  # nothing yet: no timer of the session's own ends it
+    server.app.extensions["kafkatail"]["reaper"].tick()
+    with pytest.raises(Closed):
+        c.until(lambda f: False, timeout=10)
+    assert (c.close_code, c.close_reason) == (1011, "tail ended unexpectedly")
+
+
 def test_reaper_logs_one_cheap_line_and_writes_snapshot(cluster, make_server_, tmp_path, caplog):
     snap = tmp_path / "threads.json"
     server = make_server_(snapshot_path=str(snap), reaper_interval_s=60)
@@ -103,17 +126,17 @@ def test_reaper_logs_one_cheap_line_and_writes_snapshot(cluster, make_server_, t
 
 
 def test_gevent_worker_attributes_cpu_per_tail(cluster):
-    """Under gevent every tail shares one OS thread; the switch tracer still tells them apart."""
+    """Under gevent every tail shares one OS thread; the switch tracer still tells them apart.
+    The busy tail's regex backtracks (``x+y+z`` over runs of x), at a few MB/s: within its time
+    budget even on a loaded machine, so it keeps running while records keep coming."""
     from kafkatail.testing.server import ServerProcess
 
     busy, idle = cluster.create_topic(), cluster.create_topic()
     server = ServerProcess(cluster.bootstrap, "gevent")
     try:
-        clients = [WsClient(server.ws_url(f"/ws/tail/{t}?from=earliest&regex=x%2By%2Bz"))
-                   for t in (busy, idle)]
+        clients = [WsClient(server.ws_url(f"/ws/tail/{t}?regex=x%2By%2Bz")) for t in (busy, idle)]
         for c in clients:
             c.status("live")
-        cluster.produce(busy, [(None, json.dumps({"n": i, "pad": "x" * 500})) for i in range(20000)])
         seen = []
 
         def busy_charged():
@@ -121,14 +144,13 @@ def test_gevent_worker_attributes_cpu_per_tail(cluster):
             seen[:] = [rows]
             consumers = {r["topic"]: r for r in rows if r["role"] == "consumer"}
             return consumers if consumers.get(busy, {}).get("cpu_total_s", 0) > 0.5 else None
-        # How soon the busy tail reaches 0.5 s of CPU depends on the machine's load; what the
-        # tracer must get right is whose CPU it is.
-        consumers = wait_for(busy_charged, 60, lambda: [(r["topic"], r["cpu_total_s"]) for r in seen[0]
-                                                        if r["role"] == "consumer"])
+        with Backlog(cluster, busy, lambda i: json.dumps({"n": i, "pad": "x" * 200})):
+            consumers = wait_for(busy_charged, 60, lambda: [
+                (r["topic"], r["cpu_total_s"]) for r in seen[0] if r["role"] == "consumer"])
         assert set(consumers) == {busy, idle}
         assert len({r["native_id"] for r in seen[0]}) == 1, "gevent: one OS thread for all"
         b, i = consumers[busy]["cpu_total_s"], consumers[idle]["cpu_total_s"]
-        assert b > 10 * i, (b, i)
+        assert b > 5 * i, (b, i)
         for c in clients:
             c.close()
     finally:

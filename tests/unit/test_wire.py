@@ -144,6 +144,20 @@ def test_a_full_socket_keeps_the_rest_and_the_order(green):
         assert bytes(got) == big + b"tail"
 
 
+@pytest.mark.parametrize("wrapped", [False, True], ids=["socket", "head-first"])
+def test_the_gevent_workers_socket_is_written_without_blocking(green, wrapped):
+    """The gevent worker hands the socket on behind ``HeadFirst`` (the request head it read
+    first); written from outside all the same, or pings and a feed's writes would wait."""
+    from kafkatail.workers.ggevent import HeadFirst
+
+    a, b = small_pair(gevent.socket.socketpair if green else socket.socketpair)
+    with a, b:
+        wire = Wire(HeadFirst(a, b"") if wrapped else a, None)
+        assert wire.nonblocking
+        assert wire.try_send(b"x") is True and b.recv(1) == b"x"
+        assert wire.try_send(bytes(1 << 20)) is None  # more than it takes at once: no wait
+
+
 def test_nothing_is_written_when_the_socket_is_full_or_closed():
     a, b = small_pair()
     with b:

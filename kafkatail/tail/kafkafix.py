@@ -27,6 +27,8 @@
    with no partition or offset. The patched record unpacking raises ``UndecodableBatch``
    naming both, so the tail can stop that partition and go on with the others
    (``tests/integration/test_codecs.py``).
+7. Not a bug but the cost of every record: the record unpacking is ``unpack.unpack_records``,
+   kafka-python's with v2 batches decoded in one loop (twice as fast; see that module).
 
 Not a patch but the same library's habit: ``construct`` builds any kafka-python client so that a
 constructor that raises leaves no IO thread or socket behind (the tail's consumers, the metadata
@@ -48,6 +50,7 @@ from kafka.net.selector import NetworkSelector
 from kafka.consumer.fetcher import Fetcher
 from kafka.net.transport import KafkaSSLTransport, KafkaTCPTransport
 
+from . import unpack
 from .failures import UndecodableBatch
 
 log = logging.getLogger(__name__)
@@ -128,7 +131,7 @@ async def _read_from_sock(self: Any) -> None:
 
 def _unpack_records(self: Any, tp: Any, *args: Any) -> Any:
     try:
-        yield from _original_unpack(self, tp, *args)
+        yield from unpack.unpack_records(self, tp, *args)
     except Errors.UnsupportedCodecError as exc:
         found = _CODEC.search(str(exc))
         codec = (found.group(1) or f"compression type {found.group(2)}") if found else \

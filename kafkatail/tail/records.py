@@ -107,6 +107,10 @@ class _Framed:
                 reason)
 
 
+# What _key answers for a null key, the usual one: taken without the call.
+_NO_KEY = (None, None, None, None)
+
+
 def _key(raw: bytes | None, framing: _Framed) -> tuple[str | None, str | None, int | None,
                                                        str | None]:
     """(key, its encoding, its schema id if framed, why a framed key is not decoded)."""
@@ -146,7 +150,7 @@ _MAYBE_JSON = "json?"
 def _value(raw: bytes, fmt: str, truncated: bool,
            framing: _Framed) -> tuple[Any, str, str, int | None, str | None]:
     """(value, encoding, text filters see, schema id, why a framed value is not decoded);
-    encoding ``_MAYBE_JSON`` leaves the check to ``_json_or_text``, so a filter that drops the
+    encoding ``_MAYBE_JSON`` leaves the check to ``_json_or_binary``, so a filter that drops the
     record never pays for it. Filters see the value as the frame shows it.
 
     A value in the Confluent wire format is decoded through the registry (encoding ``avro``,
@@ -172,27 +176,24 @@ def _value(raw: bytes, fmt: str, truncated: bool,
     return text, _MAYBE_JSON, text, None, None
 
 
-def _json_or_text(text: str) -> str:
-    """The encoding of a text that may be JSON. A JSON value is framed as its own text, not
-    encoded again from the parse: that cost more than the parse, and a round trip would change
-    integers past 64 bits, ``1e400`` and the order of keys."""
-    try:
-        _check(text)
-    except _Refused:
-        try:
-            _loads(text)
-        except (ValueError, RecursionError):
-            return "text"
-    return "json"
-
-
 def _json_or_binary(raw: bytes, text: str) -> tuple[str, str]:
     """(value, encoding) of a whole value that may be JSON: itself as JSON or text, or base64
-    when it is neither and holds a control byte."""
-    encoding = _json_or_text(text)
-    if encoding == "text" and _binary(raw, text):
-        return _base64(raw), "base64"
-    return text, encoding
+    when it is neither and holds a control byte.
+
+    A JSON value is framed as its own text, not encoded again from the parse: that cost more
+    than the parse, and a round trip would change integers past 64 bits, ``1e400`` and the order
+    of keys."""
+    try:
+        _check(text)
+        return text, "json"
+    except _Refused:
+        pass
+    try:
+        _loads(text)
+        return text, "json"
+    except (ValueError, RecursionError):
+        pass
+    return (_base64(raw), "base64") if _binary(raw, text) else (text, "text")
 
 
 Decoded = tuple[dict[str, Any], "str | None", "str | None"]
@@ -230,12 +231,11 @@ def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
     active = matcher is not None and matcher.active
     where = matcher.where if matcher is not None else None
     if active and matcher.pattern is not None:
-        records = list(records)
-        matcher.begin_batch(sum(max(r.serialized_key_size, 0) + max(r.serialized_value_size, 0)
-                                for r in records))
+        records = _begin_regex(matcher, records)
     framing = _Framed(schemas)
     for rec in records:
-        key, key_encoding, key_schema, key_reason = _key(rec.key, framing)
+        key, key_encoding, key_schema, key_reason = (
+            _NO_KEY if rec.key is None else _key(rec.key, framing))
         raw = rec.value
         truncated = raw is not None and len(raw) > max_value_bytes
         if raw is None:
@@ -254,6 +254,9 @@ def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
             continue
         if encoding is _MAYBE_JSON:
             value, encoding = _json_or_binary(raw, text)
+        # max(size, 0) each, without three calls: -1 stands for a null key, value or headers.
+        key_size, value_size, header_size = (
+            rec.serialized_key_size, rec.serialized_value_size, rec.serialized_header_size)
         item = {
             "partition": rec.partition,
             "offset": rec.offset,
@@ -263,8 +266,8 @@ def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
             "value": value,
             "encoding": encoding,
             "headers": headers,
-            "size": max(rec.serialized_key_size, 0) + max(rec.serialized_value_size, 0)
-            + max(rec.serialized_header_size, 0),
+            "size": (key_size if key_size > 0 else 0) + (value_size if value_size > 0 else 0)
+            + (header_size if header_size > 0 else 0),
         }
         if truncated:
             item["truncated"] = True
@@ -274,6 +277,14 @@ def decode_batch(records: Iterable[Any], fmt: str, max_value_bytes: int,
             continue
         out.append((item, key, text))
     return out
+
+
+def _begin_regex(matcher: Matcher, records: Iterable[Any]) -> list[Any]:
+    """Start a regex matcher's time budget for a batch, sized by its keys and values."""
+    records = list(records)
+    matcher.begin_batch(sum(max(r.serialized_key_size, 0) + max(r.serialized_value_size, 0)
+                            for r in records))
+    return records
 
 
 def _schema_fields(item: dict[str, Any], key_schema: int | None, key_reason: str | None,
@@ -346,12 +357,15 @@ def record_json(rec: dict[str, Any]) -> str:
     Formatted, not ``dumps``: a call of the encoder per record cost more than the whole record
     takes this way, and every field's type is known.
     """
+    key, key_encoding = rec["key"], rec["key_encoding"]
     value = rec["value"]
     encoding = rec["encoding"]
     headers = rec["headers"]
     return _RECORD % (
-        rec["partition"], rec["offset"], rec["timestamp"], _str(rec["key"]),
-        _str(rec["key_encoding"]), value if encoding in JSON_ENCODINGS else _str(value),
+        rec["partition"], rec["offset"], rec["timestamp"],
+        "null" if key is None else encode_basestring(key),
+        "null" if key_encoding is None else encode_basestring(key_encoding),
+        value if encoding in JSON_ENCODINGS else _str(value),
         encoding, dumps(headers) if headers else "[]", rec["size"],
         "" if len(rec) == 9 else _extra(rec))
 

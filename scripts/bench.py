@@ -16,13 +16,17 @@ reference rate) and measures the server's gunicorn worker with psutil. Rows:
   the ``caught-up`` status)
 - ``latency``:  produce-to-client latency at 1k records/s to 10 live clients (each value carries
   its send time), next to a plain KafkaConsumer here reading the same records
-- ``idle``:     worker CPU and RSS with idle tails of one topic open (gevent and gthread)
+- ``idle``:     worker CPU and RSS with idle tails of one topic open (gevent up to 10,000, and
+  gthread), the clients answering the server's pings; whether any was refused or closed
 - ``stop``:     socket close (at a random point of the consumer's poll) until /metrics, read
   every 5 ms, no longer counts the consumer thread: a dedicated tail, and a feed's last viewer
 - ``fanout``:   live viewers at 2k records/s, shared feed vs dedicated consumers: worker CPU,
   and Fetch requests counted by a proxy between the server and the embedded broker (not counted
   on an external cluster, whose brokers advertise their own addresses); the shared feed
   also with clients that ask for permessage-deflate, as browsers do
+- ``viewers``:  1,000 viewers of one live topic at 2k records/s on one gevent worker (shared
+  feed) beside 1 viewer: worker CPU, and the share of the records produced that each viewer got,
+  counted per socket by client processes reading raw bytes
 - ``schemas``:  records/s to one client from ``earliest`` of Avro records (written by
   confluent-kafka's AvroSerializer, decoded through a Schema Registry: the suite's own, in this
   process) beside JSON records of the same content, alternating, best of each
@@ -47,6 +51,7 @@ import random
 import sys
 import threading
 import time
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable
@@ -56,15 +61,15 @@ import websocket
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
-    Drain, LeakyApp, PacedProducer, ProxiedBroker, RawLatency, Server, Usage, close_all, connect,
-    machine, open_tails, percentile, produce_avro, produce_bulk, raise_fd_limit, raw_consume_rate,
-    rst_table, top_self_frames, wait_until)
+    CountingClients, Drain, LeakyApp, PacedProducer, ProxiedBroker, RawLatency, Server, Usage,
+    close_all, connect, machine, open_sockets, open_tails, percentile, produce_avro, produce_bulk,
+    raise_fd_limit, raw_consume_rate, room_for, rst_table, top_self_frames, wait_until)
 
 from kafkatail.testing.kafka import (  # noqa: E402
     BOOTSTRAP_ENV, BROKER_ENV, BROKERS, Cluster, start_cluster)
 from kafkatail.testing.registry import RegistryServer  # noqa: E402
 
-ROWS = ("delivery", "filter", "latency", "idle", "stop", "fanout", "schemas", "outage")
+ROWS = ("delivery", "filter", "latency", "idle", "stop", "fanout", "viewers", "schemas", "outage")
 NO_MATCH = "zq-no-such-text-zq"
 
 
@@ -75,9 +80,10 @@ class Bench:
         q = opts.quick
         self.records = opts.records or (20_000 if q else 200_000)
         self.window = opts.window or (3.0 if q else 15.0)
-        self.idle = {"gevent": [10, 100] if q else [10, 200, 1000],
+        self.idle = {"gevent": [10, 100] if q else [10, 200, 1000, 10_000],
                      "gthread": [10] if q else [10, 100]}
         self.viewers = 20 if q else 200
+        self.crowd, self.crowd_rate = (50, 500) if q else (1000, 2000)  # the viewers row
         self.views = 30 if q else 300
         self.stop_samples = 5 if q else 30
         self.repeats = 1 if q else 3
@@ -88,6 +94,8 @@ class Bench:
         self.cluster: Cluster | None = None
         self.broker = ""  # named in each row's setup when the run measures several brokers
         self.topics: list[str] = []
+        # Raised before any server starts: they inherit it.
+        self.fd_limit = raise_fd_limit(fds_for(max(*self.idle["gevent"], self.crowd)))
 
     def use(self, backend: str) -> None:
         """The backend of the delivery and filter rows' servers; the other rows keep the default
@@ -271,31 +279,80 @@ def _latency(b: Bench, rate: int, clients: int, poll_ms: int) -> None:
         stop_all(producer and producer.stop, raw and raw.stop, drain.stop, server.stop)
 
 
+def fds_for(tails: int) -> int:
+    """Descriptors each side needs for ``tails`` tails (RLIMIT_NOFILE is per process: this one
+    holds the client sockets, the server's worker, which inherits the limit, the others): one
+    socket a tail (the worker had 10,012 fds with 10,000 tails), a quarter more for sockets still
+    closing, and 1,000 for broker connections, logs and the rest."""
+    return tails + tails // 4 + 1000
+
+
+def idle_target(worker_class: str, n: int) -> str:
+    """The idle row's target at this size: gevent's, at 1,000 tails and at 10,000."""
+    if worker_class != "gevent" or n < 1000:
+        return ""
+    limits = "< 10% of a core, < 1 GB RSS" if n >= 10_000 else "< 5% CPU, < 300 MB"
+    return f"{limits}, none refused or closed"
+
+
 def row_idle(b: Bench) -> None:
     for worker_class, counts in b.idle.items():
         topic = b.topic("idle")
-        server = Server(b.cluster.bootstrap, worker_class)
+        room = room_for(counts[-1])
+        server = Server(b.cluster.bootstrap, worker_class, **room)
         drain = Drain(lambda *_: None)  # answers the server's pings, as a browser does
         drain.start()
         sockets: list[Any] = []
+        refused: Counter = Counter()
+        setup = f"{worker_class}, one topic, clients answer pings (every 20 s)"
+        if room["worker_connections"] > 1200:
+            setup += f", worker_connections {room['worker_connections']:,}"
         try:
             for n in counts:
-                sockets += open_tails(server, f"/ws/tail/{topic}", n - len(sockets), drain)
+                if fds_for(n) > b.fd_limit:
+                    b.add(f"{n:,} idle tails", setup, f"not measured: RLIMIT_NOFILE {b.fd_limit:,}"
+                          f" < {fds_for(n):,}", idle_target(worker_class, n), False, tails=n)
+                    break
+                start = time.monotonic()
+                opened, failed = open_sockets(server.ws_url(f"/ws/tail/{topic}"),
+                                              n - len(sockets) - sum(refused.values()), drain)
+                opening = time.monotonic() - start, len(opened)
+                sockets += opened
+                refused += failed
+                try:
+                    wait_until(lambda: server.tails() >= len(sockets) - drain.closed, 60,
+                               "tails counted", 0.2)
+                except TimeoutError:
+                    pass  # the row says how many the server counts
                 time.sleep(3)  # greetings sent, feed settled
                 with Usage(server.worker) as u:
                     time.sleep(b.window)
-                consumers = server.consumer_threads()
-                target, met = "", None
-                if worker_class == "gevent" and n >= 1000:
-                    target, met = "< 5% CPU, < 300 MB", u.cpu_pct < 5 and u.rss_mb < 300
-                b.add(f"{n:,} idle tails", f"{worker_class}, one topic",
+                tails, consumers = server.tails(), server.consumer_threads()
+                clean = not refused and not drain.closed and tails == n
+                target = idle_target(worker_class, n)
+                met = None
+                if target:
+                    met = (u.cpu_pct < (10 if n >= 10_000 else 5)
+                           and u.rss_mb < (1024 if n >= 10_000 else 300) and clean)
+                b.add(f"{n:,} idle tails", setup,
                       f"{u.cpu_pct:.2f}% CPU, {u.rss_mb:.0f} MB RSS, {u.threads} threads, "
-                      f"{consumers} consumer{'s' if consumers != 1 else ''}",
-                      target, met, tails=n, cpu_pct=u.cpu_pct, rss_mb=u.rss_mb,
-                      threads=u.threads, consumer_threads=consumers)
+                      f"{consumers} consumer{'s' if consumers != 1 else ''}; server counts "
+                      f"{tails:,} tails, {sum(refused.values())} refused, {drain.closed} closed"
+                      + ("" if clean else f" ({_reasons(refused + drain.close_codes)})")
+                      + f"; {opening[1]:,} opened in {opening[0]:.1f} s",
+                      target, met, tails=n, server_tails=tails, cpu_pct=u.cpu_pct,
+                      rss_mb=u.rss_mb, threads=u.threads, fds=u.fds, consumer_threads=consumers,
+                      refused=dict(refused), closed={str(k): v for k, v in
+                                                     drain.close_codes.items()},
+                      open_s=opening[0], opened=opening[1])
             b.profile(server, f"idle-{worker_class}-{counts[-1]}", 10)
         finally:
             stop_all(lambda: close_all(sockets), drain.stop, server.stop)
+
+
+def _reasons(counts: Counter) -> str:
+    """``why`` x count, most first: close codes, refusals' status lines, errors."""
+    return ", ".join(f"{why} x{k}" for why, k in counts.most_common(4))
 
 
 def row_stop(b: Bench) -> None:
@@ -400,6 +457,71 @@ def row_fanout(b: Bench, rate: int = 2000) -> None:
             proxied.stop()
 
 
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+
+
+def row_viewers(b: Bench, processes: int = 2) -> None:
+    """1 viewer, then ``b.crowd``, of one live topic at ``b.crowd_rate`` rec/s on one gevent
+    worker (shared feed): the worker's CPU, and each viewer's share of the records produced in
+    the window, counted per socket by ``processes`` client processes (CountingClients)."""
+    cpu_one = None
+    for n in (1, b.crowd):
+        topic = b.topic("viewers")
+        # The counting clients answer no pings: a long ping interval.
+        server = Server(b.cluster.bootstrap, "gevent", ping_interval_s=600, **room_for(n))
+        clients = producer = None
+        try:
+            clients = CountingClients(server.ws_url(f"/ws/tail/{topic}"), n, min(n, processes))
+            wait_until(lambda: server.tails() == n and server.consumer_threads() == 1, 60,
+                       "viewers and their feed up")
+            time.sleep(3)
+            producer = PacedProducer(b.cluster.bootstrap, topic, b.crowd_rate)
+            producer.start()
+            time.sleep(3)  # warm-up
+            procs = [psutil.Process(p.pid) for p in clients.procs]
+            m0, sent0, (got0, bytes0, _), c0 = (delivered(server), producer.sent,
+                                                clients.counts(), cpu_seconds(procs))
+            with Usage(server.worker) as u:
+                time.sleep(b.window)
+            got1, bytes1, closed = clients.counts()
+            sent1, m1, c1 = producer.sent, delivered(server), cpu_seconds(procs)
+            produced = sent1 - sent0
+            shares = sorted((g1 - g0) / max(produced, 1) for g0, g1 in zip(got0, got1))
+            counted = (sum(got1) - sum(got0)) / u.seconds
+            answered = m0[0] is not None and m1[0] is not None
+            rate_out = (m1[0] - m0[0]) / (m1[1] - m0[1]) if answered else None
+            client_pct = 100 * (c1 - c0) / u.seconds
+            every = shares[0] >= 0.9 and not closed
+            if n == 1:
+                cpu_one = u.cpu_pct
+                target, met, vs_one = "every viewer >= 90% of the rate", every, ""
+            else:
+                target = "< 3x the CPU of 1 viewer, every viewer >= 90% of the rate"
+                met = bool(cpu_one) and u.cpu_pct < 3 * cpu_one and every
+                vs_one = f" = {u.cpu_pct / cpu_one:.2f}x one viewer" if cpu_one else ""
+            b.add(f"{n:,} viewer{'s' if n > 1 else ''}, {b.crowd_rate:,} rec/s",
+                  f"shared feed, gevent; {len(procs)} client process"
+                  f"{'es' if len(procs) > 1 else ''} on the same cores count each socket's "
+                  "records in its raw bytes",
+                  f"{u.cpu_pct:.1f}% CPU (user {u.user_pct:.0f}, system {u.system_pct:.0f})"
+                  f"{vs_one}; slowest viewer {shares[0]:.0%} of the {produced / u.seconds:,.0f}"
+                  f" rec/s produced, median {percentile(shares, 50):.0%}"
+                  + (f", {closed} closed" if closed else "")
+                  + f"; clients counted {counted:,.0f} rec/s, server "
+                  + (f"{rate_out:,.0f}" if rate_out is not None else "? (/metrics timed out)")
+                  + f" ({(bytes1 - bytes0) / u.seconds / 2**20:.0f} MB/s); clients "
+                  f"{client_pct:.0f}% CPU",
+                  target, met, viewers=n, cpu_pct=u.cpu_pct, user_pct=u.user_pct,
+                  system_pct=u.system_pct, rss_mb=u.rss_mb, produced_per_s=produced / u.seconds,
+                  share_min=shares[0], share_median=percentile(shares, 50), closed=closed,
+                  counted_per_s=counted, delivered_per_s=rate_out, client_cpu_pct=client_pct,
+                  client_processes=len(procs))
+            b.profile(server, f"viewers-{n}", 10)
+        finally:
+            stop_all(producer and producer.stop, clients and clients.stop, server.stop)
+
+
 def row_schemas(b: Bench) -> None:
     n = b.records // 4
     json_topic, avro_topic = b.topic("json"), b.topic("avro")
@@ -485,7 +607,8 @@ def run_rows(b: Bench, opts: argparse.Namespace, rows: set[str]) -> None:
             row_delivery_and_filter(b, rows)
         b.use(opts.backends[0])
     for name, fn in (("latency", row_latency), ("idle", row_idle), ("stop", row_stop),
-                     ("fanout", row_fanout), ("schemas", row_schemas), ("outage", row_outage)):
+                     ("fanout", row_fanout), ("viewers", row_viewers), ("schemas", row_schemas),
+                     ("outage", row_outage)):
         if name in rows:
             fn(b)
 
@@ -519,7 +642,6 @@ def main() -> None:
     opts.backends = opts.backend.split(",")
     if set(opts.backends) - {"kafka-python", "confluent"}:
         ap.error(f"unknown backend in {opts.backend}")
-    raise_fd_limit()
     info = machine()
     b = Bench(opts)
     opts.brokers = opts.broker.split(",")

@@ -6,8 +6,10 @@ summary) have unit tests, and bench.py reads as the list of measurements it make
 """
 from __future__ import annotations
 
+import base64
 import functools
 import json
+import multiprocessing
 import os
 import platform
 import selectors
@@ -16,8 +18,10 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -91,12 +95,30 @@ def machine() -> dict[str, object]:
             "kafka_crc32c": "C (crc32c package)" if util.crc32c_c else "pure Python"}
 
 
-def raise_fd_limit() -> None:
-    """Thousands of sockets (clients here, tails in the server, which inherits the limit)."""
+def raise_fd_limit(need: int = 0) -> int:
+    """Thousands of sockets (clients here, tails in the server, which inherits the limit: raise it
+    before starting servers). The soft limit goes to the hard one, and the hard one to ``need``
+    where this process may raise it (root); returns the soft limit now in force."""
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+            return need
+        except (ValueError, OSError):
+            pass  # not allowed: the hard limit is what there is
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def room_for(tails: int) -> dict[str, int]:
+    """Server config with room for ``tails`` tails on one worker, beyond BASE_CONFIG's 1,000:
+    worker_connections with its sixteenth kept for HTTP, and the three tail caps."""
+    slots = max(int(BASE_CONFIG["worker_connections"]), tails + tails // 8 + 64)
+    caps = max(int(BASE_CONFIG["max_tails"]), slots)
+    return {"worker_connections": slots, "max_tails": caps, "max_tails_per_client": caps,
+            "max_tails_per_topic": caps}
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, what: str, every: float = 0.05) -> None:
@@ -147,6 +169,37 @@ def connect(url: str, deflate: bool = False) -> websocket.WebSocket:
                                        header=[DEFLATE_OFFER] if deflate else None)
 
 
+def handshake(url: str, deflate: bool = False, timeout: float = 30) -> websocket.WebSocket:
+    """A client WebSocket like ``connect``'s, its upgrade read in two recv calls instead of
+    websocket-client's one per byte of the response head (most of this process's ~1 ms per
+    socket). The server's Sec-WebSocket-Accept is not checked. Raises ConnectionError with the
+    status line if the answer is not 101."""
+    u = urllib.parse.urlsplit(url)
+    sock = socket.create_connection((u.hostname, u.port), timeout)
+    key = base64.b64encode(os.urandom(16)).decode()
+    offer = DEFLATE_OFFER + "\r\n" if deflate else ""
+    try:
+        sock.sendall(f"GET {u.path}{'?' + u.query if u.query else ''} HTTP/1.1\r\n"
+                     f"Host: {u.netloc}\r\nOrigin: http://{u.netloc}\r\nUpgrade: websocket\r\n"
+                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                     f"Sec-WebSocket-Version: 13\r\n{offer}\r\n".encode())
+        # Peeked, then only the head taken: the frames behind it stay for the reader.
+        while (end := (head := sock.recv(8192, socket.MSG_PEEK)).find(b"\r\n\r\n")) < 0:
+            if not head:
+                raise ConnectionError("closed during the handshake")
+            time.sleep(0.001)  # the head arrived in pieces: rare
+        sock.recv(end + 4)
+        status = head.split(b"\r\n", 1)[0].decode("latin-1")
+        if status.split(" ")[1:2] != ["101"]:
+            raise ConnectionError(status)
+    except BaseException:
+        sock.close()
+        raise
+    ws = websocket.WebSocket(skip_utf8_validation=True)
+    ws.sock, ws.connected = sock, True
+    return ws
+
+
 class Drain(threading.Thread):
     """Reads many WebSockets on one thread so a thousand clients cost one thread here.
 
@@ -162,6 +215,7 @@ class Drain(threading.Thread):
         self.raw = raw
         self.bytes = 0
         self.closed = 0
+        self.close_codes: Counter = Counter()  # close code, or the error, of each closed socket
         # epoll: registering from another thread while this one waits in select is safe.
         self._sel = selectors.EpollSelector()
         self._halt = threading.Event()
@@ -177,23 +231,47 @@ class Drain(threading.Thread):
                     if self.raw:
                         data = ws.sock.recv(1 << 20)
                         self.bytes += len(data)
-                        if data:
-                            continue
-                        raise ConnectionError
+                        if not data:
+                            self._gone(key, "EOF")
+                        continue
                     opcode, data = ws.recv_data(control_frame=True)
                     now = time.time()
                     if opcode == websocket.ABNF.OPCODE_TEXT and self.on_text:
                         self.on_text(ws, data.decode() if isinstance(data, bytes) else data, now)
                     elif opcode == websocket.ABNF.OPCODE_CLOSE:
-                        raise ConnectionError
-                except (OSError, websocket.WebSocketException):
-                    self._sel.unregister(key.fileobj)
-                    self.closed += 1
+                        self._gone(key, int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005)
+                except (OSError, websocket.WebSocketException) as exc:
+                    self._gone(key, type(exc).__name__)
+
+    def _gone(self, key: selectors.SelectorKey, why: int | str) -> None:
+        self._sel.unregister(key.fileobj)
+        self.closed += 1
+        self.close_codes[why] += 1
 
     def stop(self) -> None:
         self._halt.set()
         self.join(10)
         self._sel.close()
+
+
+def open_sockets(url: str, n: int, drain: Drain, deflate: bool = False, threads: int = 8
+                 ) -> tuple[list[websocket.WebSocket], Counter]:
+    """n WebSockets to ``url`` read by ``drain``, opened by ``threads`` threads at once (the
+    server's handshake is the slow half, and one at a time neither side is busy); returns the
+    sockets and the failures by reason (status line or error), which are not retried.
+    Below the gevent worker's header_conns_per_client (32), so no handshake is refused for it."""
+    def one(_: int) -> websocket.WebSocket | str:
+        try:
+            ws = handshake(url, deflate)
+        except OSError as exc:
+            return str(exc) or type(exc).__name__
+        drain.add(ws)
+        return ws
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="bench-open") as pool:
+        results = list(pool.map(one, range(n)))
+    failed = Counter(r for r in results if isinstance(r, str))
+    return [r for r in results if not isinstance(r, str)], failed
 
 
 def open_tails(server: Server, path: str, n: int, drain: Drain,
@@ -202,11 +280,10 @@ def open_tails(server: Server, path: str, n: int, drain: Drain,
     returns once the server counts them all."""
     assert drain.raw or not deflate
     before = server.tails()
-    sockets = []
-    for _ in range(n):
-        ws = connect(server.ws_url(path), deflate)
-        sockets.append(ws)
-        drain.add(ws)
+    sockets, failed = open_sockets(server.ws_url(path), n, drain, deflate)
+    if failed:
+        close_all(sockets)
+        raise ConnectionError(f"{sum(failed.values())} of {n} tails not opened: {dict(failed)}")
     wait_until(lambda: server.tails() >= before + n, 60, f"{n} tails open", 0.2)
     return sockets
 
@@ -221,6 +298,119 @@ def close_all(sockets: list[websocket.WebSocket]) -> None:
         except OSError:
             pass
         sock.close()
+
+
+# Once in every record of a messages frame (records.py's ``"partition":N,"offset":N``) and in no
+# other frame of the protocol, nor in ``value()``'s fields.
+RECORD_MARKER = b'"offset":'
+
+
+class MarkerCount:
+    """Records in one socket's raw byte stream, counted as RECORD_MARKERs without parsing frames
+    (frames are unmasked and, without deflate, their JSON is the bytes themselves; a frame header
+    only ever sits between two frames, never inside a marker). A marker split between two reads
+    is found in the last ``len - 1`` bytes kept from before."""
+
+    KEEP = len(RECORD_MARKER) - 1
+
+    def __init__(self) -> None:
+        self.records = 0
+        self._tail = b""
+
+    def feed(self, buf: bytearray, n: int) -> None:
+        """Count the first n bytes of ``buf``."""
+        joined = self._tail + bytes(buf[:min(n, self.KEEP)])
+        # joined's two parts are each shorter than a marker: any marker in it spans them.
+        self.records += buf.count(RECORD_MARKER, 0, n) + joined.count(RECORD_MARKER)
+        self._tail = joined[-self.KEEP:] if n < self.KEEP else bytes(buf[n - self.KEEP:n])
+
+
+def count_records(url: str, n: int, conn: Any) -> None:
+    """A client process: n tails of ``url`` read raw, records counted per socket (MarkerCount)
+    with no frame parsed and no ping answered (give the server a long ping interval).
+    ``conn`` (a Pipe end) gets "open" once all are open (or the error), then answers each
+    "counts" with (records per socket, bytes, sockets closed) until "stop"."""
+    try:
+        sockets = [handshake(url).sock for _ in range(n)]
+    except OSError as exc:
+        conn.send(f"{type(exc).__name__}: {exc}")
+        return
+    counters = [MarkerCount() for _ in sockets]
+    sel = selectors.EpollSelector()
+    for sock, counter in zip(sockets, counters):
+        sel.register(sock, selectors.EVENT_READ, counter)
+    sel.register(conn, selectors.EVENT_READ, None)
+    buf = bytearray(1 << 18)
+    total = closed = 0
+    conn.send("open")
+    while True:
+        for key, _ in sel.select(1.0):
+            counter = key.data
+            if counter is None:
+                if conn.recv() == "stop":
+                    for sock in sockets:
+                        sock.close()
+                    return
+                conn.send(([c.records for c in counters], total, closed))
+                continue
+            try:
+                got = key.fileobj.recv_into(buf)
+            except OSError:
+                got = 0
+            if not got:
+                sel.unregister(key.fileobj)
+                closed += 1
+                continue
+            total += got
+            counter.feed(buf, got)
+
+
+class CountingClients:
+    """n tails of ``url`` in ``processes`` client processes (count_records), so that reading
+    and counting a thousand busy sockets is not limited by this process's GIL, nor slows the
+    paced producer on it. ``counts()``: records per socket, all processes together."""
+
+    def __init__(self, url: str, n: int, processes: int) -> None:
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads
+        self._conns, self.procs = [], []
+        for i in range(processes):
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(target=count_records, name=f"bench-counter-{i}", daemon=True,
+                               args=(url, n // processes + (i < n % processes), theirs))
+            proc.start()
+            theirs.close()  # the child's end is the child's: its exit then ends our recv
+            self._conns.append(mine)
+            self.procs.append(proc)
+        for conn in self._conns:
+            try:
+                answer = conn.recv() if conn.poll(120) else "no answer within 120 s"
+            except EOFError:
+                answer = "it exited"
+            if answer != "open":
+                self.stop()
+                raise ConnectionError(f"a counting client could not open its tails: {answer}")
+
+    def counts(self) -> tuple[list[int], int, int]:
+        """Records per socket, bytes read and sockets closed so far, over all processes."""
+        for conn in self._conns:
+            conn.send("counts")
+        records, total, closed = [], 0, 0
+        for conn in self._conns:
+            r, t, c = conn.recv()
+            records += r
+            total += t
+            closed += c
+        return records, total, closed
+
+    def stop(self) -> None:
+        for conn, proc in zip(self._conns, self.procs):
+            try:
+                conn.send("stop")
+            except OSError:
+                pass
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
 
 
 # -- records ---------------------------------------------------------------------------------

@@ -259,8 +259,9 @@ FIELDS: tuple[Field, ...] = (
           "it.", _non_negative),
     Field("feed_writes_per_s", int, 4000,
           "Socket writes per second a shared feed aims to stay under, across its viewers: it "
-          "gathers polls for viewers / this many seconds (200 viewers: 50 ms) and writes them as "
-          "one frame each. A write costs ~20 us, so 4,000/s is ~8 % of a core. 0: every poll.",
+          "delivers at most once every viewers / this many seconds (200 viewers: 50 ms), the "
+          "polls that come sooner gathered into one frame per viewer; a poll after a quiet spell "
+          "goes out at once. A write costs ~20 us, so 4,000/s is ~8 % of a core. 0: every poll.",
           _non_negative),
     Field("feed_max_delay_ms", int, 100,
           "Longest a shared feed holds records to gather them (caps the delay above).",

@@ -378,38 +378,45 @@ class Feed:
 
 
 class Gathering:
-    """A shared feed holds polls for viewers / ``feed_writes_per_s`` seconds (at most
-    ``feed_max_delay_ms``, or until a poll's worth of records) and delivers them as one, so each
-    viewer gets one socket write instead of one per poll: with 200 viewers, the writes, not the
-    fetches, are what costs CPU."""
+    """A shared feed delivers at most once every viewers / ``feed_writes_per_s`` seconds (at most
+    ``feed_max_delay_ms``), so each viewer gets one socket write per delivery, not one per poll:
+    with 200 viewers, the writes, not the fetches, are what costs CPU. A poll that comes at least
+    that long after the last delivery goes out at once (a quiet topic's record waits for
+    nothing); one that comes sooner is held, with any that follow, until that long after it, or
+    until a poll's worth of records is held."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self._held: dict[Any, list] = {}
         self._records = 0
         self._until = 0.0
+        self._last = float("-inf")   # when the last delivery went
 
     @property
     def holding(self) -> bool:
         return bool(self._held)
 
     def gather(self, polled: dict, delay: float) -> dict:
-        """What to deliver now: ``polled`` itself when nothing is held and ``delay`` is under a
-        millisecond, else whatever is held once it is due or a poll's worth."""
+        """What to deliver now: ``polled`` itself when nothing is held and the last delivery is
+        ``delay`` or more ago, else whatever is held once it is due or a poll's worth."""
         held = self._held
+        now = time.monotonic()
         if not held:
-            if delay < 0.001:
+            if not polled:
                 return polled
-            self._until = time.monotonic() + delay
+            if now - self._last >= delay:
+                self._last = now
+                return polled
+            self._until = self._last + delay
         for tp, recs in polled.items():
             if tp in held:
                 held[tp].extend(recs)
             else:
                 held[tp] = list(recs)
             self._records += len(recs)
-        if self._records < self.config.max_poll_records and time.monotonic() < self._until:
+        if self._records < self.config.max_poll_records and now < self._until:
             return {}
-        self._held, self._records = {}, 0
+        self._held, self._records, self._last = {}, 0, now
         return held
 
     def poll_ms(self, poll_ms: int) -> int:

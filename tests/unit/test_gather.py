@@ -65,21 +65,37 @@ def test_dedicated_tails_and_a_zero_setting_never_hold(clock, kind):
     assert Reading(200, shared, **kind).gather(polled) is polled
 
 
-def test_200_viewers_get_50_ms_of_polls_as_one_delivery_in_order(clock):
+def test_a_poll_after_a_quiet_spell_goes_out_at_once(clock):
+    """The pace costs a sparse topic nothing: a record 50 ms or more after the last delivery
+    (200 viewers) is delivered as soon as it is polled."""
     feed = Reading(200)
+    first = {TP0: recs(0, 1)}
+    assert feed.gather(first) is first
+    clock.t += 0.051
+    second = {TP0: recs(1, 1)}
+    assert feed.gather(second) is second and feed.poll_ms(500) == 500
+
+
+def test_200_viewers_get_polls_within_50_ms_of_a_delivery_as_one_in_order(clock):
+    feed = Reading(200)
+    assert feed.gather({TP1: recs(0, 1)}) == {TP1: recs(0, 1)}  # the last delivery: at 1000.0
+    clock.t += 0.010
     assert feed.gather({TP0: recs(0, 2)}) == {}
-    assert feed.poll_ms(500) == 50  # the next poll waits only until the delivery is due
+    assert feed.poll_ms(500) == 40  # the next poll waits only until the delivery is due
     clock.t += 0.020
-    assert feed.gather({TP0: recs(2, 2), TP1: recs(0, 1)}) == {}
-    assert feed.poll_ms(500) == 30
-    clock.t += 0.030
+    assert feed.gather({TP0: recs(2, 2), TP1: recs(1, 1)}) == {}
+    assert feed.poll_ms(500) == 20
+    clock.t += 0.020
     ready = feed.gather({})
-    assert ready == {TP0: recs(0, 4), TP1: recs(0, 1)}
+    assert ready == {TP0: recs(0, 4), TP1: recs(1, 1)}
     assert feed.gather({}) == {} and feed.poll_ms(500) == 500  # nothing held any more
+    clock.t += 0.001
+    assert feed.gather({TP0: recs(4, 1)}) == {}  # 50 ms after that delivery, not the first
 
 
 def test_the_delay_is_capped_by_feed_max_delay_ms(clock):
     feed = Reading(200, feed_max_delay_ms=10)
+    feed.gather({TP1: recs(0, 1)})
     assert feed.gather({TP0: recs(0, 1)}) == {}
     assert feed.poll_ms(500) == 10
     clock.t += 0.010
@@ -88,12 +104,14 @@ def test_the_delay_is_capped_by_feed_max_delay_ms(clock):
 
 def test_a_poll_s_worth_of_records_goes_out_at_once(clock):
     feed = Reading(200, max_poll_records=10)
+    feed.gather({TP1: recs(0, 1)})
     assert feed.gather({TP0: recs(0, 6)}) == {}
     assert feed.gather({TP0: recs(6, 4)}) == {TP0: recs(0, 10)}
 
 
 def test_held_polls_are_copied_not_extended_in_place(clock):
     feed = Reading(200)
+    feed.gather({TP1: recs(0, 1)})
     first = recs(0, 2)
     feed.gather({TP0: first})
     feed.gather({TP0: recs(2, 1)})

@@ -251,6 +251,8 @@ class ConsumerPool:
                 if not viewer.is_alive() and not viewer.stopping:
                     viewer.outbox.wake()  # its thread ended without closing it: the session ends it
                 continue
+            if viewer.released:
+                continue  # its session released it, and ended, after the list was taken
             reaped.append((viewer, self.release(viewer, timeout=grace)))
             self.reaped_total += 1
         return reaped

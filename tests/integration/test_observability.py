@@ -92,6 +92,31 @@ def test_reaper_joins_a_tail_whose_owner_vanished(cluster, make_server_, caplog)
     assert metrics(server)["kafkatail_tails_reaped_total"] == 1
 
 
+def test_a_tail_its_session_released_during_the_reapers_pass_is_not_reaped(cluster, make_server_,
+                                                                          caplog):
+    """The pass lists the tails, then asks each owner; a session that releases its tail and
+    ends in between (1,000 tails closing at once make that likely) was counted and logged as
+    an orphan."""
+    server = make_server_(reaper_interval_s=60)
+    t = cluster.create_topic()
+
+    class Session:
+        """An owner that releases its tail and ends just as the reaper asks about it."""
+        viewer = None
+
+        def is_alive(self):
+            server.pool.release(self.viewer)
+            return False
+
+    owner = Session()
+    owner.viewer = server.pool.open(parse(t, {}), Outbox(100), "10.0.0.9", owner=owner)
+    wait_for(lambda: owner.viewer.state == "live", 10, owner.viewer.describe)
+    with caplog.at_level(logging.WARNING, logger="kafkatail"):
+        server.app.extensions["kafkatail"]["reaper"].tick()
+    assert server.pool.reaped_total == 0 and len(server.pool) == 0
+    assert not [r for r in caplog.records if "reaped orphaned tail" in r.getMessage()]
+
+
 def test_reaper_wakes_a_session_whose_thread_ended_without_closing_it(cluster, make_server_):
     """A session sleeps until something wakes it; a consumer thread that ends without closing
     its viewers' outboxes (a fault of ours) must not leave the socket open until the session's

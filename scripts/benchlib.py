@@ -225,6 +225,7 @@ class Drain(threading.Thread):
 
     def run(self) -> None:
         while not self._halt.is_set():
+            texts = []
             for key, _ in self._sel.select(0.05):
                 ws = key.data
                 try:
@@ -235,13 +236,16 @@ class Drain(threading.Thread):
                             self._gone(key, "EOF")
                         continue
                     opcode, data = ws.recv_data(control_frame=True)
-                    now = time.time()
                     if opcode == websocket.ABNF.OPCODE_TEXT and self.on_text:
-                        self.on_text(ws, data.decode() if isinstance(data, bytes) else data, now)
+                        texts.append((ws, data, time.time()))
                     elif opcode == websocket.ABNF.OPCODE_CLOSE:
                         self._gone(key, int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005)
                 except (OSError, websocket.WebSocketException) as exc:
                     self._gone(key, type(exc).__name__)
+            # Every ready socket is read before any text is handled, so the time a frame is
+            # stamped with does not include handling the frames of the sockets read before it.
+            for ws, data, now in texts:
+                self.on_text(ws, data.decode() if isinstance(data, bytes) else data, now)
 
     def _gone(self, key: selectors.SelectorKey, why: int | str) -> None:
         self._sel.unregister(key.fileobj)

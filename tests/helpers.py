@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -191,6 +192,16 @@ class WsClient:
         """Clean close; websocket-client skips the socket once the server has closed, so shut it too."""
         self.ws.close(timeout=2)
         self.ws.shutdown()
+
+    def drop(self, reset: bool = False) -> None:
+        """End the TCP connection with no close frame, as a tab that is gone does: a FIN, or
+        with ``reset`` an RST (SO_LINGER 0)."""
+        sock = self.ws.sock
+        if reset:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        else:
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
 
 
 class DeflateClient(WsClient):

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import resource
 import select
-import socket
-import struct
 import subprocess
 import sys
 import time
@@ -167,12 +165,8 @@ def churn(server, topic: str, n: int, phases: dict[str, float] | None = None,
                 c.ws.send_close()                             # clean close frame: 1000 back
                 assert c.closed(timeout=10) == (1000, ""), c.frames[-3:]
                 c.ws.shutdown()
-            elif i % 3 == 1:
-                c.ws.sock.shutdown(socket.SHUT_RDWR)          # FIN, no close frame
-                c.ws.sock.close()
             else:
-                c.ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                c.ws.sock.close()                             # RST
+                c.drop(reset=i % 3 == 2)                      # FIN or RST, no close frame
         assert killed.poll() is None, "the killed-client process ended by itself"
         killed.kill()                                         # client process killed
         killed.wait()

@@ -6,8 +6,6 @@ ProcessProbe, as an operator would, against the real broker.
 from __future__ import annotations
 
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import time
@@ -46,12 +44,8 @@ def churn_wave(server, topic: str, n: int) -> None:
     for i, c in enumerate(clients):
         if i % 3 == 0:
             c.close()                                     # clean close frame
-        elif i % 3 == 1:
-            c.ws.sock.shutdown(socket.SHUT_RDWR)          # FIN, no close frame
-            c.ws.sock.close()
         else:
-            c.ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            c.ws.sock.close()                             # RST
+            c.drop(reset=i % 3 == 2)                      # FIN or RST, no close frame
     killed.kill()                                         # client process killed
     killed.wait()
     killed.stdin.close()

@@ -466,62 +466,86 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
 def row_viewers(b: Bench, processes: int = 2) -> None:
     """1 viewer, then ``b.crowd``, of one live topic at ``b.crowd_rate`` rec/s on one gevent
     worker (shared feed): the worker's CPU, and each viewer's share of the records produced in
-    the window, counted per socket by ``processes`` client processes (CountingClients)."""
-    cpu_one = None
-    for n in (1, b.crowd):
-        topic = b.topic("viewers")
-        # The counting clients answer no pings: a long ping interval.
-        server = Server(b.cluster.bootstrap, "gevent", ping_interval_s=600, **room_for(n))
-        clients = producer = None
-        try:
-            clients = CountingClients(server.ws_url(f"/ws/tail/{topic}"), n, min(n, processes))
-            wait_until(lambda: server.tails() == n and server.consumer_threads() == 1, 60,
-                       "viewers and their feed up")
-            time.sleep(3)
-            producer = PacedProducer(b.cluster.bootstrap, topic, b.crowd_rate)
-            producer.start()
-            time.sleep(3)  # warm-up
-            procs = [psutil.Process(p.pid) for p in clients.procs]
-            m0, sent0, (got0, bytes0, _), c0 = (delivered(server), producer.sent,
-                                                clients.counts(), cpu_seconds(procs))
-            with Usage(server.worker) as u:
-                time.sleep(b.window)
-            got1, bytes1, closed = clients.counts()
-            sent1, m1, c1 = producer.sent, delivered(server), cpu_seconds(procs)
-            produced = sent1 - sent0
-            shares = sorted((g1 - g0) / max(produced, 1) for g0, g1 in zip(got0, got1))
-            counted = (sum(got1) - sum(got0)) / u.seconds
-            answered = m0[0] is not None and m1[0] is not None
-            rate_out = (m1[0] - m0[0]) / (m1[1] - m0[1]) if answered else None
-            client_pct = 100 * (c1 - c0) / u.seconds
-            every = shares[0] >= 0.9 and not closed
-            if n == 1:
-                cpu_one = u.cpu_pct
-                target, met, vs_one = "every viewer >= 90% of the rate", every, ""
-            else:
-                target = "< 3x the CPU of 1 viewer, every viewer >= 90% of the rate"
-                met = bool(cpu_one) and u.cpu_pct < 3 * cpu_one and every
-                vs_one = f" = {u.cpu_pct / cpu_one:.2f}x one viewer" if cpu_one else ""
-            b.add(f"{n:,} viewer{'s' if n > 1 else ''}, {b.crowd_rate:,} rec/s",
-                  f"shared feed, gevent; {len(procs)} client process"
-                  f"{'es' if len(procs) > 1 else ''} on the same cores count each socket's "
-                  "records in its raw bytes",
-                  f"{u.cpu_pct:.1f}% CPU (user {u.user_pct:.0f}, system {u.system_pct:.0f})"
-                  f"{vs_one}; slowest viewer {shares[0]:.0%} of the {produced / u.seconds:,.0f}"
-                  f" rec/s produced, median {percentile(shares, 50):.0%}"
-                  + (f", {closed} closed" if closed else "")
-                  + f"; clients counted {counted:,.0f} rec/s, server "
-                  + (f"{rate_out:,.0f}" if rate_out is not None else "? (/metrics timed out)")
-                  + f" ({(bytes1 - bytes0) / u.seconds / 2**20:.0f} MB/s); clients "
-                  f"{client_pct:.0f}% CPU",
-                  target, met, viewers=n, cpu_pct=u.cpu_pct, user_pct=u.user_pct,
-                  system_pct=u.system_pct, rss_mb=u.rss_mb, produced_per_s=produced / u.seconds,
-                  share_min=shares[0], share_median=percentile(shares, 50), closed=closed,
-                  counted_per_s=counted, delivered_per_s=rate_out, client_cpu_pct=client_pct,
-                  client_processes=len(procs))
-            b.profile(server, f"viewers-{n}", 10)
-        finally:
-            stop_all(producer and producer.stop, clients and clients.stop, server.stop)
+    the window, counted per socket by ``processes`` client processes (CountingClients). Twice:
+    plain clients, then clients whose handshakes ask for permessage-deflate as Chromium's and
+    Firefox's do (the feed compresses each batch once per wire format, and every such viewer
+    gets the same bytes); each crowd is compared with one viewer of its own wire format."""
+    for deflate in (False, True):
+        cpu_one = None
+        for n in (1, b.crowd):
+            cpu_one = _viewers(b, n, deflate, cpu_one, processes)
+
+
+def _viewers(b: Bench, n: int, deflate: bool, cpu_one: float | None, processes: int
+             ) -> float | None:
+    """One measurement of the viewers row; returns the worker's CPU with one viewer."""
+    topic = b.topic("viewers")
+    # The counting clients answer no pings: a long ping interval.
+    server = Server(b.cluster.bootstrap, "gevent", ping_interval_s=600, **room_for(n))
+    clients = producer = None
+    try:
+        clients = CountingClients(server.ws_url(f"/ws/tail/{topic}"), n, min(n, processes),
+                                  deflate)
+        wait_until(lambda: server.tails() == n and server.consumer_threads() == 1, 60,
+                   "viewers and their feed up")
+        time.sleep(3)
+        producer = PacedProducer(b.cluster.bootstrap, topic, b.crowd_rate)
+        producer.start()
+        time.sleep(3)  # warm-up
+        procs = [psutil.Process(p.pid) for p in clients.procs]
+        m0, sent0, (got0, bytes0, _, st0), c0 = (delivered(server), producer.sent,
+                                                 clients.counts(), cpu_seconds(procs))
+        with Usage(server.worker) as u:
+            time.sleep(b.window)
+        got1, bytes1, closed, st1 = clients.counts()
+        sent1, m1, c1 = producer.sent, delivered(server), cpu_seconds(procs)
+        produced = sent1 - sent0
+        shares = sorted((g1 - g0) / max(produced, 1) for g0, g1 in zip(got0, got1))
+        counted = (sum(got1) - sum(got0)) / u.seconds
+        answered = m0[0] is not None and m1[0] is not None
+        rate_out = (m1[0] - m0[0]) / (m1[1] - m0[1]) if answered else None
+        client_pct = 100 * (c1 - c0) / u.seconds
+        mb_s = (bytes1 - bytes0) / u.seconds / 2**20
+        every = shares[0] >= 0.9 and not closed
+        if n == 1:
+            cpu_one = u.cpu_pct
+            target, met, vs_one = "every viewer >= 90% of the rate", every, ""
+        else:
+            target = "< 3x the CPU of 1 viewer, every viewer >= 90% of the rate"
+            met = bool(cpu_one) and u.cpu_pct < 3 * cpu_one and every
+            vs_one = f" = {u.cpu_pct / cpu_one:.2f}x one viewer" if cpu_one else ""
+        messages, compressed, inflated = (st1[k] - st0[k] for k in
+                                          ("messages", "compressed", "inflated"))
+        counting = "records in its raw bytes"
+        if deflate:
+            counting = ("records in its frames, each distinct compressed message inflated once "
+                        "per process")
+        b.add(f"{n:,} viewer{'s' if n > 1 else ''}, {b.crowd_rate:,} rec/s",
+              "shared feed, gevent" + (", clients ask for permessage-deflate (as Chromium)"
+                                       if deflate else "")
+              + f"; {len(procs)} client process{'es' if len(procs) > 1 else ''} on the same "
+              f"cores count each socket's {counting}",
+              f"{u.cpu_pct:.1f}% CPU (user {u.user_pct:.0f}, system {u.system_pct:.0f})"
+              f"{vs_one}; slowest viewer {shares[0]:.0%} of the {produced / u.seconds:,.0f}"
+              f" rec/s produced, median {percentile(shares, 50):.0%}"
+              + (f", {closed} closed" if closed else "")
+              + f"; clients counted {counted:,.0f} rec/s, server "
+              + (f"{rate_out:,.0f}" if rate_out is not None else "? (/metrics timed out)")
+              + f" ({mb_s:.{0 if mb_s >= 10 else 2}f} MB/s"
+              + (f" compressed, {compressed / max(messages, 1):.0%} of {messages / u.seconds:,.0f}"
+                 f" msg/s, {inflated / u.seconds:,.0f} inflated/s" if deflate else "")
+              + f"); clients {client_pct:.0f}% CPU",
+              target, met, viewers=n, deflate=deflate, cpu_pct=u.cpu_pct, user_pct=u.user_pct,
+              system_pct=u.system_pct, rss_mb=u.rss_mb, produced_per_s=produced / u.seconds,
+              share_min=shares[0], share_median=percentile(shares, 50), closed=closed,
+              counted_per_s=counted, delivered_per_s=rate_out, client_cpu_pct=client_pct,
+              client_processes=len(procs), client_mb_s=mb_s,
+              messages_per_s=messages / u.seconds, compressed_share=compressed / max(messages, 1),
+              inflated_per_s=inflated / u.seconds)
+        b.profile(server, f"viewers-{n}" + ("-deflate" if deflate else ""), 10)
+    finally:
+        stop_all(producer and producer.stop, clients and clients.stop, server.stop)
+    return cpu_one
 
 
 def row_schemas(b: Bench) -> None:

@@ -20,6 +20,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+import zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -329,17 +330,103 @@ class MarkerCount:
         self._tail = joined[-self.KEEP:] if n < self.KEEP else bytes(buf[n - self.KEEP:n])
 
 
-def count_records(url: str, n: int, conn: Any) -> None:
-    """A client process: n tails of ``url`` read raw, records counted per socket (MarkerCount)
-    with no frame parsed and no ping answered (give the server a long ping interval).
+class InflateMemo:
+    """Records in compressed messages (RECORD_MARKERs in each, inflated), remembered for the
+    last ``size`` distinct messages. permessage-deflate without context takeover makes every
+    message stand alone, and a shared feed sends the same compressed bytes to every viewer of
+    one wire format: each distinct message is then inflated once per client process, not once
+    per socket."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self.inflated = 0  # messages inflated (memo misses)
+        self._counts: dict[bytes, int] = {}
+
+    def count(self, payload: bytes) -> int:
+        records = self._counts.get(payload)
+        if records is None:
+            # RFC 7692: the sender's trailing 00 00 ff ff was cut off; a fresh inflater per
+            # message, as the server keeps no context between them.
+            text = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
+            records = text.count(RECORD_MARKER)
+            self.inflated += 1
+            if len(self._counts) >= self.size:
+                del self._counts[next(iter(self._counts))]  # the oldest
+            self._counts[payload] = records
+        return records
+
+
+class FrameCount:
+    """Records in one socket's server-to-client WebSocket frames (unmasked; 7, 16 or 64-bit
+    lengths; a frame may split across reads anywhere), as RECORD_MARKERs in each message:
+    compressed ones (RSV1) through ``memo``, the others in their bytes. For clients that
+    negotiated permessage-deflate, whose bytes MarkerCount cannot read. Control frames are
+    skipped; a fragmented message is joined first."""
+
+    def __init__(self, memo: InflateMemo) -> None:
+        self.records = self.messages = self.compressed = 0
+        self._memo = memo
+        self._buf = bytearray()
+        self._parts: list[bytes] | None = None  # a fragmented message so far
+        self._rsv1 = 0  # of its first frame
+
+    def feed(self, buf: bytearray, n: int) -> None:
+        """Count the first n bytes of ``buf``."""
+        data = self._buf
+        data += memoryview(buf)[:n]
+        pos, end = 0, len(data)
+        with memoryview(data) as view:  # released before ``data`` is resized
+            while end - pos >= 2:
+                size, head = data[pos + 1] & 0x7F, 2
+                if size == 126:
+                    if end - pos < 4:
+                        break
+                    size, head = int.from_bytes(view[pos + 2:pos + 4], "big"), 4
+                elif size == 127:
+                    if end - pos < 10:
+                        break
+                    size, head = int.from_bytes(view[pos + 2:pos + 10], "big"), 10
+                stop = pos + head + size
+                if stop > end:
+                    break
+                b0 = data[pos]
+                if not b0 & 0x08:  # a data frame: text, binary or continuation
+                    self._frame(b0, bytes(view[pos + head:stop]))
+                pos = stop
+        del data[:pos]
+
+    def _frame(self, b0: int, payload: bytes) -> None:
+        if self._parts is not None or not b0 & 0x80:  # part of a fragmented message
+            if self._parts is None:
+                self._parts, self._rsv1 = [], b0 & 0x40
+            self._parts.append(payload)
+            if not b0 & 0x80:
+                return
+            payload, rsv1, self._parts = b"".join(self._parts), self._rsv1, None
+        else:
+            rsv1 = b0 & 0x40
+        self.messages += 1
+        if rsv1:
+            self.compressed += 1
+            self.records += self._memo.count(payload)
+        else:
+            self.records += payload.count(RECORD_MARKER)
+
+
+def count_records(url: str, n: int, conn: Any, deflate: bool = False) -> None:
+    """A client process: n tails of ``url`` read raw, records counted per socket with no ping
+    answered (give the server a long ping interval). Plain: MarkerCount, no frame parsed.
+    ``deflate``: the handshakes ask for permessage-deflate as Chromium does, and FrameCount
+    parses the frames, inflating each distinct compressed message once (InflateMemo).
     ``conn`` (a Pipe end) gets "open" once all are open (or the error), then answers each
-    "counts" with (records per socket, bytes, sockets closed) until "stop"."""
+    "counts" with (records per socket, bytes, sockets closed, message stats) until "stop"."""
     try:
-        sockets = [handshake(url).sock for _ in range(n)]
+        sockets = [handshake(url, deflate).sock for _ in range(n)]
     except OSError as exc:
         conn.send(f"{type(exc).__name__}: {exc}")
         return
-    counters = [MarkerCount() for _ in sockets]
+    memo = InflateMemo()
+    counters = [FrameCount(memo) if deflate else MarkerCount() for _ in sockets]
     sel = selectors.EpollSelector()
     for sock, counter in zip(sockets, counters):
         sel.register(sock, selectors.EVENT_READ, counter)
@@ -355,7 +442,11 @@ def count_records(url: str, n: int, conn: Any) -> None:
                     for sock in sockets:
                         sock.close()
                     return
-                conn.send(([c.records for c in counters], total, closed))
+                stats = Counter(inflated=memo.inflated)
+                if deflate:
+                    stats.update(messages=sum(c.messages for c in counters),
+                                 compressed=sum(c.compressed for c in counters))
+                conn.send(([c.records for c in counters], total, closed, stats))
                 continue
             try:
                 got = key.fileobj.recv_into(buf)
@@ -372,15 +463,16 @@ def count_records(url: str, n: int, conn: Any) -> None:
 class CountingClients:
     """n tails of ``url`` in ``processes`` client processes (count_records), so that reading
     and counting a thousand busy sockets is not limited by this process's GIL, nor slows the
-    paced producer on it. ``counts()``: records per socket, all processes together."""
+    paced producer on it; ``deflate``: they ask for permessage-deflate, as browsers do.
+    ``counts()``: records per socket, all processes together."""
 
-    def __init__(self, url: str, n: int, processes: int) -> None:
+    def __init__(self, url: str, n: int, processes: int, deflate: bool = False) -> None:
         ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads
         self._conns, self.procs = [], []
         for i in range(processes):
             mine, theirs = ctx.Pipe()
             proc = ctx.Process(target=count_records, name=f"bench-counter-{i}", daemon=True,
-                               args=(url, n // processes + (i < n % processes), theirs))
+                               args=(url, n // processes + (i < n % processes), theirs, deflate))
             proc.start()
             theirs.close()  # the child's end is the child's: its exit then ends our recv
             self._conns.append(mine)
@@ -394,17 +486,19 @@ class CountingClients:
                 self.stop()
                 raise ConnectionError(f"a counting client could not open its tails: {answer}")
 
-    def counts(self) -> tuple[list[int], int, int]:
-        """Records per socket, bytes read and sockets closed so far, over all processes."""
+    def counts(self) -> tuple[list[int], int, int, Counter]:
+        """Records per socket, bytes read, sockets closed and message stats (with deflate:
+        messages, compressed ones, inflated ones) so far, over all processes."""
         for conn in self._conns:
             conn.send("counts")
-        records, total, closed = [], 0, 0
+        records, total, closed, stats = [], 0, 0, Counter()
         for conn in self._conns:
-            r, t, c = conn.recv()
+            r, t, c, s = conn.recv()
             records += r
             total += t
             closed += c
-        return records, total, closed
+            stats += s
+        return records, total, closed, stats
 
     def stop(self) -> None:
         for conn, proc in zip(self._conns, self.procs):

@@ -8,6 +8,7 @@ import importlib.resources
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
@@ -75,11 +76,18 @@ def read(server, topic: str, produce, mode: str, n: int, query: str = ""):
     if mode == "earliest":
         produce()
         c = tail(server, topic, "from=earliest" + query)
-    else:
-        c = tail(server, topic, query.lstrip("&"))
-        c.status("live")
-        produce()
-    return c, c.collect(n)
+        return c, c.collect(n)
+    c = tail(server, topic, query.lstrip("&"))
+    c.status("live")
+    # Serializing asks the registry, which may take seconds (a real one's client retries): the
+    # tail keeps reading meanwhile, so the server's pings are answered and it stays open.
+    with ThreadPoolExecutor(1, thread_name_prefix="kt-test-produce") as pool:
+        produced = pool.submit(produce)
+        try:
+            recs = c.collect(n)
+        finally:
+            produced.result()  # when producing failed, that is what the test reports
+    return c, recs
 
 
 def serializer(kind, url: str, schema: str, **conf):

@@ -140,11 +140,23 @@ from kafkatail.testing.registry import (ExternalRegistry, RegistryServer,  # noq
                                         registry_for_test, session_registry)
 
 
+_REGISTRY = pytest.StashKey[str]()
+
+
 @pytest.fixture(scope="session")
-def real_registry() -> Iterator[tuple[str, str] | None]:
+def real_registry(request) -> Iterator[tuple[str, str] | None]:
     """The real registry KAFKATAIL_TEST_SCHEMA_REGISTRY names for the session (``apicurio``: one
     started here, as the session's Apache Kafka is), or None."""
-    yield from session_registry()
+    yield from session_registry(lambda text: request.config.stash.__setitem__(_REGISTRY, text))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
+                            config: pytest.Config) -> None:
+    """Which real registry the schema tests ran against, and what its log said went wrong."""
+    said = config.stash.get(_REGISTRY, None)
+    if said:
+        terminalreporter.write_sep("-", "schema_registry")
+        terminalreporter.write_line(said)
 
 
 @pytest.fixture

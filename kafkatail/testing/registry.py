@@ -732,10 +732,12 @@ def _needs_test_server(what: str) -> NoReturn:
                 "a real one")
 
 
-def session_registry() -> Iterator[tuple[str, str] | None]:
+def session_registry(report: Callable[[str], None] = lambda text: print(text, file=sys.stderr)
+                     ) -> Iterator[tuple[str, str] | None]:
     """The session-scoped registry fixture: None for an in-process server per test, else the
     (URL, name) of the real registry ``KAFKATAIL_TEST_SCHEMA_REGISTRY`` names; for ``apicurio``
-    an Apicurio Registry started here, stopped (and named on stderr) when the session ends."""
+    an Apicurio Registry started here, stopped when the session ends, and then named to
+    ``report`` with the warnings and errors of its log."""
     named = os.environ.get(REGISTRY_ENV)
     if named != APICURIO:
         yield (named, "a real registry") if named else None
@@ -751,9 +753,13 @@ def session_registry() -> Iterator[tuple[str, str] | None]:
     try:
         yield registry.url, registry.name
     finally:
-        print(f"\n{REGISTRY_ENV}={APICURIO}: schema tests ran against {registry.name} "
-              f"({registry.java.path})", file=sys.stderr)
         registry.stop()
+        # What the registry itself said went wrong: the tests only see a client's error.
+        said = [line[:300] for line in registry.log_tail(100_000).splitlines()
+                if any(word in line for word in (" WARN ", " ERROR ", "Exception", "Error:"))]
+        report(f"{REGISTRY_ENV}={APICURIO}: schema tests ran against {registry.name} "
+               f"({registry.java.path}); its log has {len(said)} warnings and errors"
+               + "".join(f"\n  {line}" for line in said[-20:]))
 
 
 def registry_for_test(real: tuple[str, str] | None) -> Iterator[RegistryServer | ExternalRegistry]:

@@ -136,17 +136,20 @@ def test_half_open_peers_are_reaped_by_pings(cluster, server_process):
     assert settled <= bound + 1, f"threads/fds at baseline {settled:.2f}s after the cut"
 
 
-# n records of about ``size`` bytes in large batches, from a process of its own so the test's
-# reader does not share a GIL with the producer.
+# n records of about ``size`` bytes at ``rate`` a second in large batches, from a process of
+# its own so the test's reader does not share a GIL with the producer.
 FLOOD = """
-import json, sys
+import json, sys, time
 from kafka import KafkaProducer
-bootstrap, topic, n, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+bootstrap, topic, n, size, rate = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
 producer = KafkaProducer(bootstrap_servers=bootstrap, client_id="kt-test-flood", linger_ms=20,
                          batch_size=512 * 1024, max_request_size=8 * 2**20)
 pad = "x" * (size - 32)
+start = time.monotonic()
 for i in range(n):
     producer.send(topic, value=json.dumps({"n": i, "pad": pad}).encode())
+    if i % 500 == 499:
+        time.sleep(max(0.0, start + (i + 1) / rate - time.monotonic()))
 producer.flush()
 producer.close(timeout=5)
 """
@@ -157,7 +160,10 @@ def test_slow_consumer_with_50k_records(cluster, server_process):
     """drop-oldest with sends allowed to block long: the stalled client costs a bounded outbox,
     the fast client on the same feed is never held back, and the stalled one is told exactly
     which offsets it lost."""
-    n, size, outbox = 50_000, 1024, 5000
+    # At 5,000 records/s the stalled client's outbox fills every second, so it must drop; the
+    # fast one reads in Python in this process, and unpaced its parsing fell an outbox behind
+    # on a loaded machine (467 dropped, CI): pacing keeps the test about the stalled client.
+    n, size, outbox, rate = 50_000, 1024, 5000, 5000
     server = server_process(outbox_max_records=outbox, outbox_full_policy="drop-oldest",
                             send_timeout_s=120, ping_interval_s=120, feed_linger_s=0)
     topic = cluster.create_topic()
@@ -171,7 +177,7 @@ def test_slow_consumer_with_50k_records(cluster, server_process):
     rss0 = peak = server.worker.memory_info().rss
     t0 = time.monotonic()
     flood = subprocess.Popen([sys.executable, "-c", FLOOD, cluster.bootstrap, topic, str(n),
-                              str(size)])
+                              str(size), str(rate)])
     try:
         gap, last = 0.0, time.monotonic()
         deadline = t0 + 120
